@@ -1,0 +1,1 @@
+"""Search spaces, reference networks, key enumeration, device profiles and the build CLI."""

@@ -1,0 +1,1 @@
+"""Search spaces as data (import without torch)."""

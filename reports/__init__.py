@@ -1,0 +1,1 @@
+"""Figures and summary pages drawn from latency tables."""

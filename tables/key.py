@@ -1,0 +1,297 @@
+"""The block key: one tiny graph, named exactly.
+
+A key is block type + input shape (channels, height, width) + output channels,
+kernel, stride, expansion/bottleneck ratio, SE on/off and activation. Batch,
+precision, backend and device belong to the whole table, never to a row.
+
+Canonical string form (one line, parses back to the same key)::
+
+    irb_i64x40x40_o128_k5_s2_e6_se1_swish
+
+fields in order: block, ``i{cin}x{h}x{w}``, ``o{cout}``, ``k{kernel}``,
+``s{stride}``, ``e{ratio}`` (shortest decimal), ``se{0|1}``, activation.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+#: Activation names accepted in keys ("swish" is SiLU).
+ACTIVATIONS: tuple[str, ...] = ("relu", "swish", "relu6")
+
+#: Number of classes of the classifier in ``tail`` and ``pool_fc`` blocks.
+NUM_CLASSES = 1000
+
+
+@dataclass(frozen=True)
+class BlockType:
+    """What a block type accepts; one entry per type in :data:`BLOCK_TYPES`."""
+
+    name: str
+    description: str
+    has_ratio: bool  # expansion (irb, fused_irb) or bottleneck/mid ratio (xx, bl, dw)
+    has_se: bool
+    fixed_kernel: int | None = None  # e.g. 1 for tail, pool_fc
+    fixed_stride: int | None = None
+    spatial_out: str = "stride"  # "stride" | "stride_pool" (extra /2) | "global" (1x1)
+
+
+BLOCK_TYPES: dict[str, BlockType] = {
+    b.name: b
+    for b in (
+        BlockType("conv", "conv kxk stride s -> BN -> act (stems, GPUNet stage 0/1)", False, False),
+        BlockType(
+            "conv_pool",
+            "conv kxk stride s -> BN -> act -> max-pool 3x3 stride 2 (ResNet stem)",
+            False,
+            False,
+            spatial_out="stride_pool",
+        ),
+        BlockType("xx", "GENet XX / ResNet basic block: kxk, kxk, residual, act after add", True, False),
+        BlockType("bl", "GENet BL / ResNet bottleneck: 1x1, kxk(stride), 1x1, residual", True, False),
+        BlockType("dw", "GENet DW: 1x1, depthwise kxk(stride), 1x1, residual", True, False),
+        BlockType("irb", "inverted residual: 1x1 expand, depthwise kxk, [SE], 1x1 project", True, True),
+        BlockType("fused_irb", "fused inverted residual: kxk expand, [SE], 1x1 project", True, True),
+        BlockType(
+            "tail",
+            "1x1 conv -> BN -> act -> global average pool -> FC (1000 classes)",
+            False,
+            False,
+            fixed_kernel=1,
+            fixed_stride=1,
+            spatial_out="global",
+        ),
+        BlockType(
+            "pool_fc",
+            "global average pool -> FC (ResNet head); cout is the number of classes",
+            False,
+            False,
+            fixed_kernel=1,
+            fixed_stride=1,
+            spatial_out="global",
+        ),
+    )
+}
+
+_STRIDES = (1, 2)
+_KEY_RE = re.compile(
+    r"^(?P<block>[a-z_]+?)_i(?P<cin>\d+)x(?P<h>\d+)x(?P<w>\d+)_o(?P<cout>\d+)"
+    r"_k(?P<k>\d+)_s(?P<s>\d+)_e(?P<e>[0-9.]+)_se(?P<se>[01])_(?P<act>[a-z0-9]+)$"
+)
+
+
+def _fmt_ratio(e: float) -> str:
+    text = f"{e:.6g}"
+    return text
+
+
+def _bad(field_name: str, value: object, allowed: str) -> ValueError:
+    return ValueError(f"invalid block key field {field_name}={value!r}: allowed {allowed}")
+
+
+@dataclass(frozen=True, order=True)
+class BlockKey:
+    """One (input shape, config) point of a block type.
+
+    Construction validates every field and raises ``ValueError`` naming the
+    field and its allowed values. ``e`` is the expansion ratio of ``irb`` and
+    ``fused_irb`` (mid = in * e, rounded to a multiple of 8) or the mid-channel
+    ratio of ``xx``/``bl``/``dw`` (mid = round(out * e)); it is 1 for blocks
+    without one.
+    """
+
+    block: str
+    cin: int
+    h: int
+    w: int
+    cout: int
+    k: int = 3
+    s: int = 1
+    e: float = 1.0
+    se: bool = False
+    act: str = "relu"
+    _str: str = field(default="", init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        bt = BLOCK_TYPES.get(self.block)
+        if bt is None:
+            raise _bad("block", self.block, "one of " + ", ".join(BLOCK_TYPES))
+        for name in ("cin", "h", "w", "cout", "k", "s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int,)) and not _is_int_like(v):
+                raise _bad(name, v, "a positive integer")
+            object.__setattr__(self, name, int(v))
+            if int(v) <= 0:
+                raise _bad(name, v, "a positive integer")
+        if bt.fixed_kernel is not None and self.k != bt.fixed_kernel:
+            raise _bad("k", self.k, f"{bt.fixed_kernel} for block {self.block}")
+        if self.k % 2 == 0:
+            raise _bad("k", self.k, "an odd kernel size (1, 3, 5, 7, ...)")
+        if bt.fixed_stride is not None and self.s != bt.fixed_stride:
+            raise _bad("s", self.s, f"{bt.fixed_stride} for block {self.block}")
+        if self.s not in _STRIDES:
+            raise _bad("s", self.s, "1 or 2")
+        try:
+            e = float(self.e)
+        except (TypeError, ValueError):
+            raise _bad("e", self.e, "a positive number") from None
+        if not math.isfinite(e) or e <= 0:
+            raise _bad("e", self.e, "a positive number")
+        e = float(_fmt_ratio(e))
+        if not bt.has_ratio and e != 1.0:
+            raise _bad("e", self.e, f"1 for block {self.block} (it has no ratio)")
+        object.__setattr__(self, "e", e)
+        if not isinstance(self.se, (bool, int)) or int(self.se) not in (0, 1):
+            raise _bad("se", self.se, "True/False (1/0)")
+        object.__setattr__(self, "se", bool(self.se))
+        if self.se and not bt.has_se:
+            raise _bad("se", self.se, f"False for block {self.block} (only irb, fused_irb take SE)")
+        if self.act not in ACTIVATIONS:
+            raise _bad("act", self.act, "one of " + ", ".join(ACTIVATIONS))
+        min_hw = self.s * (2 if bt.spatial_out == "stride_pool" else 1)
+        if self.h < min_hw or self.w < min_hw:
+            raise _bad("h/w", f"{self.h}x{self.w}", f"a feature map of at least {min_hw}x{min_hw} for stride {self.s}")
+        if self.block == "dw" and self.mid_channels < 1:
+            raise _bad("e", self.e, "a ratio giving at least one mid channel")
+        object.__setattr__(
+            self,
+            "_str",
+            f"{self.block}_i{self.cin}x{self.h}x{self.w}_o{self.cout}_k{self.k}_s{self.s}"
+            f"_e{_fmt_ratio(self.e)}_se{int(self.se)}_{self.act}",
+        )
+
+    # ----- derived shapes -------------------------------------------------
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        """Output feature-map size (height, width); (1, 1) for classifier blocks."""
+        kind = BLOCK_TYPES[self.block].spatial_out
+        if kind == "global":
+            return (1, 1)
+        h, w = -(-self.h // self.s), -(-self.w // self.s)
+        if kind == "stride_pool":
+            h, w = -(-h // 2), -(-w // 2)
+        return (h, w)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the block's input, batch excluded."""
+        return (self.cin, self.h, self.w)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Output shape without batch: (C, H, W), or (classes,) for tail/pool_fc."""
+        if self.block == "tail":
+            return (NUM_CLASSES,)
+        if self.block == "pool_fc":
+            return (self.cout,)
+        return (self.cout, *self.out_hw)
+
+    @property
+    def mid_channels(self) -> int:
+        """Width of the block's inner layers (see REFERENCE.md for each type)."""
+        if self.block in ("irb", "fused_irb"):
+            return make_divisible(self.cin * self.e, 8)
+        if self.block in ("xx", "bl", "dw"):
+            return max(1, int(round(self.cout * self.e)))
+        return self.cout
+
+    @property
+    def has_residual(self) -> bool:
+        """True when the block adds an identity shortcut (stride 1 and cin == cout)."""
+        if self.block in ("irb", "fused_irb", "xx", "bl", "dw"):
+            return self.s == 1 and self.cin == self.cout
+        return False
+
+    def next_input(self) -> tuple[int, int, int]:
+        """(channels, height, width) that the next block of a chain receives."""
+        return (self.cout, *self.out_hw)
+
+    # ----- string form ----------------------------------------------------
+    def __str__(self) -> str:
+        return self._str
+
+    @classmethod
+    def parse(cls, text: str) -> BlockKey:
+        """Parse the canonical string form; raises ``ValueError`` on bad text."""
+        return parse_key(text)
+
+    def replace(self, **changes: object) -> BlockKey:
+        """A copy with some fields changed (validated again)."""
+        values = {f: getattr(self, f) for f in KEY_FIELDS}
+        values.update(changes)
+        return BlockKey(**values)  # type: ignore[arg-type]
+
+    def as_dict(self) -> dict[str, object]:
+        """The key's fields as a plain dict (for tables and JSON)."""
+        return {f: getattr(self, f) for f in KEY_FIELDS}
+
+
+#: Key fields in canonical order (the typed key columns of a table).
+KEY_FIELDS: tuple[str, ...] = ("block", "cin", "h", "w", "cout", "k", "s", "e", "se", "act")
+
+
+def _is_int_like(v: object) -> bool:
+    try:
+        import numpy as np
+
+        return isinstance(v, np.integer)
+    except ImportError:  # pragma: no cover - numpy is a base dependency
+        return False
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``value`` to a multiple of ``divisor``, never below 90% of it."""
+    min_value = min_value or divisor
+    new = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new < 0.9 * value:
+        new += divisor
+    return int(new)
+
+
+def parse_key(text: str) -> BlockKey:
+    """Parse ``irb_i64x40x40_o128_k5_s2_e6_se1_swish`` into a :class:`BlockKey`."""
+    if not isinstance(text, str):
+        raise ValueError(f"invalid block key {text!r}: expected a string")
+    m = _KEY_RE.match(text.strip())
+    if m is None:
+        raise ValueError(
+            f"invalid block key string {text!r}: expected "
+            "BLOCK_i{cin}x{h}x{w}_o{cout}_k{k}_s{s}_e{ratio}_se{0|1}_ACT, "
+            "e.g. irb_i64x40x40_o128_k5_s2_e6_se1_swish"
+        )
+    g = m.groupdict()
+    try:
+        e = float(g["e"])
+    except ValueError:
+        raise _bad("e", g["e"], "a positive number") from None
+    key = BlockKey(
+        block=g["block"],
+        cin=int(g["cin"]),
+        h=int(g["h"]),
+        w=int(g["w"]),
+        cout=int(g["cout"]),
+        k=int(g["k"]),
+        s=int(g["s"]),
+        e=e,
+        se=g["se"] == "1",
+        act=g["act"],
+    )
+    return key
+
+
+def chain_keys(keys: list[BlockKey] | tuple[BlockKey, ...]) -> None:
+    """Check that each key's input is the previous key's output.
+
+    Raises ``ValueError`` naming the first position where the chain breaks.
+    """
+    for i in range(1, len(keys)):
+        prev, cur = keys[i - 1], keys[i]
+        if prev.block in ("tail", "pool_fc"):
+            raise ValueError(f"block {i - 1} ({prev}) ends the network: nothing may follow a classifier")
+        if prev.next_input() != cur.input_shape:
+            raise ValueError(
+                f"blocks do not chain at position {i}: block {i - 1} ({prev}) outputs "
+                f"{prev.next_input()} but block {i} ({cur}) expects {cur.input_shape}"
+            )
