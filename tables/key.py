@@ -120,7 +120,7 @@ class BlockKey:
             raise _bad("block", self.block, "one of " + ", ".join(BLOCK_TYPES))
         for name in ("cin", "h", "w", "cout", "k", "s"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int,)) and not _is_int_like(v):
+            if isinstance(v, bool) or (not isinstance(v, (int,)) and not _is_int_like(v)):
                 raise _bad(name, v, "a positive integer")
             object.__setattr__(self, name, int(v))
             if int(v) <= 0:
@@ -194,7 +194,7 @@ class BlockKey:
         if self.block in ("irb", "fused_irb"):
             return make_divisible(self.cin * self.e, 8)
         if self.block in ("xx", "bl", "dw"):
-            return max(1, int(round(self.cout * self.e)))
+            return max(1, round(self.cout * self.e))
         return self.cout
 
     @property
