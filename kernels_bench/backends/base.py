@@ -1,0 +1,265 @@
+"""The backend interface, its errors, and what every backend shares.
+
+A backend is a loader: :meth:`Backend.prepare` makes the graph (the export step:
+an ONNX file or a torch module), :meth:`Backend.load` compiles it into a
+:class:`~kernels_bench.timing.Runner` (the compile step) that the timing
+protocol runs. Backends import their engine lazily and raise
+:class:`BackendUnavailable` naming the pip extra that provides it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+from kernels_bench.timing import Runner, host_clock_resolution_ms
+from tables.key import BlockKey
+
+#: Precision names understood by the backends (each backend runs a subset).
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
+
+#: pip extra that provides each engine.
+EXTRAS: dict[str, str] = {"cpu": ".[cpu]", "ort-gpu": ".[ort-gpu]", "tensorrt": ".[tensorrt]"}
+
+
+class BackendUnavailable(RuntimeError):
+    """The engine (or the device) a backend needs is not installed or not present."""
+
+
+class PrecisionNotSupported(ValueError):
+    """A backend cannot run a precision meaningfully on its device."""
+
+
+def install_hint(extra: str) -> str:
+    """The pip command that installs an extra, e.g. ``pip install -e '.[cpu]'``."""
+    return f"pip install -e '{EXTRAS[extra]}'"
+
+
+def missing(module: str, backend: str, extra: str, error: BaseException | None = None) -> BackendUnavailable:
+    """A :class:`BackendUnavailable` for a module that failed to import."""
+    detail = f" ({type(error).__name__}: {error})" if error is not None else ""
+    return BackendUnavailable(
+        f"the {backend} backend needs the Python package {module!r}, which could not be imported{detail}; "
+        f"install it with: {install_hint(extra)}"
+    )
+
+
+def as_key_list(keys: BlockKey | Sequence[BlockKey]) -> list[BlockKey]:
+    """One key or an ordered chain of keys, as a non-empty list."""
+    if isinstance(keys, BlockKey):
+        return [keys]
+    result = list(keys)
+    if not result:
+        raise ValueError("no block keys given: pass one BlockKey or a non-empty sequence of chained keys")
+    for k in result:
+        if not isinstance(k, BlockKey):
+            raise ValueError(f"expected BlockKey objects, got {type(k).__name__}: parse strings with tables.parse_key")
+    return result
+
+
+def check_batch(batch: int) -> int:
+    """Validate a batch size (a positive integer)."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"invalid batch={batch!r}: use a positive integer")
+    return batch
+
+
+def cpu_model() -> str:
+    """Host CPU model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def host_environment() -> dict[str, Any]:
+    """Facts about the host shared by all backends: CPU model, logical CPUs, OS, Python."""
+    return {
+        "host_cpu": cpu_model(),
+        "host_logical_cpus": os.cpu_count() or 0,
+        "host_os": f"{platform.system()} {platform.release()}",
+        "python_version": platform.python_version(),
+    }
+
+
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA kernel driver version from ``/proc/driver/nvidia/version`` (Linux), or None."""
+    try:
+        with open("/proc/driver/nvidia/version", encoding="utf-8", errors="replace") as f:
+            first = f.readline()
+    except OSError:
+        return None
+    for token in first.split():
+        parts = token.split(".")
+        if len(parts) >= 2 and all(p.isdigit() for p in parts):
+            return token
+    return None
+
+
+def gpu_environment(index: int = 0) -> dict[str, Any]:
+    """Device name, compute capability, driver and CUDA versions of GPU ``index``.
+
+    Reads what is available: cuda-python first, then torch, then the driver's
+    ``/proc`` file; missing facts are simply absent.
+    """
+    env: dict[str, Any] = {}
+    driver = nvidia_driver_version()
+    if driver:
+        env["driver_version"] = driver
+    try:
+        from kernels_bench.cuda_timer import device_facts, load_cudart
+
+        env.update(device_facts(load_cudart(), index))
+    except Exception:  # cuda-python missing or no usable device: try torch
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                props = torch.cuda.get_device_properties(index)
+                env.update(
+                    device_name=props.name,
+                    compute_capability=f"{props.major}.{props.minor}",
+                    cuda_runtime=torch.version.cuda,
+                )
+        except ImportError:
+            pass
+    return env
+
+
+class Backend(ABC):
+    """One inference engine on one device.
+
+    Subclasses set :attr:`name`, :attr:`device` and :attr:`precisions` (what the
+    device runs meaningfully) and may explain refusals in :attr:`refusals`.
+    Use as a context manager or call :meth:`close`.
+    """
+
+    name: str = ""
+    device: str = "cpu"
+    precisions: tuple[str, ...] = ()
+    refusals: dict[str, str] = {}
+    closed: bool = False
+
+    def check_precision(self, precision: str) -> None:
+        """Raise :class:`PrecisionNotSupported` unless this backend runs ``precision`` on its device."""
+        if precision not in PRECISIONS:
+            raise PrecisionNotSupported(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        if precision not in self.precisions:
+            reason = self.refusals.get(precision, "")
+            reason = f": {reason}" if reason else ""
+            raise PrecisionNotSupported(
+                f"the {self.name} backend on {self.device} does not run {precision}{reason} "
+                f"(it runs {', '.join(self.precisions)})"
+            )
+
+    @abstractmethod
+    def prepare(self, keys: BlockKey | Sequence[BlockKey], batch: int, precision: str) -> Any:
+        """The export step: the graph of ``keys`` (chained) at ``batch`` and ``precision``."""
+
+    @abstractmethod
+    def load(self, prepared: Any) -> Runner:
+        """The compile step: a runner for a prepared graph."""
+
+    @abstractmethod
+    def prepare_identity(self, input_shape: tuple[int, ...], precision: str) -> Any:
+        """A graph that copies an input of ``input_shape`` (batch included) to an output of the same size."""
+
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """Every backend setting that changes the numbers (threads, provider, flags, ...)."""
+
+    @abstractmethod
+    def environment(self) -> dict[str, Any]:
+        """Engine name and version, device name, driver and CUDA versions where applicable, host facts."""
+
+    def close(self) -> None:
+        """Release backend-wide resources (idempotent); subclasses extend it."""
+        self.closed = True
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} on {self.device}>"
+
+
+class HostClockRunner:
+    """A CPU runner: ``time.perf_counter_ns`` around synchronous runs.
+
+    Args:
+        run_once: one synchronous inference of the batch.
+        release: frees the runner's resources, called once by :meth:`close`.
+        info: runner facts recorded with the result (threads, provider, ...).
+        context: a context-manager factory entered once around each timed loop
+            (e.g. ``torch.inference_mode``), so its cost stays out of the samples.
+    """
+
+    clock = "host"
+
+    def __init__(
+        self,
+        run_once: Callable[[], object],
+        *,
+        release: Callable[[], None] | None = None,
+        info: dict[str, Any] | None = None,
+        context: Callable[[], AbstractContextManager[Any]] | None = None,
+    ) -> None:
+        self.timer_resolution_ms = host_clock_resolution_ms()
+        self.info: dict[str, Any] = dict(info or {})
+        self._run_once = run_once
+        self._release = release
+        self._context = context or nullcontext
+        self._closed = False
+
+    def timed(self, iters: int) -> float:
+        """Total time of ``iters`` back-to-back inferences, ms (host clock)."""
+        if self._closed:
+            raise RuntimeError("runner is closed: load the graph again to time it")
+        run = self._run_once
+        with self._context():
+            start = time.perf_counter_ns()
+            for _ in range(iters):
+                run()
+            end = time.perf_counter_ns()
+        return (end - start) / 1e6
+
+    def close(self) -> None:
+        """Release resources once; later calls do nothing."""
+        if not self._closed:
+            self._closed = True
+            release, self._release, self._run_once = self._release, None, _closed_run
+            if release is not None:
+                release()
+
+    def __enter__(self) -> HostClockRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _closed_run() -> None:
+    raise RuntimeError("runner is closed: load the graph again to time it")
+
+
+def parse_device(device: str) -> tuple[str, int]:
+    """``"cpu"`` -> ("cpu", 0); ``"cuda"`` / ``"cuda:1"`` -> ("cuda", index)."""
+    if device == "cpu":
+        return "cpu", 0
+    if device == "cuda":
+        return "cuda", 0
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return "cuda", int(device[5:])
+    raise ValueError(f"invalid device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")

@@ -1,0 +1,747 @@
+"""TensorRT: engines from ONNX, one code path for TensorRT 8.6, 10.x and 11.x.
+
+Build side (pure functions of a ``trt`` module, so they are unit-tested with a
+stand-in namespace):
+
+- :func:`parse_version` and :func:`strongly_typed_for` decide the typing mode:
+  8.6 has only weakly typed networks; 10.x is weakly typed unless
+  ``strongly_typed=True``; 11.x is always strongly typed.
+- :func:`network_creation_flags`: ``EXPLICIT_BATCH`` on 8.6, ``STRONGLY_TYPED``
+  when asked on 10.x (and on 11.x where the flag still exists), else 0.
+- :func:`precision_flags`: weakly typed fp16 sets ``FP16``; weakly typed int8
+  sets ``INT8`` and ``FP16`` (the unquantized layers run in half); strongly typed
+  networks take precision from the ONNX (an fp16 graph, Q/DQ for int8) and get no
+  precision flag; fp32 clears ``TF32`` in every mode.
+- :class:`BuildOptions` validates ``builder_optimization_level`` (0-5),
+  ``avg_timing_iterations`` (>= 1) and the workspace size.
+- :class:`TimingCache`: one cache object shared by every build of a backend,
+  loaded from its file when present, merged with what another process saved in
+  the meantime, and saved atomically after each build.
+- :func:`build_engine`: parse, configure, ``build_serialized_network``; a parse
+  or build failure raises :class:`EngineBuildError` carrying the parser's and
+  the builder's error messages, so a caller records that key as failed.
+
+Run side: :class:`TensorRTRunner` deserializes the engine, binds device buffers
+(``cudaMalloc``) with ``set_tensor_address`` and enqueues ``execute_async_v3`` on
+a dedicated stream; :class:`~kernels_bench.cuda_timer.CudaEventTimer` events on
+that stream time the runs. With ``cuda_graphs=True`` one enqueue is captured in
+a CUDA graph (after a first plain enqueue and synchronize) and replayed; if
+capture fails the runner falls back to plain enqueues and records why.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from kernels_bench.backends.base import (
+    Backend,
+    as_key_list,
+    check_batch,
+    gpu_environment,
+    host_environment,
+    missing,
+    parse_device,
+)
+from tables.key import BlockKey
+
+#: Oldest TensorRT this backend supports.
+MIN_VERSION: tuple[int, int, int] = (8, 6, 0)
+
+#: Severity of TensorRT log messages that are printed (INTERNAL_ERROR=0 ... VERBOSE=4).
+_SEVERITY_NAMES = ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")
+
+
+class EngineBuildError(RuntimeError):
+    """TensorRT could not parse the graph or build an engine for it.
+
+    Attributes:
+        errors: the parser's or the builder's error messages, in order.
+    """
+
+    def __init__(self, message: str, errors: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.errors = list(errors)
+
+
+# ----- versions and typing -----------------------------------------------------
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``"8.6.1.6"`` -> (8, 6, 1); ``"10.0.0b6"`` -> (10, 0, 0); ``"11.0"`` -> (11, 0, 0)."""
+    m = re.match(r"^\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?", str(text))
+    if m is None:
+        raise ValueError(f"unreadable TensorRT version {text!r}: expected e.g. '8.6.1' or '10.3.0'")
+    return int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0)
+
+
+def check_version(version: tuple[int, int, int]) -> None:
+    """Raise ``ValueError`` for a TensorRT older than :data:`MIN_VERSION`."""
+    if version < MIN_VERSION:
+        found = ".".join(map(str, version))
+        raise ValueError(f"TensorRT {found} is too old: this backend needs TensorRT 8.6 or later")
+
+
+def strongly_typed_for(version: tuple[int, int, int], requested: bool | None) -> bool:
+    """Whether networks are strongly typed for this version and request.
+
+    Args:
+        version: TensorRT version from :func:`parse_version`.
+        requested: ``True``/``False`` to ask, ``None`` for the version's default.
+
+    Returns:
+        False on 8.6 (weak typing only; ``True`` raises ``ValueError``), the request
+        on 9.x/10.x (default False), True on 11.x (``False`` raises ``ValueError``).
+    """
+    check_version(version)
+    major = version[0]
+    if major == 8:
+        if requested:
+            raise ValueError("TensorRT 8.6 has no strongly typed networks: leave strongly_typed unset or False")
+        return False
+    if major >= 11:
+        if requested is False:
+            raise ValueError(f"TensorRT {major} networks are always strongly typed: leave strongly_typed unset or True")
+        return True
+    return bool(requested)
+
+
+def network_creation_flags(trt: Any, version: tuple[int, int, int], strongly_typed: bool | None) -> int:
+    """The ``flags`` argument of ``builder.create_network`` for this version and typing request."""
+    strong = strongly_typed_for(version, strongly_typed)
+    flag_enum = trt.NetworkDefinitionCreationFlag
+    if version[0] == 8:
+        return 1 << int(flag_enum.EXPLICIT_BATCH)
+    if strong and hasattr(flag_enum, "STRONGLY_TYPED"):
+        return 1 << int(flag_enum.STRONGLY_TYPED)
+    return 0
+
+
+def precision_flags(precision: str, strongly_typed: bool) -> tuple[list[str], list[str]]:
+    """Names of the ``trt.BuilderFlag`` members to set and to clear.
+
+    Returns:
+        ``(set, clear)``: fp32 -> ([], ["TF32"]); weakly typed fp16 -> (["FP16"], []);
+        weakly typed int8 -> (["INT8", "FP16"], []); strongly typed fp16/int8 -> ([], []).
+    """
+    if precision == "fp32":
+        return [], ["TF32"]
+    if precision not in ("fp16", "int8"):
+        raise ValueError(f"TensorRT builds fp32, fp16 or int8, not {precision!r}")
+    if strongly_typed:
+        return [], []
+    return (["FP16"] if precision == "fp16" else ["INT8", "FP16"]), []
+
+
+# ----- builder options ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Builder settings that change the engines.
+
+    Attributes:
+        builder_optimization_level: 0-5 (TensorRT's default 3; higher searches more tactics).
+        avg_timing_iterations: timing runs per tactic during the build (API default 1, trtexec 8).
+        workspace_bytes: workspace memory-pool limit, bytes; 0 keeps TensorRT's default.
+    """
+
+    builder_optimization_level: int = 3
+    avg_timing_iterations: int = 8
+    workspace_bytes: int = 1 << 30
+
+    def __post_init__(self) -> None:
+        level = self.builder_optimization_level
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 5:
+            raise ValueError(
+                f"invalid builder_optimization_level={level!r}: use an integer from 0 to 5 (TensorRT's default is 3)"
+            )
+        iters = self.avg_timing_iterations
+        if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+            raise ValueError(f"invalid avg_timing_iterations={iters!r}: use an integer >= 1 (trtexec uses 8)")
+        ws = self.workspace_bytes
+        if isinstance(ws, bool) or not isinstance(ws, int) or ws < 0:
+            raise ValueError(f"invalid workspace_bytes={ws!r}: use a byte count >= 0 (0 keeps TensorRT's default)")
+
+
+def configure_builder(
+    trt: Any, config: Any, precision: str, strongly_typed: bool, options: BuildOptions
+) -> dict[str, Any]:
+    """Apply precision flags and build options to a builder config.
+
+    Returns:
+        What was applied: ``builder_flags_set``, ``builder_flags_cleared`` and the options.
+    """
+    to_set, to_clear = precision_flags(precision, strongly_typed)
+    for name in to_set:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    for name in to_clear:
+        config.clear_flag(getattr(trt.BuilderFlag, name))
+    if options.workspace_bytes:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
+    config.builder_optimization_level = options.builder_optimization_level
+    config.avg_timing_iterations = options.avg_timing_iterations
+    return {"builder_flags_set": to_set, "builder_flags_cleared": to_clear, **asdict(options)}
+
+
+# ----- timing cache ------------------------------------------------------------------
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class TimingCache:
+    """One TensorRT timing cache shared by every engine build, kept in a file.
+
+    The first :meth:`attach` creates the cache from the file's bytes (or empty);
+    every later build config gets the same cache object, so tactics timed for one
+    key are reused by the next. :meth:`save` first merges what is on disk when
+    another process changed the file since it was read, then writes atomically.
+
+    Args:
+        path: the cache file; ``None`` keeps the cache in memory only.
+        ignore_mismatch: accept a cache written on a different device (not advised).
+    """
+
+    def __init__(self, path: str | Path | None = None, *, ignore_mismatch: bool = False) -> None:
+        self.path = Path(path) if path is not None else None
+        self.ignore_mismatch = ignore_mismatch
+        self._cache: Any = None
+        self._config: Any = None  # creates caches from bytes (create_timing_cache lives on IBuilderConfig)
+        self._disk_bytes: bytes | None = None
+        self.loaded_bytes = 0
+        self.load_problem: str | None = None
+
+    @property
+    def cache(self) -> Any:
+        """The shared ``ITimingCache`` (None before the first :meth:`attach`)."""
+        return self._cache
+
+    def _read_disk(self) -> bytes:
+        if self.path is not None and self.path.is_file():
+            return self.path.read_bytes()
+        return b""
+
+    def attach(self, config: Any) -> None:
+        """Give ``config`` the shared cache, creating it from the file on first use."""
+        if self._cache is None:
+            data = self._read_disk()
+            cache = config.create_timing_cache(data)
+            if cache is None and data:
+                self.load_problem = f"{self.path} is not a usable timing cache; starting from an empty one"
+                cache = config.create_timing_cache(b"")
+            if cache is None:
+                raise RuntimeError("TensorRT could not create an empty timing cache")
+            self._cache, self._config = cache, config
+            self._disk_bytes = data
+            self.loaded_bytes = len(data) if self.load_problem is None else 0
+        if config.set_timing_cache(self._cache, self.ignore_mismatch) is False:
+            raise RuntimeError(
+                f"TensorRT refused the timing cache {self.path}: it was written on another device or "
+                "TensorRT version; delete it or pass ignore_mismatch=True"
+            )
+
+    def merge_bytes(self, data: bytes) -> bool:
+        """Combine a serialized cache into the shared one; returns whether TensorRT accepted it."""
+        if self._config is None:
+            raise RuntimeError("attach the timing cache to a builder config before merging into it")
+        if not data:
+            return True
+        other = self._config.create_timing_cache(data)
+        if other is None:
+            return False
+        return bool(self._cache.combine(other, self.ignore_mismatch))
+
+    def merge_file(self, path: str | Path) -> bool:
+        """Combine a cache file (for example another machine's) into the shared cache."""
+        return self.merge_bytes(Path(path).read_bytes())
+
+    def serialize(self) -> bytes:
+        """The shared cache's bytes (empty before the first :meth:`attach`)."""
+        if self._cache is None:
+            return b""
+        return bytes(memoryview(self._cache.serialize()))
+
+    def save(self) -> None:
+        """Merge concurrent changes on disk, then write the cache atomically (no-op without a path)."""
+        if self.path is None or self._cache is None:
+            return
+        on_disk = self._read_disk()
+        if on_disk and on_disk != self._disk_bytes:
+            self.merge_bytes(on_disk)
+        data = self.serialize()
+        write_atomic(self.path, data)
+        self._disk_bytes = data
+
+
+# ----- logger and build ---------------------------------------------------------
+
+
+_LOGGER: Any = None
+
+
+def recording_logger(trt: Any, print_severity: int = 1) -> Any:
+    """A process-wide ``trt.ILogger`` that keeps every error and prints up to ``print_severity``.
+
+    TensorRT uses the first logger it is given for the whole process, so one
+    logger is shared by every builder and runtime. Errors are kept in its
+    ``errors`` list so a failed build can report them.
+    """
+    global _LOGGER
+    if _LOGGER is not None and getattr(_LOGGER, "_trt", None) is trt:
+        _LOGGER.print_severity = print_severity
+        return _LOGGER
+
+    class RecordingLogger(trt.ILogger):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self._trt = trt
+            self.errors: list[str] = []
+            self.print_severity = print_severity
+
+        def log(self, severity: Any, msg: str) -> None:
+            level = int(severity)
+            if level <= 1:
+                self.errors.append(str(msg))
+            if level <= self.print_severity:
+                name = _SEVERITY_NAMES[level] if 0 <= level < len(_SEVERITY_NAMES) else str(level)
+                print(f"[TensorRT {name}] {msg}", file=sys.stderr)
+
+    _LOGGER = RecordingLogger()
+    return _LOGGER
+
+
+def build_engine(
+    trt: Any,
+    builder: Any,
+    logger: Any,
+    onnx_path: str | Path,
+    *,
+    version: tuple[int, int, int],
+    precision: str,
+    strongly_typed: bool | None,
+    options: BuildOptions,
+    timing_cache: TimingCache | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Parse an ONNX file and build a serialized engine.
+
+    Args:
+        trt: the tensorrt module.
+        builder: a ``trt.Builder`` (reused across builds).
+        logger: the logger given to the builder (its ``errors`` list is read on failure).
+        onnx_path: the graph; external data is resolved next to it.
+        version: TensorRT version from :func:`parse_version`.
+        precision: fp32, fp16 or int8.
+        strongly_typed: typing request (see :func:`strongly_typed_for`).
+        options: builder options.
+        timing_cache: the shared cache, attached to this build's config.
+
+    Returns:
+        ``(plan, applied)``: the serialized engine (``IHostMemory``) and the
+        settings applied to this build.
+
+    Raises:
+        EngineBuildError: the parser or the builder failed; ``errors`` holds their messages.
+    """
+    strong = strongly_typed_for(version, strongly_typed)
+    path = Path(onnx_path)
+    first_error = len(getattr(logger, "errors", []))
+    network = builder.create_network(network_creation_flags(trt, version, strongly_typed))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EngineBuildError(f"TensorRT could not parse {path.name}: {'; '.join(errors) or 'no details'}", errors)
+    config = builder.create_builder_config()
+    applied = configure_builder(trt, config, precision, strong, options)
+    applied["strongly_typed"] = strong
+    if timing_cache is not None:
+        timing_cache.attach(config)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        errors = list(getattr(logger, "errors", [])[first_error:])
+        detail = "; ".join(errors) or "no error message from the builder"
+        raise EngineBuildError(f"TensorRT could not build an engine for {path.name} ({precision}): {detail}", errors)
+    return plan, applied
+
+
+def _dtype_itemsize(trt: Any, dtype: Any) -> tuple[Any, int]:
+    """(numpy dtype or None, bytes per element) of a ``trt.DataType``."""
+    import numpy as np
+
+    try:
+        np_dtype = np.dtype(trt.nptype(dtype))
+        return np_dtype, np_dtype.itemsize
+    except TypeError:  # bf16 and fp8 have no numpy type
+        name = str(dtype).rsplit(".", 1)[-1].upper()
+        sizes = {"BF16": 2, "HALF": 2, "FP8": 1, "INT8": 1, "UINT8": 1, "BOOL": 1, "INT64": 8}
+        if name not in sizes:
+            raise ValueError(f"tensor type {dtype} has no known size: use fp32, fp16 or int8 graphs") from None
+        return None, sizes[name]
+
+
+def check_graph(prepared: Any, strongly_typed: bool) -> None:
+    """Refuse a graph the build cannot use, before building.
+
+    Args:
+        prepared: an exported graph (``path``, ``precision``, ``input_dtype``).
+        strongly_typed: whether the network will be strongly typed.
+
+    Raises:
+        EngineBuildError: an int8 graph whose Q/DQ TensorRT does not accept
+            (:func:`kernels_bench.quant.check_tensorrt_qdq`), listing the problems.
+        ValueError: a float32 graph for strongly typed fp16 (precision comes from the graph).
+    """
+    precision = prepared.precision
+    if precision == "int8":
+        import onnx
+
+        from kernels_bench.quant import check_tensorrt_qdq
+
+        problems = check_tensorrt_qdq(onnx.load(str(prepared.path)))
+        if problems:
+            raise EngineBuildError(
+                f"the int8 graph {Path(prepared.path).name} has Q/DQ that TensorRT does not accept: "
+                + "; ".join(problems),
+                problems,
+            )
+    if precision == "fp16" and strongly_typed and getattr(prepared, "input_dtype", "float16") != "float16":
+        raise ValueError(
+            "strongly typed TensorRT takes fp16 from the graph, but this graph is float32: "
+            "export it with precision='fp16'"
+        )
+
+
+# ----- runner ----------------------------------------------------------------------
+
+
+class TensorRTRunner:
+    """One deserialized engine with device buffers, enqueued on its own stream.
+
+    Args:
+        trt: the tensorrt module.
+        plan: a serialized engine.
+        logger: the process-wide logger.
+        cuda_graphs: capture one enqueue in a CUDA graph and replay it.
+        cudart: cuda-python's runtime module.
+    """
+
+    clock = "cuda_events"
+
+    def __init__(self, trt: Any, plan: Any, logger: Any, *, cuda_graphs: bool, cudart: Any) -> None:
+        self._rt = cudart
+        self._buffers: list[Any] = []
+        self._graph: Any = None
+        self._graph_exec: Any = None
+        self._stream: Any = None
+        self._timer: Any = None
+        self._context: Any = None
+        self._engine: Any = None
+        self._runtime: Any = None
+        self._closed = False
+        self.info: dict[str, Any] = {}
+        self.timer_resolution_ms = 0.0
+        try:
+            self._setup(trt, plan, logger, cuda_graphs)
+        except BaseException:
+            self.close()  # free whatever was allocated before the failure
+            raise
+
+    def _setup(self, trt: Any, plan: Any, logger: Any, cuda_graphs: bool) -> None:
+        import numpy as np
+
+        from kernels_bench.cuda_timer import CudaEventTimer, DeviceBuffer, Stream
+
+        cudart = self._rt
+        self._runtime = trt.Runtime(logger)
+        self._engine = self._runtime.deserialize_cuda_engine(plan)
+        if self._engine is None:
+            raise EngineBuildError("TensorRT could not deserialize the engine it built", list(logger.errors[-5:]))
+        self._context = self._engine.create_execution_context()
+        self._stream = Stream(cudart)
+        self._timer = CudaEventTimer(cudart)
+        self.timer_resolution_ms = self._timer.resolution_ms
+        rng = np.random.default_rng(0)
+        for i in range(self._engine.num_io_tensors):
+            name = self._engine.get_tensor_name(i)
+            shape = tuple(int(d) for d in self._engine.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise ValueError(f"engine tensor {name} has a dynamic shape {shape}: export with a fixed batch")
+            np_dtype, itemsize = _dtype_itemsize(trt, self._engine.get_tensor_dtype(name))
+            buffer = DeviceBuffer(math.prod(shape) * itemsize, cudart)
+            self._buffers.append(buffer)
+            if self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT and np_dtype is not None:
+                host = (
+                    rng.standard_normal(shape).astype(np_dtype) if np_dtype.kind == "f" else np.zeros(shape, np_dtype)
+                )
+                buffer.copy_from_host(np.ascontiguousarray(host))
+            if not self._context.set_tensor_address(name, buffer.ptr):
+                raise RuntimeError(f"TensorRT refused the device address of tensor {name}")
+        self._enqueue()  # the first enqueue initialises state that a graph capture must not see
+        self._stream.synchronize()
+        self.info["cuda_graph"] = self._capture() if cuda_graphs else "off"
+
+    def _enqueue(self) -> None:
+        if not self._context.execute_async_v3(self._stream.handle_int):
+            raise RuntimeError("execute_async_v3 returned False: TensorRT could not enqueue the engine")
+
+    def _capture(self) -> str:
+        """Capture one enqueue into a CUDA graph; returns 'used' or 'fallback: <reason>'."""
+        from kernels_bench.cuda_timer import CudaError, check
+
+        rt = self._rt
+        mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        try:
+            check(rt, rt.cudaStreamBeginCapture(self._stream.handle, mode), "cudaStreamBeginCapture")
+        except CudaError as error:
+            return f"fallback: {error}"
+        enqueued = self._context.execute_async_v3(self._stream.handle_int)
+        result = rt.cudaStreamEndCapture(self._stream.handle)
+        err, graph = result[0], result[1]
+        try:
+            if not enqueued:
+                raise CudaError("execute_async_v3 returned False during capture")
+            check(rt, (err,), "cudaStreamEndCapture")
+            self._graph = graph
+            self._graph_exec = check(rt, rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+            check(rt, rt.cudaGraphLaunch(self._graph_exec, self._stream.handle), "cudaGraphLaunch")
+            self._stream.synchronize()
+        except CudaError as error:
+            rt.cudaGetLastError()  # clear the capture error so plain enqueues work
+            self._destroy_graph()
+            self._stream.synchronize()
+            return f"fallback: {error}"
+        return "used"
+
+    def _destroy_graph(self) -> None:
+        rt = self._rt
+        if self._graph_exec is not None:
+            rt.cudaGraphExecDestroy(self._graph_exec)
+            self._graph_exec = None
+        if self._graph is not None:
+            rt.cudaGraphDestroy(self._graph)
+            self._graph = None
+
+    def timed(self, iters: int) -> float:
+        """Total GPU time of ``iters`` back-to-back enqueues (or graph launches), ms."""
+        from kernels_bench.cuda_timer import check
+
+        if self._closed:
+            raise RuntimeError("runner is closed: load the engine again to time it")
+        rt, stream = self._rt, self._stream
+        self._timer.start(stream)
+        if self._graph_exec is not None:
+            for _ in range(iters):
+                check(rt, rt.cudaGraphLaunch(self._graph_exec, stream.handle), "cudaGraphLaunch")
+        else:
+            for _ in range(iters):
+                self._enqueue()
+        self._timer.stop(stream)
+        return self._timer.elapsed_ms()
+
+    def close(self) -> None:
+        """Free the graph, buffers, events, stream, context and engine (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._stream is not None:
+            self._stream.synchronize()
+        self._destroy_graph()
+        if self._timer is not None:
+            self._timer.close()
+        for buffer in self._buffers:
+            buffer.close()
+        self._buffers.clear()
+        self._context = None  # the context goes before its engine, the engine before its runtime
+        self._engine = None
+        self._runtime = None
+        if self._stream is not None:
+            self._stream.close()
+
+    def __enter__(self) -> TensorRTRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ----- backend -------------------------------------------------------------------------
+
+
+def _import_tensorrt() -> Any:
+    try:
+        import tensorrt as trt
+    except ImportError as error:
+        raise missing("tensorrt", "tensorrt", "tensorrt", error) from None
+    return trt
+
+
+class TensorRTBackend(Backend):
+    """TensorRT engines on one CUDA device.
+
+    Args:
+        device: ``"cuda"`` or ``"cuda:N"``.
+        strongly_typed: ``None`` for the version's default (see :func:`strongly_typed_for`).
+        builder_optimization_level, avg_timing_iterations, workspace_bytes: see :class:`BuildOptions`.
+        timing_cache: file of the timing cache shared by all builds (``None``: in memory only).
+        cuda_graphs: time CUDA-graph launches of the engine instead of plain enqueues.
+        opset: ONNX opset of the export (``None``: chosen for this TensorRT version).
+        cache_dir: the exporter's ONNX cache directory.
+        seed: weight seed of the blocks.
+        log_severity: TensorRT messages printed up to this severity (0 internal error ... 4 verbose).
+    """
+
+    name = "tensorrt"
+    precisions = ("fp32", "fp16", "int8")
+    refusals = {"bf16": "the exporter writes no bf16 graphs for TensorRT; use fp16"}
+
+    def __init__(
+        self,
+        device: str = "cuda",
+        *,
+        strongly_typed: bool | None = None,
+        builder_optimization_level: int = 3,
+        avg_timing_iterations: int = 8,
+        workspace_bytes: int = 1 << 30,
+        timing_cache: str | Path | None = None,
+        cuda_graphs: bool = False,
+        opset: int | None = None,
+        cache_dir: str | Path | None = None,
+        seed: int = 0,
+        log_severity: int = 1,
+    ) -> None:
+        self._trt = trt = _import_tensorrt()
+        from kernels_bench.cuda_timer import check, load_cudart
+
+        self._rt = load_cudart()
+        kind, index = parse_device(device)
+        if kind != "cuda":
+            raise ValueError(f"the tensorrt backend runs on a GPU, not {device!r}: use device='cuda' or 'cuda:N'")
+        self.version_text = str(trt.__version__)
+        self.version = parse_version(self.version_text)
+        self.strongly_typed = strongly_typed_for(self.version, strongly_typed)
+        self.build_options = BuildOptions(builder_optimization_level, avg_timing_iterations, workspace_bytes)
+        self.device = device
+        self.device_index = index
+        self.cuda_graphs = bool(cuda_graphs)
+        self.opset = opset
+        self.cache_dir = cache_dir
+        self.seed = seed
+        self.timing_cache = TimingCache(timing_cache)
+        check(self._rt, self._rt.cudaSetDevice(index), f"cudaSetDevice({index})")
+        self._logger = recording_logger(trt, log_severity)
+        self._builder: Any = None
+        self.last_build: dict[str, Any] = {}
+
+    # ----- export step ---------------------------------------------------------
+    def _opset(self) -> int:
+        if self.opset is not None:
+            return self.opset
+        from kernels_bench.export import choose_opset
+
+        return choose_opset("tensorrt", self.version_text)
+
+    def prepare(self, keys: BlockKey | Sequence[BlockKey], batch: int, precision: str) -> Any:
+        """Export the chained keys for TensorRT (fp16 graphs are float16 throughout; int8 has Q/DQ)."""
+        self.check_precision(precision)
+        from kernels_bench.export import export_keys
+
+        return export_keys(
+            as_key_list(keys),
+            check_batch(batch),
+            precision,
+            target="tensorrt",
+            opset=self._opset(),
+            cache_dir=self.cache_dir,
+            seed=self.seed,
+        )
+
+    def prepare_identity(self, input_shape: tuple[int, ...], precision: str) -> Any:
+        """Export an Identity graph of ``input_shape`` (batch included)."""
+        self.check_precision(precision)
+        from kernels_bench.export import export_identity
+
+        return export_identity(tuple(input_shape), precision, opset=self._opset(), cache_dir=self.cache_dir)
+
+    # ----- compile step --------------------------------------------------------
+    def load(self, prepared: Any) -> TensorRTRunner:
+        """Build (with the shared timing cache) and deserialize the engine of an exported graph.
+
+        Args:
+            prepared: an ``ExportedGraph`` (anything with ``path`` and ``precision``).
+
+        Raises:
+            EngineBuildError: parsing or building failed (record the key as failed).
+        """
+        self.check_precision(prepared.precision)
+        check_graph(prepared, self.strongly_typed)
+        trt = self._trt
+        if self._builder is None:
+            self._builder = trt.Builder(self._logger)
+        plan, applied = build_engine(
+            trt,
+            self._builder,
+            self._logger,
+            prepared.path,
+            version=self.version,
+            precision=prepared.precision,
+            strongly_typed=self.strongly_typed,
+            options=self.build_options,
+            timing_cache=self.timing_cache,
+        )
+        self.timing_cache.save()
+        self.last_build = applied
+        runner = TensorRTRunner(trt, plan, self._logger, cuda_graphs=self.cuda_graphs, cudart=self._rt)
+        runner.info.update({k: v for k, v in applied.items() if k.startswith("builder_flags")})
+        return runner
+
+    # ----- description ---------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """TensorRT version, typing, builder options, CUDA graphs, timing cache."""
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "tensorrt_version": self.version_text,
+            "strongly_typed": self.strongly_typed,
+            **asdict(self.build_options),
+            "tf32": "cleared for fp32",
+            "cuda_graphs": self.cuda_graphs,
+            "timing_cache": str(self.timing_cache.path) if self.timing_cache.path else None,
+            "opset": self._opset(),
+        }
+
+    def environment(self) -> dict[str, Any]:
+        """TensorRT and cuda-python versions, GPU facts, host facts."""
+        env: dict[str, Any] = {
+            "engine": "tensorrt",
+            "engine_version": self.version_text,
+            **host_environment(),
+            **gpu_environment(self.device_index),
+        }
+        try:
+            from importlib.metadata import version
+
+            env["cuda_python_version"] = version("cuda-python")
+        except Exception:
+            env["cuda_python_version"] = None
+        return env
+
+    def close(self) -> None:
+        """Save the timing cache and drop the builder."""
+        if not self.closed:
+            self.timing_cache.save()
+            self._builder = None
+        super().close()

@@ -1,0 +1,271 @@
+"""torch: eager or ``torch.compile``, on the CPU or CUDA, fp32/fp16/bf16.
+
+CPU: ``torch.set_num_threads`` is fixed (option ``threads``, default 1) for the
+backend's lifetime and recorded; runs are synchronous and timed with
+``time.perf_counter_ns``. fp16 is refused on the CPU (no fast fp16 convolution
+kernels: the number would not describe a deployment).
+
+CUDA: the module and its input live on the device; runs are enqueued on a
+dedicated ``torch.cuda.Stream`` between two ``torch.cuda.Event(enable_timing=True)``
+recorded on that stream, and the end event is waited on; ``cudnn.benchmark`` is
+on. With ``cuda_graphs=True`` the forward pass is warmed up on the stream,
+captured once into a CUDA graph and the timed region replays the graph.
+
+int8 is refused on every device: use the onnxruntime or tensorrt backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kernels_bench.backends.base import (
+    Backend,
+    BackendUnavailable,
+    HostClockRunner,
+    as_key_list,
+    check_batch,
+    gpu_environment,
+    host_environment,
+    missing,
+    parse_device,
+)
+from kernels_bench.timing import Runner
+from tables.key import BlockKey
+
+_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+_INT8_REFUSAL = "torch has no int8 inference path here; use onnxruntime or tensorrt for int8"
+
+
+@dataclass
+class TorchPrepared:
+    """A torch module and the input it takes.
+
+    Attributes:
+        module: the eval-mode module, on the CPU in float32.
+        input_shape: input shape, batch included.
+        precision: ``fp32``, ``fp16`` or ``bf16``.
+    """
+
+    module: Any
+    input_shape: tuple[int, ...]
+    precision: str
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError as error:
+        raise missing("torch", "torch", "cpu", error) from None
+    return torch
+
+
+class TorchBackend(Backend):
+    """PyTorch inference.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        threads: CPU threads (``torch.set_num_threads``), >= 1; restored on :meth:`close`.
+        compile: wrap the module in ``torch.compile``.
+        compile_mode: ``torch.compile`` mode (``None`` for its default).
+        cuda_graphs: on CUDA, capture the forward pass in a CUDA graph and replay it.
+        seed: weight seed of the blocks.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        *,
+        threads: int = 1,
+        compile: bool = False,
+        compile_mode: str | None = None,
+        cuda_graphs: bool = False,
+        seed: int = 0,
+    ) -> None:
+        kind, index = parse_device(device)
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"invalid threads={threads!r}: use a positive integer")
+        if cuda_graphs and kind != "cuda":
+            raise ValueError("cuda_graphs=True needs device='cuda': CUDA graphs do not exist on the CPU")
+        self._torch = torch = _import_torch()
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable(
+                f"the torch backend on {device} needs a CUDA build of torch and a GPU, but "
+                f"torch {torch.__version__} sees none (torch.cuda.is_available() is False); "
+                "install a CUDA torch wheel or use device='cpu'"
+            )
+        self.device = device
+        self.device_kind = kind
+        self.device_index = index
+        self.threads = threads
+        self.compile = bool(compile)
+        self.compile_mode = compile_mode
+        self.cuda_graphs = bool(cuda_graphs)
+        self.seed = seed
+        self._previous_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        if kind == "cuda":
+            torch.backends.cudnn.benchmark = True
+            self.precisions = ("fp32", "fp16", "bf16")
+            self.refusals = {"int8": _INT8_REFUSAL}
+        else:
+            self.precisions = ("fp32", "bf16")
+            self.refusals = {
+                "int8": _INT8_REFUSAL,
+                "fp16": "torch has no fast fp16 convolution kernels on the CPU; use fp32 or bf16, or time fp16 on cuda",
+            }
+
+    # ----- export step ---------------------------------------------------------
+    def prepare(self, keys: BlockKey | Sequence[BlockKey], batch: int, precision: str) -> TorchPrepared:
+        """Build the chained blocks as one eval-mode module (CPU, float32)."""
+        self.check_precision(precision)
+        from kernels_bench.blocks import build_network
+
+        keys = as_key_list(keys)
+        module = build_network(keys, seed=self.seed)
+        return TorchPrepared(module, (check_batch(batch), *keys[0].input_shape), precision)
+
+    def prepare_identity(self, input_shape: tuple[int, ...], precision: str) -> TorchPrepared:
+        """A module that copies its input into a new tensor of the same size (one copy kernel)."""
+        self.check_precision(precision)
+        return TorchPrepared(_copy_module(self._torch), tuple(int(d) for d in input_shape), precision)
+
+    # ----- compile step --------------------------------------------------------
+    def load(self, prepared: TorchPrepared) -> Runner:
+        """Move the module to the device and precision, compile it if asked, return its runner."""
+        if not isinstance(prepared, TorchPrepared):
+            raise TypeError(f"torch backend loads TorchPrepared objects, got {type(prepared).__name__}")
+        self.check_precision(prepared.precision)
+        torch = self._torch
+        dtype = getattr(torch, _DTYPES[prepared.precision])
+        device = torch.device(self.device)
+        module = prepared.module.to(device=device, dtype=dtype).eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(prepared.input_shape, generator=generator).to(device=device, dtype=dtype)
+        model = torch.compile(module, mode=self.compile_mode) if self.compile else module
+        info = {"threads": torch.get_num_threads(), "compiled": self.compile}
+        if self.device_kind == "cuda":
+            return _TorchCudaRunner(torch, model, x, device, self.cuda_graphs, info)
+
+        def run_once() -> None:
+            model(x)
+
+        with torch.inference_mode():
+            run_once()  # the first call of a compiled module compiles it: part of the compile step
+        return HostClockRunner(run_once, info=info, context=torch.inference_mode)
+
+    # ----- description ---------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """Device, threads, compile mode, CUDA graphs, cudnn.benchmark."""
+        torch = self._torch
+        out: dict[str, Any] = {
+            "backend": self.name,
+            "device": self.device,
+            "threads": self.threads,
+            "compile": self.compile,
+            "compile_mode": self.compile_mode or "default",
+            "cuda_graphs": self.cuda_graphs,
+        }
+        if self.device_kind == "cuda":
+            out["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
+            out["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
+            out["tf32_cudnn"] = bool(torch.backends.cudnn.allow_tf32)
+        return out
+
+    def environment(self) -> dict[str, Any]:
+        """torch version, CUDA and cuDNN versions, device name, host facts."""
+        torch = self._torch
+        env: dict[str, Any] = {"engine": "torch", "engine_version": torch.__version__, **host_environment()}
+        if self.device_kind == "cuda":
+            env.update(gpu_environment(self.device_index))
+            env["cuda_runtime"] = torch.version.cuda
+            env["cudnn_version"] = torch.backends.cudnn.version()
+        else:
+            env["device_name"] = env["host_cpu"]
+            env["interop_threads"] = torch.get_num_interop_threads()
+        return env
+
+    def close(self) -> None:
+        """Restore the thread count that was set before this backend."""
+        if not self.closed:
+            self._torch.set_num_threads(self._previous_threads)
+        super().close()
+
+
+def _copy_module(torch: Any) -> Any:
+    class Copy(torch.nn.Module):
+        """Returns a copy of its input: the cheapest graph with the same input and output size."""
+
+        def forward(self, x: Any) -> Any:
+            return x.clone()
+
+    return Copy().eval()
+
+
+class _TorchCudaRunner:
+    """Runs a module on a dedicated stream, timed by events recorded on it."""
+
+    clock = "cuda_events"
+    timer_resolution_ms = 0.0005
+
+    def __init__(self, torch: Any, model: Any, x: Any, device: Any, cuda_graphs: bool, info: dict[str, Any]) -> None:
+        self._torch = torch
+        self._model = model
+        self._x = x
+        self._stream = torch.cuda.Stream(device=device)
+        self._start = torch.cuda.Event(enable_timing=True)
+        self._end = torch.cuda.Event(enable_timing=True)
+        self._graph = None
+        self.info = dict(info)
+        # The input was made on the default stream: order the side stream after it.
+        self._stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.inference_mode(), torch.cuda.stream(self._stream):
+            for _ in range(3):  # warm-up also triggers compilation and cudnn autotuning
+                self._out = model(x)
+        self._stream.synchronize()
+        if cuda_graphs:
+            graph = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(graph, stream=self._stream):
+                self._out = model(x)
+            self._graph = graph
+        self.info["cuda_graphs"] = self._graph is not None
+        self._closed = False
+
+    def timed(self, iters: int) -> float:
+        """Total GPU time of ``iters`` back-to-back forward passes (or graph replays), ms."""
+        if self._closed:
+            raise RuntimeError("runner is closed: load the graph again to time it")
+        torch = self._torch
+        with torch.inference_mode(), torch.cuda.stream(self._stream):
+            self._start.record(self._stream)
+            if self._graph is not None:
+                for _ in range(iters):
+                    self._graph.replay()
+            else:
+                model, x = self._model, self._x
+                for _ in range(iters):
+                    self._out = model(x)
+            self._end.record(self._stream)
+        self._end.synchronize()
+        return float(self._start.elapsed_time(self._end))
+
+    def close(self) -> None:
+        """Drop the graph, module and tensors (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._stream.synchronize()
+            self._graph = None
+            self._model = None
+            self._x = None
+            self._out = None
+
+    def __enter__(self) -> _TorchCudaRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,256 @@
+"""The timing protocol: trimmed mean, statistics, inner loop, settings and the runner loop."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+
+import pytest
+
+from kernels_bench.timing import (
+    PHASES,
+    Runner,
+    TimingResult,
+    TimingSettings,
+    host_clock_resolution_ms,
+    summarize,
+    time_runner,
+    trimmed_mean,
+)
+
+
+class FakeRunner:
+    """A runner whose every inference takes ``per_run_ms`` by its own clock."""
+
+    clock = "cuda_events"
+
+    def __init__(self, per_run_ms: float, resolution_ms: float = 0.0005, sleep_s: float = 0.0) -> None:
+        self.per_run_ms = per_run_ms
+        self.timer_resolution_ms = resolution_ms
+        self.sleep_s = sleep_s
+        self.calls: list[int] = []
+        self.closed = False
+
+    def timed(self, iters: int) -> float:
+        self.calls.append(iters)
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        return iters * self.per_run_ms
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> FakeRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ----- trimmed_mean ----------------------------------------------------------
+
+
+def test_trimmed_mean_of_30_samples_drops_exactly_three_at_each_end() -> None:
+    middle = [float(v) for v in range(10, 34)]  # 24 values
+    samples = [-1e9, -1e6, -1e3, *middle, 1e3, 1e6, 1e9]
+    assert len(samples) == 30
+    assert trimmed_mean(samples, 0.1) == pytest.approx(statistics.mean(middle))
+
+
+def test_trimmed_mean_keeps_a_fourth_outlier_at_one_end() -> None:
+    middle = [1.0] * 23
+    samples = [0.0, 0.0, 0.0, *middle, 5.0, 100.0, 100.0, 100.0]
+    assert len(samples) == 30
+    assert trimmed_mean(samples, 0.1) == pytest.approx((23 * 1.0 + 5.0) / 24)
+
+
+def test_trimmed_mean_does_not_depend_on_sample_order() -> None:
+    samples = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0, 10.0]
+    assert trimmed_mean(samples, 0.1) == pytest.approx(statistics.mean(range(2, 10)))
+
+
+def test_trimmed_mean_with_zero_trim_is_the_mean() -> None:
+    assert trimmed_mean([1.0, 2.0, 6.0], 0.0) == pytest.approx(3.0)
+
+
+def test_trimmed_mean_drops_nothing_when_floor_of_n_times_trim_is_zero() -> None:
+    assert trimmed_mean([1.0, 2.0, 100.0], 0.1) == pytest.approx(103.0 / 3)
+
+
+def test_trimmed_mean_rejects_no_samples() -> None:
+    with pytest.raises(ValueError, match="at least one sample"):
+        trimmed_mean([])
+
+
+@pytest.mark.parametrize("trim", [-0.1, 0.5, 0.7])
+def test_trimmed_mean_rejects_trim_outside_zero_to_half(trim: float) -> None:
+    with pytest.raises(ValueError, match="trim"):
+        trimmed_mean([1.0, 2.0], trim)
+
+
+# ----- summarize -------------------------------------------------------------
+
+
+def test_summarize_known_numbers() -> None:
+    stats = summarize([1.0, 2.0, 3.0, 4.0, 5.0], trim=0.0)
+    std = math.sqrt(2.5)  # sample standard deviation of 1..5
+    assert stats == pytest.approx(
+        {"trimmed_mean_ms": 3.0, "median_ms": 3.0, "min_ms": 1.0, "max_ms": 5.0, "std_ms": std, "cv": std / 3.0}
+    )
+
+
+def test_summarize_trims_only_the_trimmed_mean() -> None:
+    samples = [1.0] * 8 + [0.0, 100.0]
+    stats = summarize(samples, trim=0.1)
+    assert stats["trimmed_mean_ms"] == pytest.approx(1.0)
+    assert stats["min_ms"] == 0.0
+    assert stats["max_ms"] == 100.0
+
+
+def test_summarize_single_sample_has_zero_spread() -> None:
+    stats = summarize([2.5])
+    assert stats["std_ms"] == 0.0
+    assert stats["cv"] == 0.0
+    assert stats["median_ms"] == 2.5
+
+
+# ----- inner loop --------------------------------------------------------------
+
+
+def test_inner_loop_reaches_a_thousand_timer_resolutions() -> None:
+    # 0.5 us events -> a sample must last 0.5 ms; a 2 us kernel needs 250 runs
+    assert TimingSettings().inner_loop(single_run_ms=0.002, resolution_ms=0.0005) == 250
+
+
+def test_inner_loop_is_one_for_a_kernel_longer_than_the_target() -> None:
+    assert TimingSettings().inner_loop(single_run_ms=3.0, resolution_ms=0.0005) == 1
+
+
+def test_inner_loop_honours_min_sample_ms() -> None:
+    settings = TimingSettings(min_sample_ms=2.0)
+    assert settings.inner_loop(single_run_ms=0.3, resolution_ms=1e-6) == 7  # ceil(2 / 0.3)
+
+
+def test_inner_loop_is_capped_by_max_inner() -> None:
+    assert TimingSettings(max_inner=64).inner_loop(single_run_ms=1e-6, resolution_ms=0.0005) == 64
+
+
+def test_inner_loop_treats_a_zero_estimate_as_one_resolution() -> None:
+    assert TimingSettings().inner_loop(single_run_ms=0.0, resolution_ms=0.0005) == 1000
+
+
+# ----- settings ------------------------------------------------------------------
+
+
+def test_default_settings_are_the_protocol_defaults() -> None:
+    s = TimingSettings()
+    assert (s.repeats, s.warmup_runs, s.warmup_min_ms, s.trim) == (30, 10, 50.0, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("repeats", 0),
+        ("repeats", 2.5),
+        ("repeats", True),
+        ("warmup_runs", -1),
+        ("warmup_min_ms", -1.0),
+        ("warmup_min_ms", float("nan")),
+        ("trim", 0.5),
+        ("trim", -0.01),
+        ("min_sample_ms", -0.5),
+        ("max_inner", 0),
+    ],
+)
+def test_settings_reject_out_of_range_values_naming_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=rf"{field}="):
+        TimingSettings(**{field: value})  # type: ignore[arg-type]
+
+
+def test_settings_round_trip_through_a_dict() -> None:
+    s = TimingSettings(repeats=5, trim=0.2, min_sample_ms=1.5)
+    assert TimingSettings.from_dict(s.to_dict()) == s
+
+
+def test_settings_from_dict_rejects_unknown_names() -> None:
+    with pytest.raises(ValueError, match="unknown timing settings"):
+        TimingSettings.from_dict({"repeat": 3})
+
+
+# ----- time_runner ----------------------------------------------------------------
+
+
+def test_time_runner_returns_repeats_per_inference_samples() -> None:
+    runner = FakeRunner(per_run_ms=0.002)
+    result = time_runner(runner, TimingSettings(warmup_min_ms=0.0))
+    assert len(result.samples_ms) == 30
+    assert result.samples_ms == pytest.approx([0.002] * 30)
+    assert result.trimmed_mean_ms == pytest.approx(0.002)
+
+
+def test_time_runner_times_each_sample_over_the_chosen_inner_loop() -> None:
+    runner = FakeRunner(per_run_ms=0.002)
+    result = time_runner(runner, TimingSettings(warmup_min_ms=0.0, repeats=5))
+    assert result.inner_loop == 250
+    assert runner.calls[-5:] == [250] * 5
+
+
+def test_time_runner_warms_up_for_at_least_warmup_runs() -> None:
+    runner = FakeRunner(per_run_ms=5.0)
+    result = time_runner(runner, TimingSettings(warmup_runs=7, warmup_min_ms=0.0, repeats=3))
+    assert result.warmup_runs == 7
+    assert runner.calls[:7] == [1] * 7
+
+
+def test_time_runner_warms_up_for_at_least_warmup_min_ms_of_wall_time() -> None:
+    runner = FakeRunner(per_run_ms=1.0, sleep_s=0.002)
+    result = time_runner(runner, TimingSettings(warmup_runs=1, warmup_min_ms=30.0, repeats=2))
+    assert result.warmup_runs > 1
+    assert result.phases["warmup_s"] >= 0.030
+
+
+def test_time_runner_records_settings_clock_and_resolution() -> None:
+    runner = FakeRunner(per_run_ms=1.0, resolution_ms=0.0005)
+    result = time_runner(runner, TimingSettings(warmup_min_ms=0.0, repeats=3, trim=0.0))
+    assert result.settings["clock"] == "cuda_events"
+    assert result.settings["timer_resolution_ms"] == 0.0005
+    assert result.settings["repeats"] == 3
+    assert set(result.phases) == set(PHASES)
+    assert result.phases["timed_s"] >= 0.0
+
+
+def test_time_runner_rejects_an_unknown_clock() -> None:
+    runner = FakeRunner(per_run_ms=1.0)
+    runner.clock = "wall"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="unknown clock"):
+        time_runner(runner, TimingSettings(repeats=1))
+
+
+def test_fake_runner_satisfies_the_runner_protocol() -> None:
+    assert isinstance(FakeRunner(1.0), Runner)
+
+
+def test_timing_result_has_the_attribute_names_the_table_writer_uses() -> None:
+    result = time_runner(FakeRunner(per_run_ms=1.0), TimingSettings(warmup_min_ms=0.0, repeats=4))
+    data = result.to_dict()
+    assert set(data) == {
+        "samples_ms",
+        "trimmed_mean_ms",
+        "median_ms",
+        "min_ms",
+        "max_ms",
+        "std_ms",
+        "cv",
+        "inner_loop",
+        "warmup_runs",
+        "settings",
+        "phases",
+    }
+    assert json.loads(json.dumps(data)) == data
+    assert isinstance(result, TimingResult)
+
+
+def test_host_clock_resolution_is_positive_and_sub_millisecond() -> None:
+    assert 0 < host_clock_resolution_ms() < 0.1
