@@ -31,6 +31,7 @@ from pathlib import Path
 
 from profiler import enumeration
 from profiler.devices import DeviceProfile, check_device, detect_device, get_profile
+from profiler.networks import NETWORKS
 from tables.key import BlockKey
 
 TOOL_VERSION = "0.1.0"
@@ -61,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m profiler.build",
         description="Profile every block key of a search space or of named networks and write Parquet latency tables.",
     )
-    p.add_argument("--device", required=True, help="device profile: cpu, v100, t4, a10, a100, h100, h200, l4, orin, ...")
+    p.add_argument(
+        "--device", required=True, help="device profile: cpu, v100, t4, a10, a100, h100, h200, l4, orin, ..."
+    )
     p.add_argument("--batch", type=int, required=True, help="batch size of every timed inference")
     p.add_argument(
         "--precision",
@@ -133,8 +136,6 @@ def collect_keys(args: argparse.Namespace) -> KeySource:
         counts[f"sample {args.sample} of {space}"] = len(keys)
     if args.networks:
         names = [n.strip() for n in args.networks.split(",") if n.strip()]
-        if names == ["all"]:
-            names = list(enumeration.reference_network_names())
         keys = enumeration.keys_for_networks(names)
         lists.append(keys)
         desc["networks"] = names
@@ -145,7 +146,7 @@ def collect_keys(args: argparse.Namespace) -> KeySource:
         desc["archs"] = str(args.archs)
         counts[f"archs {args.archs}"] = len(keys)
     if not lists:
-        names = list(enumeration.reference_network_names())
+        names = list(NETWORKS)
         keys = enumeration.keys_for_networks(names)
         lists.append(keys)
         desc["networks"] = names
@@ -196,7 +197,7 @@ def make_backend(name: str, profile: DeviceProfile, args: argparse.Namespace):
             options["cuda_graphs"] = args.cuda_graphs
     if name == "tensorrt":
         if args.opt_level is not None:
-            options["opt_level"] = args.opt_level
+            options["builder_optimization_level"] = args.opt_level
         options["strongly_typed"] = args.strongly_typed
         options["cuda_graphs"] = args.cuda_graphs
     device = "cpu" if profile.kind == "cpu" else "cuda"
@@ -295,6 +296,7 @@ def build_table(
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "tool_version": TOOL_VERSION,
             "source": source,
+            "opset": _opset_of(backend, backend_name, env),
         }
         store.set_metadata(metadata)
         failures: list[tuple[str, str]] = []
@@ -329,6 +331,15 @@ def build_table(
             if st == "failed" and not retry_failed and any(str(x) == k for x in keys):
                 failures.append((k, "failed in an earlier run (use --retry-failed to measure it again)"))
         return path, len(todo), failures
+
+
+def _opset_of(backend, backend_name: str, env: dict) -> int | None:
+    """The ONNX opset the backend's graphs are exported with (None for the torch backend)."""
+    if backend_name == "torch":
+        return None
+    from kernels_bench.export import choose_opset
+
+    return getattr(backend, "opset", None) or choose_opset(backend_name, env.get("engine_version"))
 
 
 def _free_device_memory() -> None:
@@ -371,7 +382,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_out_dir(out_dir)
     detected = detect_device()
-    check_device(profile, detected, force=args.force_device)
+    mismatch = check_device(profile, detected, force=args.force_device)
+    if mismatch:
+        print(f"warning: {mismatch.split('; pass')[0]} (forced)", file=sys.stderr)
     settings = timing_settings(args)
     backend = make_backend(backend_name, profile, args)
     any_failed = False
