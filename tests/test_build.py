@@ -1,0 +1,294 @@
+"""`python -m profiler.build`: tables, metadata, crash safety, failures and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from profiler import build
+from profiler.spaces import gpunet
+from tables.key import BlockKey
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--repeats", "5", "--warmup", "1", "--warmup-ms", "0", "--no-progress"]
+
+
+def tiny_keys(n: int) -> list[BlockKey]:
+    """n distinct, cheap keys (16x16 maps, few channels)."""
+    keys = []
+    for i in range(n):
+        keys.append(BlockKey("irb", 8, 16, 16, 8 + 8 * (i % 4), k=3 if i % 2 else 5, s=1 + (i // 4) % 2, e=2))
+    return list(dict.fromkeys(keys))
+
+
+def write_archs(path: Path, keys: list[BlockKey]) -> Path:
+    archs = [{"name": f"single-{i}", "blocks": [str(k)]} for i, k in enumerate(keys)]
+    path.write_text(json.dumps({"architectures": archs}))
+    return path
+
+
+def read(path: Path):
+    table = pq.read_table(path)
+    meta = json.loads(pq.read_metadata(path).metadata[b"nas_latency"])
+    return table.to_pandas(), meta
+
+
+def run_cli(args: list[str], **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "profiler.build", *args], capture_output=True, text=True, env=env, cwd=ROOT, **kw
+    )
+
+
+def test_small_cpu_build_writes_the_documented_schema_and_metadata(tmp_path):
+    keys = tiny_keys(4)
+    archs = write_archs(tmp_path / "archs.json", keys)
+    code = build.main(
+        ["--device", "cpu", "--batch", "2", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path / "o")]
+        + FAST
+    )
+    assert code == 0
+    path = tmp_path / "o" / "cpu_onnxruntime_fp32_b2.parquet"
+    frame, meta = read(path)
+    assert sorted(frame["key"]) == sorted(str(k) for k in keys)
+    for column in ("block", "cin", "h", "w", "cout", "k", "s", "e", "se", "act"):
+        assert column in frame.columns
+    for column in ("latency_ms", "median_ms", "min_ms", "max_ms", "std_ms", "cv", "samples_ms", "status", "error"):
+        assert column in frame.columns
+    assert (frame["status"] == "ok").all()
+    assert all(len(s) == 5 for s in frame["samples_ms"])
+    assert (frame["latency_ms"] > 0).all()
+    for field in (
+        "schema_version",
+        "device_profile",
+        "device",
+        "engine",
+        "backend",
+        "precision",
+        "batch",
+        "timing",
+        "floor",
+        "host",
+        "created_at",
+        "tool_version",
+    ):
+        assert field in meta, field
+    assert meta["backend"] == "onnxruntime" and meta["precision"] == "fp32" and meta["batch"] == 2
+    assert meta["timing"]["repeats"] == 5
+    assert meta["floor"]["trimmed_mean_ms"] > 0
+    assert meta["engine"]["name"] == "onnxruntime"
+
+
+def test_default_output_directory_is_relative_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    archs = write_archs(tmp_path / "archs.json", tiny_keys(1))
+    code = build.main(["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), *FAST])
+    assert code == 0
+    assert (tmp_path / "tables_out" / "cpu_onnxruntime_fp32_b1.parquet").is_file()
+
+
+def test_one_table_per_precision_with_predictable_names(tmp_path):
+    archs = write_archs(tmp_path / "archs.json", tiny_keys(2))
+    out = tmp_path / "o"
+    code = build.main(["--device", "cpu", "--batch", "1", "--archs", str(archs), "--out", str(out), *FAST])
+    assert code == 0
+    assert sorted(p.name for p in out.glob("*.parquet")) == [
+        "cpu_onnxruntime_fp32_b1.parquet",
+        "cpu_onnxruntime_int8_b1.parquet",
+    ]
+
+
+def test_a_failing_key_is_recorded_and_the_build_goes_on(tmp_path, monkeypatch, capsys):
+    import kernels_bench.measure as measure
+
+    keys = tiny_keys(4)
+    bad = keys[1]
+    real = measure.measure_keys
+
+    def flaky(backend, ks, *args, **kwargs):
+        if list(ks) == [bad]:
+            raise RuntimeError("engine build failed: no int8 kernel for this layer")
+        return real(backend, ks, *args, **kwargs)
+
+    monkeypatch.setattr(measure, "measure_keys", flaky)
+    archs = write_archs(tmp_path / "archs.json", keys)
+    out = tmp_path / "o"
+    code = build.main(
+        ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(out), *FAST]
+    )
+    assert code == 1
+    frame, _ = read(out / "cpu_onnxruntime_fp32_b1.parquet")
+    assert len(frame) == 4
+    row = frame.set_index("key").loc[str(bad)]
+    assert row["status"] == "failed"
+    assert "no int8 kernel" in row["error"]
+    assert (frame[frame["key"] != str(bad)]["status"] == "ok").all()
+    assert "1 failed" in capsys.readouterr().out
+
+
+def test_a_build_killed_with_sigkill_resumes_complete_without_duplicates(tmp_path):
+    keys = tiny_keys(12)
+    archs = write_archs(tmp_path / "archs.json", keys)
+    out = tmp_path / "o"
+    args = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(out)]
+    args += ["--repeats", "30", "--warmup", "2", "--warmup-ms", "20", "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "profiler.build", *args], cwd=ROOT, env=env)
+    parts = out / "cpu_onnxruntime_fp32_b1.parquet.parts"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if parts.is_dir() and len(list(parts.glob("*.parquet"))) >= 3:
+            break
+        if proc.poll() is not None:
+            pytest.fail("the build finished before it could be killed: make it slower")
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    measured_before = len(list(parts.glob("*.parquet")))
+    assert 3 <= measured_before < len(keys)
+
+    again = run_cli(args)
+    assert again.returncode == 0, again.stderr
+    frame, _ = read(out / "cpu_onnxruntime_fp32_b1.parquet")
+    assert sorted(frame["key"]) == sorted(str(k) for k in keys)
+    assert not frame["key"].duplicated().any()
+    assert (frame["status"] == "ok").all()
+    # only what was missing was measured again (the key being measured at the kill may be redone)
+    assert f"measured {len(keys) - measured_before} now" in again.stdout
+
+
+def test_a_finished_build_run_again_measures_nothing(tmp_path):
+    archs = write_archs(tmp_path / "archs.json", tiny_keys(2))
+    args = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
+    assert build.main(args + FAST) == 0
+    before = read(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")[0]
+    assert build.main(args + FAST) == 0
+    after = read(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")[0]
+    assert list(after["latency_ms"]) == list(before["latency_ms"])
+
+
+def test_dry_run_of_the_full_gpunet_space_prints_its_exact_key_count(capsys):
+    code = build.main(["--device", "v100", "--batch", "64", "--space", "gpunet", "--dry-run"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"unique keys: {gpunet.count_keys()}" in out
+    assert "estimated time" in out
+
+
+def test_dry_run_builds_nothing(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert (
+        build.main(["--device", "cpu", "--batch", "1", "--networks", "resnet-18", "--out", str(out), "--dry-run"]) == 0
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "tpu9", "--batch", "1"], "tpu9"),
+        (["--device", "cpu", "--batch", "1", "--space", "nasbench"], "nasbench"),
+        (["--device", "cpu", "--batch", "1", "--networks", "resnet-1000"], "resnet-1000"),
+        (["--device", "cpu", "--batch", "0"], "--batch"),
+        (["--device", "cpu", "--batch", "1", "--precision", "fp8"], "fp8"),
+        (["--device", "cpu", "--batch", "1", "--backend", "tensorrt"], "tensorrt"),
+        (["--device", "cpu", "--batch", "1", "--precision", "fp16"], "fp16"),
+        (["--device", "cpu", "--batch", "1", "--backend", "torch", "--precision", "int8"], "int8"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message):
+    result = run_cli([*args, "--out", str(tmp_path / "o"), *FAST])
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_block_in_an_archs_file_is_one_line(tmp_path):
+    archs = tmp_path / "a.json"
+    archs.write_text(json.dumps({"architectures": [{"name": "x", "blocks": ["lstm_i8x8x8_o8_k3_s1_e1_se0_relu"]}]}))
+    result = run_cli(["--device", "cpu", "--batch", "1", "--archs", str(archs), "--out", str(tmp_path / "o")])
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "lstm" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [({"gpunet": [320] * 40}, "41"), ({"gpunet": [320, 32, 3, 0, 2] + [0] * 36}, "position")],
+)
+def test_bad_encodings_are_one_line(tmp_path, entry, message):
+    archs = tmp_path / "a.json"
+    archs.write_text(json.dumps({"architectures": [{"name": "x", **entry}]}))
+    result = run_cli(["--device", "cpu", "--batch", "1", "--archs", str(archs), "--out", str(tmp_path / "o")])
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert message in result.stderr
+
+
+def test_a_malformed_space_file_is_one_line(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("space: {stages: [ {type: irb, stride: 7} ]\n")
+    result = run_cli(["--device", "cpu", "--batch", "1", "--space", str(space), "--dry-run"])
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "space.yaml" in result.stderr
+
+
+def test_an_output_path_that_is_a_file_is_refused(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_cli(["--device", "cpu", "--batch", "1", "--networks", "resnet-18", "--out", str(blocker)])
+    assert result.returncode == 2
+    assert "is a file" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere: permissions cannot be tested as root")
+def test_an_output_directory_that_is_not_writable_is_refused(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    result = run_cli(["--device", "cpu", "--batch", "1", "--networks", "resnet-18", "--out", str(ro)])
+    assert result.returncode == 2
+    assert "not writable" in result.stderr
+
+
+def test_a_gpu_profile_on_a_machine_without_that_gpu_is_refused(tmp_path):
+    from profiler.devices import detect_device
+
+    if any("V100" in str(g.get("name")) for g in detect_device().get("gpus", [])):
+        pytest.skip("this machine has a V100")
+    result = run_cli(["--device", "v100", "--batch", "64", "--networks", "resnet-18", "--out", str(tmp_path / "o")])
+    assert result.returncode == 2
+    assert "--force-device" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not list((tmp_path / "o").glob("*.parquet"))
+
+
+def test_a_second_build_on_the_same_output_is_refused(tmp_path):
+    from tables.store import BuildLock
+
+    archs = write_archs(tmp_path / "archs.json", tiny_keys(1))
+    out = tmp_path / "o"
+    out.mkdir()
+    with BuildLock(out / "cpu_onnxruntime_fp32_b1.parquet.lock"):
+        result = run_cli(
+            ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs)]
+            + ["--out", str(out), *FAST]
+        )
+    assert result.returncode == 2
+    assert "another build" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_output_directory_that_cannot_be_created_is_refused(tmp_path):
+    result = run_cli(["--device", "cpu", "--batch", "1", "--networks", "resnet-18", "--out", "/proc/no-such/out"])
+    assert result.returncode == 2
+    assert "cannot create output directory" in result.stderr and len(result.stderr.strip().splitlines()) == 1
