@@ -1,0 +1,398 @@
+"""Calibration of summed block latencies against end-to-end measurements.
+
+The sum of a network's block entries misses what happens between blocks: an
+engine fuses across block boundaries, and every timed block paid the backend's
+fixed per-call cost (the *floor*, measured on an identity graph) that a whole
+network pays once. A calibration maps the raw sum (ms per batch) to the
+predicted end-to-end latency (ms per batch). Candidate models:
+
+- ``none``: total = sum;
+- ``linear``: total = a * sum + b (least squares);
+- ``floor_linear``: total = a * (sum - n_blocks * floor) + b, the per-block call
+  overhead removed first;
+- ``per_type``: total = sum over block types t of c_t * sum_t + b with every
+  c_t >= 0 (bounded least squares), for engines that fuse some block types better.
+
+:func:`fit` chooses the model with the lowest cross-validated mean absolute
+percentage error. A calibration is stored as JSON next to its table
+(``<table>.calibration.json``, see :func:`calibration_path`) and loaded by
+``LatencyTable.load``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import lsq_linear
+
+from tables.metrics import accuracy_metrics
+from tables.schema import utc_now
+
+#: Calibration models, simplest first (ties in cross-validated error go to the simpler one).
+MODELS: tuple[str, ...] = ("none", "linear", "floor_linear", "per_type")
+
+#: Metadata fields a calibration shares with the table it was fitted for.
+TABLE_IDENTITY: tuple[str, ...] = ("device_profile", "backend", "precision", "batch")
+
+CALIBRATION_KIND = "latency_calibration"
+CALIBRATION_VERSION = 1
+
+
+def calibration_path(table_path: str | os.PathLike[str]) -> Path:
+    """Where the calibration of a table file lives: ``x.parquet`` -> ``x.calibration.json``."""
+    p = Path(table_path)
+    stem = p.name[: -len(".parquet")] if p.name.endswith(".parquet") else p.name
+    return p.with_name(stem + ".calibration.json")
+
+
+@dataclass
+class Calibration:
+    """A fitted map from the raw block sum to the end-to-end latency, both in ms per batch.
+
+    Attributes:
+        model: one of :data:`MODELS`.
+        a, b: slope (no unit) and intercept (ms per batch) of ``linear`` and
+            ``floor_linear``; ``b`` is also the intercept of ``per_type``.
+        floor_ms: the backend floor used by ``floor_linear`` (ms per batch per block).
+        type_scales: block type -> scale of ``per_type`` (types not listed get 1.0).
+        table: device_profile, backend, precision and batch of the table it belongs to.
+        n_fit: number of networks it was fitted on.
+        cv_mape_pct: model -> cross-validated MAPE (%) of each candidate tried.
+        accuracy: ``uncalibrated``, ``calibrated`` (in-sample) and
+            ``calibrated_cv`` (held-out folds) metrics from :func:`tables.metrics.accuracy_metrics`.
+    """
+
+    model: str = "none"
+    a: float = 1.0
+    b: float = 0.0
+    floor_ms: float | None = None
+    type_scales: dict[str, float] = field(default_factory=dict)
+    table: dict[str, Any] = field(default_factory=dict)
+    n_fit: int = 0
+    cv_mape_pct: dict[str, float] = field(default_factory=dict)
+    accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: utc_now().isoformat())
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown calibration model {self.model!r}: use one of {', '.join(MODELS)}")
+        if self.model == "floor_linear" and (self.floor_ms is None or not math.isfinite(self.floor_ms)):
+            raise ValueError("calibration model floor_linear needs floor_ms (the backend floor, ms per batch)")
+
+    @property
+    def needs_block_counts(self) -> bool:
+        """True when :meth:`apply` needs ``n_blocks``."""
+        return self.model == "floor_linear"
+
+    @property
+    def needs_type_sums(self) -> bool:
+        """True when :meth:`apply` needs ``type_sums``."""
+        return self.model == "per_type"
+
+    def apply(
+        self,
+        sum_ms: float | np.ndarray,
+        n_blocks: int | np.ndarray | None = None,
+        type_sums: Mapping[str, float | np.ndarray] | None = None,
+    ) -> float | np.ndarray:
+        """Calibrated latency (ms per batch) from the raw block sum ``sum_ms`` (ms per batch).
+
+        Works on one network (floats) or many (arrays of the same length).
+        ``n_blocks`` (blocks per network) is needed by ``floor_linear``;
+        ``type_sums`` (block type -> summed ms per batch of that type) by ``per_type``.
+        """
+        scalar = np.ndim(sum_ms) == 0
+        s = np.asarray(sum_ms, dtype=np.float64)
+        if self.model == "none":
+            out = s
+        elif self.model == "linear":
+            out = self.a * s + self.b
+        elif self.model == "floor_linear":
+            if n_blocks is None:
+                raise ValueError("calibration model floor_linear needs n_blocks (blocks per network)")
+            out = self.a * (s - np.asarray(n_blocks, dtype=np.float64) * float(self.floor_ms)) + self.b
+        else:
+            if type_sums is None:
+                raise ValueError("calibration model per_type needs type_sums (summed ms per block type)")
+            out = np.full(s.shape, self.b, dtype=np.float64)
+            for block, part in type_sums.items():
+                out = out + self.type_scales.get(block, 1.0) * np.asarray(part, dtype=np.float64)
+        return float(out) if scalar else out
+
+    # ----- JSON ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (kind and version included)."""
+        return {
+            "kind": CALIBRATION_KIND,
+            "version": CALIBRATION_VERSION,
+            "model": self.model,
+            "a": self.a,
+            "b": self.b,
+            "floor_ms": self.floor_ms,
+            "type_scales": dict(self.type_scales),
+            "table": dict(self.table),
+            "n_fit": self.n_fit,
+            "cv_mape_pct": dict(self.cv_mape_pct),
+            "accuracy": {k: dict(v) for k, v in self.accuracy.items()},
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
+        """Inverse of :meth:`to_dict`; raises ``ValueError`` on a document of another kind or version."""
+        if not isinstance(data, Mapping) or data.get("kind") != CALIBRATION_KIND:
+            raise ValueError(f"not a calibration document (kind must be {CALIBRATION_KIND!r})")
+        if data.get("version") != CALIBRATION_VERSION:
+            raise ValueError(
+                f"calibration version {data.get('version')} is not supported by this version "
+                f"({CALIBRATION_VERSION}); fit it again"
+            )
+        return cls(
+            model=str(data["model"]),
+            a=float(data.get("a", 1.0)),
+            b=float(data.get("b", 0.0)),
+            floor_ms=None if data.get("floor_ms") is None else float(data["floor_ms"]),
+            type_scales={str(k): float(v) for k, v in (data.get("type_scales") or {}).items()},
+            table=dict(data.get("table") or {}),
+            n_fit=int(data.get("n_fit", 0)),
+            cv_mape_pct={str(k): float(v) for k, v in (data.get("cv_mape_pct") or {}).items()},
+            accuracy={str(k): dict(v) for k, v in (data.get("accuracy") or {}).items()},
+            created_at=str(data.get("created_at", "")),
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the JSON document atomically (temporary file + ``os.replace``); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=True)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Calibration:
+        """Read a calibration JSON file; one-line ``ValueError`` when it is missing or malformed."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValueError(f"calibration file not found: {path}") from None
+        except ValueError as exc:
+            raise ValueError(f"calibration file {path} is not valid JSON ({exc}); fit it again") from None
+        try:
+            return cls.from_dict(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"calibration file {path}: {exc}") from None
+
+    def check_table(self, metadata: Mapping[str, Any], where: str = "") -> None:
+        """Raise ``ValueError`` when this calibration was fitted for another device, backend, precision or batch."""
+        diffs = [
+            f"{name} {self.table.get(name)!r} vs table {metadata.get(name)!r}"
+            for name in TABLE_IDENTITY
+            if name in self.table and self.table.get(name) != metadata.get(name)
+        ]
+        if diffs:
+            raise ValueError(
+                f"calibration {where or ''} belongs to another table ({'; '.join(diffs)}); "
+                "fit it again for this table or remove the file"
+            )
+
+    def summary(self) -> str:
+        """One line: the model, its parameters and the held-out error with and without it."""
+        if self.model == "none":
+            params = "raw block sum"
+        elif self.model == "per_type":
+            scales = ", ".join(f"{k}={v:.3g}" for k, v in sorted(self.type_scales.items()))
+            params = f"scales {scales}; b={self.b:.4g} ms"
+        elif self.model == "floor_linear":
+            params = f"a={self.a:.4g}, b={self.b:.4g} ms, floor {self.floor_ms:.4g} ms/block"
+        else:
+            params = f"a={self.a:.4g}, b={self.b:.4g} ms"
+        raw = self.accuracy.get("uncalibrated", {}).get("mape_pct", math.nan)
+        cv = self.accuracy.get("calibrated_cv", {}).get("mape_pct", math.nan)
+        return f"calibration {self.model} ({params}), n={self.n_fit}: MAPE {raw:.2f}% raw, {cv:.2f}% held-out"
+
+
+# --------------------------------------------------------------------------- fitting
+@dataclass
+class _Data:
+    sum_ms: np.ndarray
+    measured: np.ndarray
+    n_blocks: np.ndarray | None
+    types: list[str]
+    type_sums: np.ndarray | None  # (n, n_types)
+
+    def take(self, idx: np.ndarray) -> _Data:
+        return _Data(
+            self.sum_ms[idx],
+            self.measured[idx],
+            None if self.n_blocks is None else self.n_blocks[idx],
+            self.types,
+            None if self.type_sums is None else self.type_sums[idx],
+        )
+
+    def type_dict(self) -> dict[str, np.ndarray] | None:
+        if self.type_sums is None:
+            return None
+        return {t: self.type_sums[:, j] for j, t in enumerate(self.types)}
+
+
+def _fit_model(model: str, d: _Data, floor_ms: float | None) -> Calibration:
+    n = len(d.measured)
+    if model == "none":
+        return Calibration("none")
+    if model in ("linear", "floor_linear"):
+        x = d.sum_ms if model == "linear" else d.sum_ms - d.n_blocks * float(floor_ms)
+        design = np.column_stack([x, np.ones(n)])
+        (a, b), *_ = np.linalg.lstsq(design, d.measured, rcond=None)
+        return Calibration(model, a=float(a), b=float(b), floor_ms=floor_ms if model == "floor_linear" else None)
+    design = np.column_stack([d.type_sums, np.ones(n)])
+    k = d.type_sums.shape[1]
+    lower = np.r_[np.zeros(k), -np.inf]
+    upper = np.full(k + 1, np.inf)
+    res = lsq_linear(design, d.measured, bounds=(lower, upper), method="bvls")
+    scales = {t: float(c) for t, c in zip(d.types, res.x[:k])}
+    return Calibration("per_type", b=float(res.x[k]), type_scales=scales)
+
+
+def _apply(cal: Calibration, d: _Data) -> np.ndarray:
+    return np.asarray(cal.apply(d.sum_ms, d.n_blocks, d.type_dict()), dtype=np.float64)
+
+
+def _folds(n: int, folds: int, seed: int) -> list[np.ndarray]:
+    k = min(folds, n)  # leave-one-out for small sets
+    order = np.random.default_rng(seed).permutation(n)
+    return [order[i::k] for i in range(k)]
+
+
+def _held_out_predictions(model: str, d: _Data, floor_ms: float | None, folds: int, seed: int) -> np.ndarray:
+    n = len(d.measured)
+    out = np.empty(n, dtype=np.float64)
+    for test in _folds(n, folds, seed):
+        train = np.setdiff1d(np.arange(n), test)
+        cal = _fit_model(model, d.take(train), floor_ms)
+        out[test] = _apply(cal, d.take(test))
+    return out
+
+
+def _min_points(model: str, n_types: int) -> int:
+    # enough points that every training fold over-determines the model
+    return {"none": 1, "linear": 4, "floor_linear": 4, "per_type": n_types + 4}[model]
+
+
+def fit(
+    sum_ms: Sequence[float] | np.ndarray,
+    measured_ms: Sequence[float] | np.ndarray,
+    *,
+    n_blocks: Sequence[int] | np.ndarray | None = None,
+    type_sums: Mapping[str, Sequence[float] | np.ndarray] | None = None,
+    floor_ms: float | None = None,
+    models: Sequence[str] | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    table: Mapping[str, Any] | None = None,
+) -> Calibration:
+    """Fit every applicable model and keep the one with the lowest cross-validated MAPE.
+
+    Inputs, one entry per network: ``sum_ms`` the raw block sums and
+    ``measured_ms`` the end-to-end measurements (both ms per batch); optional
+    ``n_blocks`` (blocks per network, enables ``floor_linear`` together with
+    ``floor_ms``, the backend floor in ms per batch) and ``type_sums`` (block type ->
+    per-network sums of that type in ms per batch, enables ``per_type``).
+    ``models`` restricts the candidates; ``folds``-fold cross-validation
+    (leave-one-out when there are fewer networks). ``table`` is the identity
+    (device_profile, backend, precision, batch) stored with the result.
+
+    Returns the chosen :class:`Calibration`, refitted on all networks, with the
+    candidates' cross-validated errors and the accuracy with and without it.
+    """
+    s = np.asarray(sum_ms, dtype=np.float64).ravel()
+    m = np.asarray(measured_ms, dtype=np.float64).ravel()
+    if s.shape != m.shape:
+        raise ValueError(f"sum_ms and measured_ms must have the same length; got {len(s)} and {len(m)}")
+    if len(s) == 0:
+        raise ValueError("no networks to fit a calibration on: measure some networks end to end first")
+    if not (np.all(np.isfinite(s)) and np.all(np.isfinite(m)) and np.all(m > 0)):
+        raise ValueError("sum_ms and measured_ms must be finite and measured_ms positive; drop failed networks")
+    nb = None if n_blocks is None else np.asarray(n_blocks, dtype=np.float64).ravel()
+    if nb is not None and nb.shape != s.shape:
+        raise ValueError(f"n_blocks must have one entry per network ({len(s)}); got {len(nb)}")
+    types: list[str] = sorted(type_sums) if type_sums else []
+    ts = None
+    if types:
+        ts = np.column_stack([np.asarray(type_sums[t], dtype=np.float64).ravel() for t in types])
+        if ts.shape[0] != len(s):
+            raise ValueError(f"type_sums must have one entry per network ({len(s)}) for every block type")
+    if floor_ms is not None and not (math.isfinite(floor_ms) and floor_ms >= 0):
+        raise ValueError(f"floor_ms must be a non-negative number of ms per batch; got {floor_ms!r}")
+    d = _Data(s, m, nb, types, ts)
+
+    wanted = list(models) if models is not None else list(MODELS)
+    for name in wanted:
+        if name not in MODELS:
+            raise ValueError(f"unknown calibration model {name!r}: use one of {', '.join(MODELS)}")
+    usable = {
+        "none": True,
+        "linear": True,
+        "floor_linear": nb is not None and floor_ms is not None,
+        "per_type": ts is not None,
+    }
+    candidates = [
+        name for name in MODELS if name in wanted and usable[name] and len(s) >= _min_points(name, len(types))
+    ]
+    if not candidates:
+        raise ValueError(
+            f"none of the models {', '.join(wanted)} can be fitted on {len(s)} networks with the inputs given; "
+            "measure more networks or pass n_blocks/floor_ms/type_sums"
+        )
+    cv_pred = {name: _held_out_predictions(name, d, floor_ms, folds, seed) for name in candidates}
+    cv_mape = {name: float(np.mean(np.abs(cv_pred[name] - m) / m) * 100.0) for name in candidates}
+    best = min(candidates, key=lambda name: (round(cv_mape[name], 9), MODELS.index(name)))
+    cal = _fit_model(best, d, floor_ms)
+    cal.table = {k: table[k] for k in TABLE_IDENTITY if table is not None and k in table}
+    cal.n_fit = len(s)
+    cal.cv_mape_pct = cv_mape
+    cal.accuracy = {
+        "uncalibrated": accuracy_metrics(s, m),
+        "calibrated": accuracy_metrics(_apply(cal, d), m),
+        "calibrated_cv": accuracy_metrics(cv_pred[best], m),
+    }
+    return cal
+
+
+def fit_for_table(
+    table: Any,
+    archs: Sequence[Any],
+    measured_ms: Sequence[float] | np.ndarray,
+    **options: Any,
+) -> Calibration:
+    """Fit a calibration for ``table`` (a ``LatencyTable``) from architectures and their measured latencies.
+
+    ``archs``: architectures as :func:`tables.predictor.predict` accepts them;
+    ``measured_ms``: their end-to-end latencies, ms per batch, same order.
+    ``options`` go to :func:`fit`. Save the result with
+    ``cal.save(calibration_path(table.path))`` to have ``LatencyTable.load`` apply it.
+    """
+    from tables.predictor import block_sums
+
+    sums, n_blocks, type_sums = block_sums(table, archs)
+    return fit(
+        sums,
+        measured_ms,
+        n_blocks=n_blocks,
+        type_sums=type_sums,
+        floor_ms=table.floor_ms,
+        table=table.metadata,
+        **options,
+    )

@@ -1,0 +1,507 @@
+"""The Parquet schema of a latency table and its file-level metadata.
+
+A table is one Parquet file with one row per block key. Columns:
+
+- key columns: ``key`` (canonical string form), then the typed fields of
+  :class:`~tables.key.BlockKey` (``block``, ``cin``, ``h``, ``w``, ``cout``,
+  ``k``, ``s`` as int32, ``e`` float64, ``se`` bool, ``act``);
+- statistics of the timed runs, all in ms per batch: ``latency_ms`` (the
+  trimmed mean, the figure the predictor sums), ``median_ms``, ``min_ms``,
+  ``max_ms``, ``std_ms``, ``cv`` (std / mean, no unit), ``inner_loop``
+  (inferences per timed sample), ``warmup_runs``, ``n_samples`` and
+  ``samples_ms`` (the raw samples, ms per batch);
+- phases of the measurement in seconds: ``export_s``, ``compile_s``,
+  ``warmup_s``, ``timed_s``;
+- ``status`` ("ok" or "failed"), ``error`` (text of a failure, else null) and
+  ``measured_at`` (UTC timestamp).
+
+The file metadata is one JSON document under the Parquet key ``b"nas_latency"``;
+any Arrow reader gets it without this package::
+
+    json.loads(pyarrow.parquet.read_metadata(path).metadata[b"nas_latency"])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import socket
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tables.key import KEY_FIELDS, BlockKey, parse_key
+
+#: Version of the column layout and metadata document; bumped on any incompatible change.
+SCHEMA_VERSION = 1
+
+#: Parquet file-metadata key that holds the JSON metadata document.
+METADATA_KEY = b"nas_latency"
+
+#: Value of the metadata field ``kind`` for a latency table.
+TABLE_KIND = "latency_table"
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+
+#: Metadata fields every table must carry.
+REQUIRED_METADATA: tuple[str, ...] = (
+    "schema_version",
+    "kind",
+    "device_profile",
+    "device",
+    "engine",
+    "backend",
+    "backend_settings",
+    "precision",
+    "batch",
+    "timing",
+    "host",
+    "created_at",
+    "tool_version",
+)
+
+#: Metadata fields that may be null: the floor (not measured yet), the ONNX opset
+#: (torch backend) and the source (a hand-built table); absent ones are written as null.
+OPTIONAL_METADATA: tuple[str, ...] = ("floor", "opset", "source")
+
+STAT_COLUMNS: tuple[str, ...] = ("latency_ms", "median_ms", "min_ms", "max_ms", "std_ms", "cv")
+PHASE_COLUMNS: tuple[str, ...] = ("export_s", "compile_s", "warmup_s", "timed_s")
+
+
+def arrow_schema() -> pa.Schema:
+    """The Arrow schema of a latency table (columns in file order, no metadata)."""
+    int32 = pa.int32()
+    f64 = pa.float64()
+    fields = [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("block", pa.string(), nullable=False),
+        pa.field("cin", int32, nullable=False),
+        pa.field("h", int32, nullable=False),
+        pa.field("w", int32, nullable=False),
+        pa.field("cout", int32, nullable=False),
+        pa.field("k", int32, nullable=False),
+        pa.field("s", int32, nullable=False),
+        pa.field("e", f64, nullable=False),
+        pa.field("se", pa.bool_(), nullable=False),
+        pa.field("act", pa.string(), nullable=False),
+        *(pa.field(name, f64) for name in STAT_COLUMNS),
+        pa.field("inner_loop", int32),
+        pa.field("warmup_runs", int32),
+        pa.field("n_samples", int32, nullable=False),
+        pa.field("samples_ms", pa.list_(f64), nullable=False),
+        *(pa.field(name, f64) for name in PHASE_COLUMNS),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("measured_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+    return pa.schema(fields)
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def _as_key(key: BlockKey | str) -> BlockKey:
+    if isinstance(key, BlockKey):
+        return key
+    return parse_key(key)
+
+
+def _float(value: Any) -> float:
+    if value is None:
+        return math.nan
+    return float(value)
+
+
+def result_row(
+    key: BlockKey | str,
+    result: Any = None,
+    error: str | BaseException | None = None,
+    *,
+    measured_at: datetime | None = None,
+) -> dict[str, Any]:
+    """One table row for ``key``.
+
+    ``result`` is a timing result (duck-typed like ``kernels_bench.timing.TimingResult``:
+    ``samples_ms``, ``trimmed_mean_ms``, ``median_ms``, ``min_ms``, ``max_ms``,
+    ``std_ms``, ``cv``, ``inner_loop``, ``warmup_runs``, ``phases``), all times in
+    ms per batch, phases in seconds. Without a result, or with ``error``, the row
+    is a failed one: NaN statistics (stored as nulls), no samples, status "failed"
+    and the error text.
+    """
+    k = _as_key(key)
+    row: dict[str, Any] = {"key": str(k)}
+    for name in KEY_FIELDS:
+        row[name] = getattr(k, name)
+    failed = result is None or error is not None
+    if failed:
+        for name in STAT_COLUMNS:
+            row[name] = math.nan
+        row["inner_loop"] = None
+        row["warmup_runs"] = None
+        row["n_samples"] = 0
+        row["samples_ms"] = []
+    else:
+        samples = [float(x) for x in result.samples_ms]
+        row["latency_ms"] = _float(result.trimmed_mean_ms)
+        row["median_ms"] = _float(result.median_ms)
+        row["min_ms"] = _float(result.min_ms)
+        row["max_ms"] = _float(result.max_ms)
+        row["std_ms"] = _float(result.std_ms)
+        row["cv"] = _float(result.cv)
+        row["inner_loop"] = int(result.inner_loop)
+        row["warmup_runs"] = int(result.warmup_runs)
+        row["n_samples"] = len(samples)
+        row["samples_ms"] = samples
+    phases = dict(getattr(result, "phases", None) or {}) if result is not None else {}
+    for name in PHASE_COLUMNS:
+        row[name] = _float(phases.get(name))
+    if failed:
+        row["status"] = STATUS_FAILED
+        row["error"] = _error_text(error) if error is not None else "no timing result"
+    else:
+        row["status"] = STATUS_OK
+        row["error"] = None
+    row["measured_at"] = measured_at or utc_now()
+    return row
+
+
+def _error_text(error: str | BaseException) -> str:
+    if isinstance(error, BaseException):
+        text = str(error).strip()
+        return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return str(error)
+
+
+def floor_from_result(result: Any, input_shape: Iterable[int] | None = None) -> dict[str, Any]:
+    """The metadata ``floor`` entry from a timing result of the identity graph.
+
+    The floor is the backend's cost of one call that does nothing: ms per batch.
+    ``latency_ms`` is the trimmed mean; the other statistics come along for re-analysis.
+    """
+    floor: dict[str, Any] = {
+        "latency_ms": float(result.trimmed_mean_ms),
+        "median_ms": float(result.median_ms),
+        "min_ms": float(result.min_ms),
+        "max_ms": float(result.max_ms),
+        "std_ms": float(result.std_ms),
+        "cv": float(result.cv),
+        "inner_loop": int(result.inner_loop),
+        "n_samples": len(result.samples_ms),
+    }
+    if input_shape is not None:
+        floor["input_shape"] = [int(x) for x in input_shape]
+    return floor
+
+
+def tool_version() -> str:
+    """Version of this package (``0+unknown`` when it runs from a source tree without metadata)."""
+    try:
+        from importlib.metadata import version
+
+        return version("nas-latency-profiler")
+    except Exception:
+        return "0+unknown"
+
+
+def host_info() -> dict[str, str]:
+    """Host name, OS and Python version of the machine that builds the table."""
+    return {
+        "name": socket.gethostname(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
+def build_metadata(
+    *,
+    device_profile: str,
+    backend: str,
+    precision: str,
+    batch: int,
+    device: Mapping[str, Any] | None = None,
+    engine: Mapping[str, Any] | None = None,
+    backend_settings: Mapping[str, Any] | None = None,
+    timing: Mapping[str, Any] | None = None,
+    floor: Mapping[str, Any] | None = None,
+    opset: int | None = None,
+    source: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A complete metadata document; fills schema version, kind, host, creation time and tool version.
+
+    ``batch`` is the number of images per inference; ``timing`` the timing
+    settings; ``floor`` the identity-graph measurement (:func:`floor_from_result`);
+    ``source`` what was enumerated (space, networks, archs files, sample size).
+    Extra keyword arguments are stored as extra fields.
+    """
+    md: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": TABLE_KIND,
+        "device_profile": str(device_profile),
+        "device": dict(device or {}),
+        "engine": dict(engine or {}),
+        "backend": str(backend),
+        "backend_settings": dict(backend_settings or {}),
+        "precision": str(precision),
+        "batch": int(batch),
+        "timing": dict(timing or {}),
+        "floor": dict(floor) if floor is not None else None,
+        "host": host_info(),
+        "created_at": utc_now().isoformat(),
+        "tool_version": tool_version(),
+        "opset": int(opset) if opset is not None else None,
+        "source": dict(source) if source is not None else None,
+    }
+    md.update(extra)
+    return md
+
+
+def validate_metadata(md: Mapping[str, Any]) -> None:
+    """Check a metadata document; raises ``ValueError`` naming missing or wrong fields."""
+    if not isinstance(md, Mapping):
+        raise ValueError(f"table metadata must be a JSON object (dict); got {type(md).__name__}")
+    missing = [name for name in REQUIRED_METADATA if name not in md]
+    if missing:
+        raise ValueError(
+            "table metadata lacks field(s) " + ", ".join(missing) + "; build it with tables.schema.build_metadata()"
+        )
+    if md["kind"] != TABLE_KIND:
+        raise ValueError(f"table metadata kind is {md['kind']!r}, expected {TABLE_KIND!r}")
+    batch = md["batch"]
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or int(batch) <= 0:
+        raise ValueError(f"table metadata batch must be a positive integer; got {batch!r}")
+    for name in ("device_profile", "backend", "precision"):
+        if not isinstance(md[name], str) or not md[name]:
+            raise ValueError(f"table metadata {name} must be a non-empty string; got {md[name]!r}")
+    for name in ("device", "engine", "backend_settings", "timing"):
+        if not isinstance(md[name], Mapping):
+            raise ValueError(f"table metadata {name} must be a JSON object; got {type(md[name]).__name__}")
+    floor = md.get("floor")
+    if floor is not None and floor_latency_ms(floor) is None:
+        raise ValueError("table metadata floor must be null or an object with latency_ms (ms per batch)")
+
+
+def floor_latency_ms(floor: Mapping[str, Any] | None) -> float | None:
+    """The floor's trimmed mean in ms per batch (``latency_ms``, or ``trimmed_mean_ms``); ``None`` if absent."""
+    if not isinstance(floor, Mapping):
+        return None
+    for name in ("latency_ms", "trimmed_mean_ms"):
+        value = floor.get(name)
+        if value is not None:
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (Path, BlockKey)):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"table metadata value of type {type(value).__name__} is not JSON-serializable")
+
+
+def _encode_metadata(md: Mapping[str, Any]) -> bytes:
+    doc = dict(md)
+    for name in OPTIONAL_METADATA:
+        doc.setdefault(name, None)
+    return json.dumps(doc, default=_json_default, sort_keys=True, allow_nan=True).encode("utf-8")
+
+
+def rows_to_arrow(
+    rows: Iterable[Mapping[str, Any]] | pd.DataFrame, metadata: Mapping[str, Any] | None = None
+) -> pa.Table:
+    """Rows (dicts from :func:`result_row`, or a DataFrame of table columns) -> an Arrow table.
+
+    Columns follow :func:`arrow_schema`; with ``metadata`` (validated) the
+    schema carries it under :data:`METADATA_KEY`.
+    """
+    schema = arrow_schema()
+    if not isinstance(rows, pd.DataFrame):
+        rows = pd.DataFrame([dict(r) for r in rows], columns=list(schema.names))
+    missing = [name for name in schema.names if name not in rows.columns]
+    if missing:
+        raise ValueError("table rows lack column(s) " + ", ".join(missing) + "; make rows with result_row()")
+    frame = rows.loc[:, list(schema.names)].copy()
+    frame["samples_ms"] = pd.Series(
+        [[] if _is_missing(v) else [float(x) for x in v] for v in frame["samples_ms"]], index=frame.index, dtype=object
+    )
+    frame["error"] = pd.Series(
+        [None if _is_missing(v) else str(v) for v in frame["error"]], index=frame.index, dtype=object
+    )
+    for name in ("inner_loop", "warmup_runs"):
+        frame[name] = pd.array([None if _is_missing(v) else int(v) for v in frame[name]], dtype="Int64")
+    frame["measured_at"] = pd.to_datetime(frame["measured_at"], utc=True)
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    table = table.replace_schema_metadata(None)
+    if metadata is not None:
+        validate_metadata(metadata)
+        table = table.replace_schema_metadata({METADATA_KEY: _encode_metadata(metadata)})
+    return table
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_table(
+    table_or_rows: pa.Table | pd.DataFrame | Iterable[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, Any],
+) -> Path:
+    """Write a table atomically: a temporary file in the same folder, fsync, then ``os.replace``.
+
+    A reader sees either the old file or the complete new one, never a partial
+    file. Returns the path written.
+    """
+    path = Path(path)
+    if isinstance(table_or_rows, pa.Table):
+        validate_metadata(metadata)
+        schema = arrow_schema()
+        table = table_or_rows.select(schema.names).cast(schema)
+        table = table.replace_schema_metadata({METADATA_KEY: _encode_metadata(metadata)})
+    else:
+        table = rows_to_arrow(table_or_rows, metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata document of a table file (footer only; the rows are not read).
+
+    Raises a one-line ``ValueError`` for a missing, corrupt or foreign file or an
+    unsupported schema version.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"latency table not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"latency table path is a folder, not a Parquet file: {path}")
+    try:
+        file_md = pq.read_metadata(path).metadata or {}
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"not a Parquet file or truncated: {path} ({_one_line(exc)})") from None
+    raw = file_md.get(METADATA_KEY)
+    if raw is None:
+        raise ValueError(
+            f"{path} is a Parquet file without latency-table metadata (key 'nas_latency'); "
+            "it was not written by this tool, rebuild it with python -m profiler.build"
+        )
+    try:
+        md = json.loads(raw)
+    except ValueError:
+        raise ValueError(f"{path}: latency-table metadata is not valid JSON; rebuild the table") from None
+    version = md.get("schema_version") if isinstance(md, dict) else None
+    if version != SCHEMA_VERSION:
+        raise ValueError(
+            f"table schema version {version} is not supported by this version ({SCHEMA_VERSION}); "
+            f"{path} needs a matching release of this package, or rebuild the table"
+        )
+    try:
+        validate_metadata(md)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return md
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def read_table(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read a table file -> (DataFrame with one row per stored row, metadata dict).
+
+    Raises a one-line ``ValueError`` for a missing file, a file that is not
+    Parquet or is truncated, a Parquet file without our metadata, or another
+    schema version.
+    """
+    path = Path(path)
+    md = read_metadata(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"not a Parquet file or truncated: {path} ({_one_line(exc)})") from None
+    expected = arrow_schema()
+    missing = [name for name in expected.names if name not in table.schema.names]
+    if missing:
+        raise ValueError(f"{path} lacks table column(s) {', '.join(missing)}; rebuild the table")
+    return table_to_frame(table.select(expected.names)), md
+
+
+def table_to_frame(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table of :func:`arrow_schema` -> DataFrame (``samples_ms`` as lists of float)."""
+    frame = table.to_pandas()
+    frame["samples_ms"] = [list(v) if v is not None else [] for v in frame["samples_ms"]]
+    for name in ("cin", "h", "w", "cout", "k", "s", "n_samples"):
+        frame[name] = frame[name].astype(np.int64)
+    for name in ("inner_loop", "warmup_runs"):
+        frame[name] = frame[name].astype("Int64")
+    return frame
+
+
+def empty_frame() -> pd.DataFrame:
+    """A DataFrame with the table's columns and no rows."""
+    return table_to_frame(arrow_schema().empty_table())
+
+
+_NAME_RE = re.compile(r"[^a-z0-9.]+")
+
+
+def _slug(value: str) -> str:
+    return _NAME_RE.sub("-", str(value).strip().lower()).strip("-") or "unknown"
+
+
+def table_filename(device: str, backend: str, precision: str, batch: int) -> str:
+    """Predictable file name of a table, e.g. ``v100_tensorrt_fp16_b64.parquet``."""
+    if isinstance(batch, bool) or int(batch) <= 0:
+        raise ValueError(f"batch must be a positive integer; got {batch!r}")
+    return f"{_slug(device)}_{_slug(backend)}_{_slug(precision)}_b{int(batch)}.parquet"

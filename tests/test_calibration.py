@@ -1,0 +1,76 @@
+"""Specification of calibration: fitting, model choice, JSON storage and application."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tables.calibration import Calibration, calibration_path, fit
+
+
+def test_linear_fit_recovers_a_known_slope_and_intercept():
+    rng = np.random.default_rng(0)
+    sums = rng.uniform(0.5, 5.0, 40)
+    cal = fit(sums, 0.8 * sums + 0.3, models=["linear"])
+    assert cal.model == "linear"
+    assert cal.a == pytest.approx(0.8) and cal.b == pytest.approx(0.3)
+    assert cal.accuracy["calibrated_cv"]["mape_pct"] < 1e-6
+    assert cal.accuracy["uncalibrated"]["mape_pct"] > 5
+
+
+def test_model_choice_prefers_the_raw_sum_when_it_is_already_exact():
+    sums = np.linspace(1.0, 4.0, 12)
+    assert fit(sums, sums).model == "none"
+
+
+def test_floor_model_removes_the_per_block_call_overhead():
+    rng = np.random.default_rng(1)
+    n_blocks = rng.integers(10, 40, 60)
+    true_work = rng.uniform(1.0, 6.0, 60)
+    floor = 0.02
+    sums = true_work + n_blocks * floor  # every block measured alone paid the floor once
+    measured = 1.1 * true_work + 0.05
+    cal = fit(sums, measured, n_blocks=n_blocks, floor_ms=floor)
+    assert cal.model == "floor_linear"
+    assert cal.a == pytest.approx(1.1) and cal.b == pytest.approx(0.05)
+    assert cal.apply(float(sums[0]), int(n_blocks[0])) == pytest.approx(measured[0])
+
+
+def test_per_type_scales_are_fitted_non_negative():
+    rng = np.random.default_rng(2)
+    irb, conv = rng.uniform(1, 5, 50), rng.uniform(0.1, 1, 50)
+    measured = 0.7 * irb + 1.2 * conv + 0.1
+    cal = fit(irb + conv, measured, type_sums={"irb": irb, "conv": conv})
+    assert cal.model == "per_type"
+    assert cal.type_scales["irb"] == pytest.approx(0.7, rel=1e-6)
+    assert cal.type_scales["conv"] == pytest.approx(1.2, rel=1e-6)
+    assert all(v >= 0 for v in cal.type_scales.values())
+
+
+def test_apply_works_on_arrays():
+    cal = Calibration("linear", a=2.0, b=1.0)
+    assert cal.apply(np.array([1.0, 2.0])).tolist() == [3.0, 5.0]
+    assert cal.apply(1.0) == 3.0
+
+
+def test_json_round_trip_next_to_the_table(tmp_path):
+    cal = fit(np.linspace(1, 3, 10), 1.5 * np.linspace(1, 3, 10), table={"batch": 8, "precision": "fp16"})
+    path = cal.save(calibration_path(tmp_path / "cpu_onnxruntime_fp32_b8.parquet"))
+    assert path.name == "cpu_onnxruntime_fp32_b8.calibration.json"
+    assert json.loads(path.read_text())["model"] == "linear"
+    again = Calibration.load(path)
+    assert again.a == pytest.approx(cal.a) and again.table == {"batch": 8, "precision": "fp16"}
+
+
+def test_too_few_networks_for_any_fitted_model_is_refused():
+    with pytest.raises(ValueError, match="can be fitted on 2 networks"):
+        fit([1.0, 2.0], [1.1, 2.2], models=["linear"])
+
+
+def test_malformed_calibration_file_is_a_one_line_error(tmp_path):
+    path = tmp_path / "x.calibration.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Calibration.load(path)

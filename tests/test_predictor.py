@@ -1,0 +1,183 @@
+"""Specification of the predictor: one architecture, many encodings, calibration and missing keys."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from profiler.enumeration import keys_for_archs_file
+from profiler.spaces import genet, gpunet
+from tables.calibration import Calibration, fit_for_table
+from tables.key import BlockKey
+from tables.predictor import MissingKeysError, predict, predict_many, write_archs_file
+from tables.schema import build_metadata, result_row
+from tables.table import LatencyTable
+
+
+def timing(ms: float) -> SimpleNamespace:
+    return SimpleNamespace(
+        samples_ms=[ms],
+        trimmed_mean_ms=ms,
+        median_ms=ms,
+        min_ms=ms,
+        max_ms=ms,
+        std_ms=0.0,
+        cv=0.0,
+        inner_loop=1,
+        warmup_runs=1,
+        settings={},
+        phases={},
+    )
+
+
+def synthetic_ms(key: BlockKey) -> float:
+    # deterministic per key; multiples of 1/256 so that every sum is exact in float64
+    return (zlib.crc32(str(key).encode()) % 4096 + 1) / 256
+
+
+def make_table(keys, batch: int = 8, exclude=()) -> LatencyTable:
+    rows = [result_row(k, timing(synthetic_ms(k))) for k in set(keys) if k not in exclude]
+    md = build_metadata(device_profile="cpu", backend="onnxruntime", precision="fp32", batch=batch)
+    return LatencyTable(pd.DataFrame(rows), md)
+
+
+STEM = BlockKey("conv", 3, 64, 64, 16, 3, 2, act="swish")
+IRB1 = BlockKey("irb", 16, 32, 32, 24, 3, 2, 4, True, "swish")
+IRB2 = BlockKey("irb", 24, 16, 16, 24, 3, 1, 4, True, "swish")
+TAIL = BlockKey("tail", 24, 16, 16, 1280, 1)
+ARCH = [STEM, IRB1, IRB2, IRB2, TAIL]
+
+
+@pytest.fixture(scope="module")
+def gpunet_case():
+    enc = gpunet.sample(64, seed=7)
+    keys = {k for e in enc for k in gpunet.arch_keys(e)}
+    return enc, make_table(keys)
+
+
+def test_predict_sums_block_latencies_per_batch_and_per_image():
+    table = make_table(ARCH, batch=8)
+    p = predict(table, ARCH)
+    expected = sum(synthetic_ms(k) for k in ARCH)
+    assert p.sum_ms == expected and p.ms_per_batch == expected
+    assert p.ms_per_image == expected / 8
+    assert not p.calibrated
+
+
+def test_breakdown_lists_each_block_with_its_stage():
+    p = predict(make_table(ARCH), [str(k) for k in ARCH])
+    assert p.breakdown["key"].tolist() == [str(k) for k in ARCH]
+    assert p.breakdown["block"].tolist() == ["conv", "irb", "irb", "irb", "tail"]
+    assert p.breakdown["stage"].tolist() == [0, 1, 1, 1, 2]  # repeated layers stay in their stage
+    assert p.breakdown["latency_ms"].sum() == p.sum_ms
+
+
+def test_predict_accepts_an_object_with_keys():
+    table = make_table(ARCH)
+    assert predict(table, SimpleNamespace(keys=tuple(ARCH))).sum_ms == predict(table, ARCH).sum_ms
+
+
+def test_missing_keys_are_counted_listed_and_written_as_an_archs_file(tmp_path):
+    table = make_table(ARCH, exclude={IRB2, TAIL})
+    with pytest.raises(MissingKeysError) as err:
+        predict(table, ARCH)
+    message = str(err.value)
+    assert message.startswith("2 block key(s) not in the latency table")
+    assert str(IRB2) in message and "python -m profiler.build --archs FILE" in message
+    path = err.value.write_archs(tmp_path / "missing.json")
+    doc = json.loads(path.read_text())
+    assert sorted(k for a in doc["architectures"] for k in a["blocks"]) == sorted([str(IRB2), str(TAIL)])
+    assert set(keys_for_archs_file(path)) == {IRB2, TAIL}  # what profiler.build --archs reads
+
+
+def test_write_archs_file_deduplicates_keys(tmp_path):
+    doc = json.loads(write_archs_file([IRB2, str(IRB2)], tmp_path / "a.json").read_text())
+    assert len(doc["architectures"]) == 1
+
+
+def test_predict_applies_the_table_calibration_by_default():
+    table = make_table(ARCH)
+    table.calibration = Calibration("linear", a=0.5, b=1.0)
+    raw = predict(table, ARCH, calibrated=False)
+    cal = predict(table, ARCH)
+    assert cal.calibrated and cal.ms_per_batch == 0.5 * raw.sum_ms + 1.0
+    assert cal.sum_ms == raw.sum_ms
+
+
+def test_predict_many_equals_a_loop_of_predict_on_gpunet(gpunet_case):
+    enc, table = gpunet_case
+    loop = np.array([predict(table, gpunet.arch_keys(e)).ms_per_batch for e in enc])
+    assert np.array_equal(predict_many(table, enc, "gpunet"), loop)
+
+
+def test_predict_many_equals_a_loop_of_predict_on_genet():
+    space = genet.space("light")
+    enc = space.sample(48, seed=3)
+    table = make_table({k for e in enc for k in space.arch_keys(e)})
+    loop = np.array([predict(table, space.arch_keys(e)).ms_per_batch for e in enc])
+    assert np.array_equal(predict_many(table, enc, "genet-light"), loop)
+    assert np.array_equal(predict_many(table, enc, space), loop)
+
+
+def test_predict_many_is_stable_across_calls(gpunet_case):
+    enc, table = gpunet_case
+    first = predict_many(table, enc[:10])
+    assert np.array_equal(predict_many(table, enc[::-1])[::-1][:10], first)
+
+
+def test_predict_many_applies_every_calibration_model_like_predict(gpunet_case):
+    enc, table = gpunet_case
+    archs = [gpunet.arch_keys(e) for e in enc]
+    for cal in (
+        Calibration("linear", a=0.9, b=0.25),
+        Calibration("floor_linear", a=1.1, b=0.5, floor_ms=0.0625),
+        Calibration("per_type", b=0.125, type_scales={"irb": 0.5, "fused_irb": 2.0, "conv": 1.0, "tail": 0.25}),
+    ):
+        table.calibration = cal
+        loop = np.array([predict(table, a).ms_per_batch for a in archs])
+        np.testing.assert_allclose(predict_many(table, enc), loop, rtol=1e-12)
+    table.calibration = None
+
+
+def test_predict_many_lists_all_missing_keys(gpunet_case):
+    enc, _ = gpunet_case
+    some = gpunet.arch_keys(enc[0])
+    smaller = make_table({k for e in enc for k in gpunet.arch_keys(e)}, exclude={some[1], some[-1]})
+    with pytest.raises(MissingKeysError) as err:
+        predict_many(smaller, enc)
+    assert set(err.value.keys) == {some[1], some[-1]}
+
+
+@pytest.mark.parametrize(
+    ("array", "text"),
+    [
+        (np.zeros((5, 40), dtype=np.int64), "got shape (5, 40) int64"),
+        (np.zeros((5, 41), dtype=np.float64), "got shape (5, 41) float64"),
+        (np.zeros(41, dtype=np.int64), "got shape (41,) int64"),
+    ],
+)
+def test_predict_many_refuses_a_wrong_shape_or_dtype(gpunet_case, array, text):
+    _, table = gpunet_case
+    with pytest.raises(ValueError, match=r"encodings must be an \(N, 41\) integer array") as err:
+        predict_many(table, array)
+    assert text in str(err.value)
+
+
+def test_unknown_space_name_is_refused(gpunet_case):
+    _, table = gpunet_case
+    with pytest.raises(ValueError, match="unknown search space"):
+        predict_many(table, np.zeros((1, 41), dtype=np.int64), "nasbench")
+
+
+def test_fit_for_table_recovers_the_calibration_from_whole_network_measurements(gpunet_case):
+    enc, table = gpunet_case
+    archs = [gpunet.arch_keys(e) for e in enc]
+    sums = np.array([predict(table, a, calibrated=False).sum_ms for a in archs])
+    cal = fit_for_table(table, archs, 0.75 * sums + 0.2, models=["none", "linear"])
+    assert cal.model == "linear" and cal.a == pytest.approx(0.75) and cal.b == pytest.approx(0.2)
+    assert cal.table == {"device_profile": "cpu", "backend": "onnxruntime", "precision": "fp32", "batch": 8}

@@ -1,0 +1,197 @@
+"""Specification of crash-safe builds: parts, compaction, deduplication and the build lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+
+from tables.schema import build_metadata, read_table, result_row
+from tables.store import BuildLock, BuildLockedError, PartStore, dedup_rows
+
+NAME = "cpu_onnxruntime_fp32_b8.parquet"
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def timing(ms: float) -> SimpleNamespace:
+    return SimpleNamespace(
+        samples_ms=[ms] * 3,
+        trimmed_mean_ms=ms,
+        median_ms=ms,
+        min_ms=ms,
+        max_ms=ms,
+        std_ms=0.0,
+        cv=0.0,
+        inner_loop=1,
+        warmup_runs=2,
+        settings={},
+        phases={},
+    )
+
+
+def key(c: int) -> str:
+    return f"conv_i{c}x32x32_o16_k3_s1_e1_se0_relu"
+
+
+def ok(c: int, ms: float, minutes: int = 0) -> dict:
+    return result_row(key(c), timing(ms), measured_at=T0 + timedelta(minutes=minutes))
+
+
+def failed(c: int, minutes: int = 0) -> dict:
+    return result_row(key(c), error="boom", measured_at=T0 + timedelta(minutes=minutes))
+
+
+def metadata(floor=None, **changes):
+    md = build_metadata(device_profile="cpu", backend="onnxruntime", precision="fp32", batch=8, floor=floor)
+    md.update(changes)
+    return md
+
+
+def test_each_append_writes_one_part_and_rows_are_readable(tmp_path):
+    store = PartStore(tmp_path, NAME, metadata())
+    store.append([ok(1, 1.0), ok(2, 2.0)])
+    store.append([ok(3, 3.0)])
+    assert len(store.part_paths()) == 2
+    assert store.parts_dir == tmp_path / f"{NAME}.parts"
+    assert dict(zip(store.rows()["key"], store.rows()["latency_ms"])) == {key(1): 1.0, key(2): 2.0, key(3): 3.0}
+
+
+def test_done_keys_reports_status_and_can_leave_out_failed_keys(tmp_path):
+    store = PartStore(tmp_path, NAME, metadata())
+    store.append([ok(1, 1.0), failed(2)])
+    assert store.done_keys() == {key(1): "ok", key(2): "failed"}
+    assert store.done_keys(include_failed=False) == {key(1): "ok"}
+
+
+def test_ok_row_beats_failed_row_even_when_older(tmp_path):
+    store = PartStore(tmp_path, NAME, metadata())
+    store.append([ok(1, 1.0, minutes=0)])
+    store.append([failed(1, minutes=5)])
+    assert store.done_keys() == {key(1): "ok"}
+
+
+def test_newer_ok_row_beats_older_ok_row():
+    import pandas as pd
+
+    frame = pd.DataFrame([ok(1, 5.0, minutes=9), ok(1, 1.0, minutes=0)])
+    assert dedup_rows(frame)["latency_ms"].tolist() == [5.0]
+
+
+def test_compaction_writes_the_table_with_one_row_per_key_and_removes_parts(tmp_path):
+    store = PartStore(tmp_path, NAME, metadata())
+    store.append([ok(1, 1.0), failed(2)])
+    store.append([ok(2, 2.0, minutes=1), ok(1, 1.5, minutes=1)])
+    path = store.compact()
+    frame, md = read_table(path)
+    assert path == tmp_path / NAME
+    assert sorted(frame["key"]) == [key(1), key(2)]
+    assert dict(zip(frame["key"], frame["status"])) == {key(1): "ok", key(2): "ok"}
+    assert md["backend"] == "onnxruntime"
+    assert not store.parts_dir.exists()
+
+
+def test_later_appends_merge_with_the_compacted_table(tmp_path):
+    store = PartStore(tmp_path, NAME, metadata())
+    store.append([ok(1, 1.0)])
+    store.compact()
+    store.append([ok(2, 2.0)])
+    assert store.done_keys() == {key(1): "ok", key(2): "ok"}
+    assert len(read_table(store.compact())[0]) == 2
+
+
+def test_crash_leftovers_recover_without_loss_or_duplicates(tmp_path):
+    # a build killed mid-write leaves a partial temporary file and uncompacted parts;
+    # one killed between writing the table and deleting parts leaves rows in both
+    store = PartStore(tmp_path, NAME, metadata())
+    store.append([ok(1, 1.0)])
+    store.compact()
+    store.append([ok(1, 1.0), ok(2, 2.0)])  # as if the parts outlived a compaction
+    store.append([ok(3, 3.0)])
+    tmp = store.parts_dir / ".part-00000000000000000001-999999-000001.parquet.999999.tmp"
+    tmp.write_bytes(b"PAR1 half a part")
+
+    resumed = PartStore(tmp_path, NAME, None)
+    assert resumed.done_keys() == {key(1): "ok", key(2): "ok", key(3): "ok"}
+    frame, _ = read_table(resumed.compact())
+    assert sorted(frame["key"]) == [key(1), key(2), key(3)]
+    assert not tmp.exists()
+
+
+def test_many_parts_are_merged_into_one_part(tmp_path):
+    store = PartStore(tmp_path, NAME, metadata(), max_parts=None)
+    for c in range(1, 7):
+        store.append([ok(c, float(c))])
+    merged = store.compact_parts(max_parts=4)
+    assert merged is not None and store.part_paths() == [merged]
+    assert len(store.done_keys()) == 6
+    assert store.compact_parts(max_parts=4) is None
+
+
+def test_append_compacts_parts_past_the_limit(tmp_path):
+    store = PartStore(tmp_path, NAME, metadata(), max_parts=3)
+    for c in range(1, 6):
+        store.append([ok(c, float(c))])
+    assert len(store.part_paths()) <= 3
+    assert len(store.done_keys()) == 5
+
+
+def test_first_parts_metadata_is_kept_and_a_later_floor_is_added(tmp_path):
+    PartStore(tmp_path, NAME, metadata(timing={"repeats": 30})).append([ok(1, 1.0)])
+    later = PartStore(tmp_path, NAME, metadata(floor={"latency_ms": 0.02}, timing={"repeats": 99}))
+    later.append([ok(2, 2.0)])
+    _, md = read_table(later.compact())
+    assert md["timing"] == {"repeats": 30}
+    assert md["floor"] == {"latency_ms": 0.02}
+
+
+def test_a_build_for_another_precision_is_refused(tmp_path):
+    PartStore(tmp_path, NAME, metadata()).append([ok(1, 1.0)])
+    with pytest.raises(ValueError, match="precision 'fp32' vs 'fp16'"):
+        PartStore(tmp_path, NAME, metadata(precision="fp16"))
+
+
+def test_lock_refuses_a_second_holder_naming_the_first(tmp_path):
+    path = tmp_path / f"{NAME}.lock"
+    with BuildLock(path) as first:
+        assert first.held
+        with pytest.raises(BuildLockedError) as err:
+            BuildLock(path).acquire()
+    message = str(err.value)
+    assert f"pid {os.getpid()} on host {socket.gethostname()}" in message
+    assert "wait for it or remove the lock" in message and "\n" not in message
+    assert not path.exists()
+
+
+def test_lock_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = tmp_path / f"{NAME}.lock"
+    path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started_at": "2026-01-01"}))
+    with BuildLock(path) as lock:
+        assert lock.holder()["pid"] == os.getpid()
+
+
+def test_lock_of_another_host_is_not_taken_over(tmp_path):
+    path = tmp_path / f"{NAME}.lock"
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "started_at": "2026-01-01"}))
+    with pytest.raises(BuildLockedError, match="pid 1 on host elsewhere"):
+        BuildLock(path).acquire()
+
+
+def test_an_unreadable_part_is_skipped_with_a_warning_and_set_aside_at_compaction(tmp_path):
+    store = PartStore(tmp_path, NAME, metadata())
+    store.append([ok(1, 1.0)])
+    bad = store.append([ok(2, 2.0)])
+    bad.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="ignoring unreadable part"):
+        assert store.done_keys() == {key(1): "ok"}
+    with pytest.warns(UserWarning):
+        store.compact()
+    assert bad.with_name(bad.name + ".corrupt").exists()
+    assert read_table(tmp_path / NAME)[0]["key"].tolist() == [key(1)]

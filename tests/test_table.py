@@ -1,0 +1,174 @@
+"""Specification of LatencyTable: loading, identity checks, lookups, coverage and validation."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tables.calibration import Calibration, calibration_path
+from tables.key import BlockKey
+from tables.schema import build_metadata, result_row, write_table
+from tables.store import PartStore
+from tables.table import LatencyTable, MissingKeysError
+
+NAME = "v100_tensorrt_fp16_b64.parquet"
+A = BlockKey("conv", 3, 64, 64, 16, 3, 2, act="swish")
+B = BlockKey("irb", 16, 32, 32, 24, 3, 2, 4, True, "swish")
+C = BlockKey("irb", 24, 16, 16, 24, 5, 1, 4, False, "swish")
+D = BlockKey("tail", 24, 16, 16, 1280, 1)
+
+
+def timing(ms: float) -> SimpleNamespace:
+    return SimpleNamespace(
+        samples_ms=[ms] * 3,
+        trimmed_mean_ms=ms,
+        median_ms=ms,
+        min_ms=ms,
+        max_ms=ms,
+        std_ms=0.0,
+        cv=0.0,
+        inner_loop=1,
+        warmup_runs=2,
+        settings={},
+        phases={},
+    )
+
+
+def metadata(**changes):
+    md = build_metadata(
+        device_profile="v100",
+        backend="tensorrt",
+        precision="fp16",
+        batch=64,
+        device={"name": "Tesla V100-SXM2-16GB"},
+        floor={"latency_ms": 0.05},
+    )
+    md.update(changes)
+    return md
+
+
+@pytest.fixture
+def table_path(tmp_path):
+    rows = [
+        result_row(A, timing(0.5)),
+        result_row(B, timing(1.25)),
+        result_row(C, timing(2.0)),
+        result_row(D, error="engine build failed"),
+    ]
+    return write_table(rows, tmp_path / NAME, metadata())
+
+
+def test_lookup_by_key_or_string_in_ms_per_batch(table_path):
+    table = LatencyTable.load(table_path)
+    assert table.lookup(B) == 1.25
+    assert table.lookup(str(C)) == 2.0
+    assert table.lookup("irb_i16x32x32_o24_k3_s2_e4.0_se1_swish") == 1.25  # non-canonical ratio text
+
+
+def test_contains_and_len_count_only_usable_keys(table_path):
+    table = LatencyTable.load(table_path)
+    assert A in table and str(B) in table
+    assert D not in table  # failed when measured
+    assert len(table) == 3
+
+
+def test_missing_key_lookup_names_the_key_and_the_build_command(table_path):
+    table = LatencyTable.load(table_path)
+    with pytest.raises(MissingKeysError) as err:
+        table.lookup(D)
+    assert isinstance(err.value, KeyError)
+    assert str(D) in str(err.value) and "python -m profiler.build --archs FILE --device v100" in str(err.value)
+
+
+def test_metadata_properties(table_path):
+    table = LatencyTable.load(table_path)
+    assert (table.device, table.backend, table.precision, table.batch) == ("v100", "tensorrt", "fp16", 64)
+    assert table.floor_ms == 0.05
+    assert table.device_info["name"] == "Tesla V100-SXM2-16GB"
+
+
+def test_expected_device_precision_batch_and_backend_are_checked(table_path):
+    LatencyTable.load(
+        table_path, expect_device="V100", expect_precision="fp16", expect_batch=64, expect_backend="tensorrt"
+    )
+    LatencyTable.load(table_path, expect_device="Tesla V100-SXM2-16GB")
+    with pytest.raises(ValueError, match="built for device 'v100', not 'a100'"):
+        LatencyTable.load(table_path, expect_device="a100")
+    with pytest.raises(ValueError, match="built for precision 'fp16', not 'int8'"):
+        LatencyTable.load(table_path, expect_precision="int8")
+    with pytest.raises(ValueError, match="built for batch 64, not 1"):
+        LatencyTable.load(table_path, expect_batch=1)
+
+
+def test_vectorized_view_aligns_keys_and_latencies(table_path):
+    table = LatencyTable.load(table_path)
+    idx = table.indices([C, A])
+    assert table.latency_array[idx].tolist() == [2.0, 0.5]
+    assert table.keys[table.key_index[str(B)]] == str(B)
+    assert table.indices([A, D], missing="ignore").tolist() == [table.key_index[str(A)], -1]
+    with pytest.raises(ValueError):
+        table.latency_array[0] = 1.0
+
+
+def test_coverage_of_keys_and_architectures(table_path):
+    table = LatencyTable.load(table_path)
+    report = table.coverage([[A, B], SimpleNamespace(keys=(A, C, D))])
+    assert (report.n_total, report.n_present, report.missing) == (4, 3, [D])
+    assert not report.complete and math.isclose(report.fraction, 0.75)
+
+
+def test_validate_lists_failed_keys_and_raises_on_request(table_path):
+    table = LatencyTable.load(table_path)
+    report = table.validate()
+    assert report.failed_keys == {str(D): "engine build failed"}
+    assert report.duplicate_keys == [] and report.bad_latency_keys == []
+    with pytest.raises(ValueError, match="1 failed"):
+        table.validate(raise_on_error=True)
+
+
+def test_validate_reports_duplicates_and_non_positive_latencies(tmp_path):
+    rows = [result_row(A, timing(0.5)), result_row(A, timing(0.6)), result_row(B, timing(0.0))]
+    table = LatencyTable.load(write_table(rows, tmp_path / NAME, metadata()))
+    report = table.validate()
+    assert report.duplicate_keys == [str(A)]
+    assert report.bad_latency_keys == [str(B)]
+    assert B not in table
+
+
+def test_folder_of_table_and_parts_loads_as_one_table(tmp_path):
+    store = PartStore(tmp_path, NAME, metadata())
+    store.append([result_row(A, timing(0.5))])
+    store.compact()
+    store.append([result_row(B, timing(1.0))])
+    table = LatencyTable.load(tmp_path)
+    assert len(table) == 2 and table.lookup(B) == 1.0
+
+
+def test_folder_mixing_batches_is_refused(tmp_path):
+    write_table([result_row(A, timing(0.5))], tmp_path / NAME, metadata())
+    write_table([result_row(B, timing(0.5))], tmp_path / "v100_tensorrt_fp16_b1.parquet", metadata(batch=1))
+    with pytest.raises(ValueError, match=r"batch 1 vs 64|batch 64 vs 1"):
+        LatencyTable.load(tmp_path)
+
+
+def test_calibration_next_to_the_table_is_loaded(table_path):
+    Calibration("linear", a=1.0, b=0.5, table={"device_profile": "v100", "batch": 64}).save(
+        calibration_path(table_path)
+    )
+    assert LatencyTable.load(table_path).calibration.b == 0.5
+    assert LatencyTable.load(table_path, calibration=False).calibration is None
+
+
+def test_calibration_of_another_table_is_refused(table_path):
+    Calibration("linear", table={"batch": 1}).save(calibration_path(table_path))
+    with pytest.raises(ValueError, match="belongs to another table"):
+        LatencyTable.load(table_path)
+
+
+def test_to_frame_has_one_row_per_key(table_path):
+    frame = LatencyTable.load(table_path).to_frame()
+    assert sorted(frame["key"]) == sorted(str(k) for k in (A, B, C, D))
+    assert np.isnan(frame.loc[frame["key"] == str(D), "latency_ms"]).all()
