@@ -1,10 +1,19 @@
 """ONNX export of block keys: one static-shape graph per key (or per chain of keys), cached on disk.
 
+Two ways to the fp32 graph (``method``):
+
+- ``"direct"`` (default): :func:`kernels_bench.onnx_graphs.block_graph` writes
+  the graph straight from the keys with numpy and ``onnx.helper``: seeded
+  weights, BN folded, the same nodes as the TorchScript export of
+  :mod:`kernels_bench.blocks` (tests/test_onnx_graphs.py proves both compute
+  the same function with the same op types). No torch import, no tracing.
+- ``"torch"`` (reference): the torch module of :mod:`kernels_bench.blocks`
+  exported with the TorchScript exporter (``dynamo=False``), constants folded,
+  so every BatchNormalization is folded into the conv before it.
+
 Precisions:
 
-- ``fp32``: the torch module exported with the TorchScript exporter
-  (``dynamo=False``, fast for tiny graphs), constants folded, so every
-  BatchNormalization is folded into the conv before it.
+- ``fp32``: the graph above.
 - ``fp16``: the fp32 graph converted to float16 throughout (input, output,
   weights, constants). Strongly typed TensorRT takes precision from the graph.
 - ``int8``: the fp32 graph with explicit Q/DQ (:mod:`kernels_bench.quant`), in
@@ -12,11 +21,11 @@ Precisions:
   output stay float32.
 
 Graphs are cached as ``<cache_dir>/<sha256>.onnx``, the hash covering the key
-strings, batch, precision, flavour, opset, seed and
+strings, batch, precision, flavour, opset, seed, method and
 :data:`EXPORT_FORMAT_VERSION`; files are written atomically. The default cache
 directory is ``$LATENCY_CACHE_DIR`` when set, else ``~/.cache/nas-latency/onnx``.
 
-torch, onnx and onnxruntime are imported lazily.
+torch (only for ``method="torch"``), onnx and onnxruntime are imported lazily.
 """
 
 from __future__ import annotations
@@ -40,7 +49,10 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
 #: Bump when the exported graphs change for the same inputs (invalidates every cache entry).
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT_VERSION = 2
+
+#: Ways to build the fp32 graph: "direct" (numpy + onnx.helper, the default) or "torch" (TorchScript export).
+METHODS: tuple[str, ...] = ("direct", "torch")
 
 #: Precisions the exporter writes.
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -163,7 +175,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _export_fp32(keys: list[BlockKey], batch: int, opset: int, seed: int) -> onnx.ModelProto:
-    """The fp32 ONNX graph of the chained keys at ``batch``, BN folded."""
+    """The fp32 ONNX graph of the chained keys at ``batch``, BN folded, by the TorchScript exporter."""
     import io
 
     import onnx
@@ -239,6 +251,7 @@ def export_keys(
     opset: int | None = None,
     cache_dir: Path | str | None = None,
     seed: int = 0,
+    method: str = "direct",
 ) -> ExportedGraph:
     """Export one key, or a chain of keys as one network, to a cached static-shape ONNX file.
 
@@ -246,12 +259,16 @@ def export_keys(
     one of fp32, fp16, int8; ``target`` "onnxruntime" or "tensorrt" (it picks
     the INT8 flavour and, when ``opset`` is None, the opset via
     :func:`choose_opset`); ``seed`` seeds the weights and the INT8 calibration
-    data. Raises ``ValueError`` for an unknown precision or target, a batch
+    data; ``method`` builds the fp32 graph "direct" (numpy + onnx.helper, no
+    torch) or "torch" (TorchScript export of the torch module, the reference).
+    Raises ``ValueError`` for an unknown precision, target or method, a batch
     below 1, an unsupported opset or keys that do not chain.
     """
     start = time.perf_counter()
     _check_precision(precision)
     _check_target(target)
+    if method not in METHODS:
+        raise ValueError(f"unknown export method {method!r}: allowed {', '.join(METHODS)}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch={batch!r}: use a positive integer batch size")
     key_list = _normalize_keys(keys)
@@ -266,11 +283,17 @@ def export_keys(
             "flavour": flavour,
             "opset": opset,
             "seed": int(seed),
+            "method": method,
         },
     )
     hit = path.exists()
     if not hit:
-        model = _export_fp32(key_list, batch, opset, seed)
+        if method == "direct":
+            from kernels_bench.onnx_graphs import block_graph
+
+            model = block_graph(key_list, batch, opset=opset, seed=seed)
+        else:
+            model = _export_fp32(key_list, batch, opset, seed)
         if precision == "fp16":
             model = to_float16(model)
         elif precision == "int8":

@@ -1,9 +1,9 @@
 """Explicit INT8 quantization: QuantizeLinear/DequantizeLinear pairs in an fp32 ONNX graph.
 
 Both flavours are symmetric (int8, zero points 0), with per-channel weight
-scales on axis 0 and per-tensor activation scales from a calibration pass
-(the fp32 graph run by onnxruntime on a few seeded standard-normal inputs,
-scale = max|x| / 127).
+scales on axis 0 and per-tensor activation scales from one calibration run
+(the fp32 graph run once by onnxruntime on a seeded standard-normal batch, every
+tensor to calibrate exposed as an output; scale = max|x| / 127).
 
 - ``"tensorrt"``: Q/DQ on the inputs of weighted layers (Conv, Gemm, MatMul:
   the activation and the weight), not on their outputs; biases stay float; the
@@ -11,20 +11,18 @@ scale = max|x| / 127).
   into the conv before it. This is the placement TensorRT's explicit-precision
   mode expects (see shared/notes/TENSORRT.md); :func:`check_tensorrt_qdq`
   lists departures from it.
-- ``"onnxruntime"``: onnxruntime's own static QDQ quantizer, which also
-  quantizes conv outputs and biases (int32), the pattern its CPU provider fuses
-  into ``QLinearConv``.
+- ``"onnxruntime"``: the placement of onnxruntime's static QDQ quantizer
+  (``quantize_static``, QDQ format, per-channel, symmetric), written directly:
+  every float input and output of the ops in :data:`ONNXRUNTIME_QDQ_OPS`
+  (conv inputs and outputs included) gets one Q/DQ pair, weights are int8 with
+  a DequantizeLinear (axis 0), biases int32 with scale input-scale x
+  weight-scale, the pattern its CPU provider fuses into ``QLinearConv``.
 
 onnx and onnxruntime are imported lazily.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,6 +35,17 @@ FLAVOURS: tuple[str, ...] = ("tensorrt", "onnxruntime")
 
 #: Layers whose inputs carry Q/DQ in the TensorRT flavour.
 WEIGHTED_OPS: frozenset[str] = frozenset({"Conv", "Gemm", "MatMul"})
+
+#: Ops whose float activations (inputs and outputs) carry Q/DQ in the onnxruntime flavour:
+#: those onnxruntime's static QDQ quantizer quantizes among the ops block graphs contain.
+ONNXRUNTIME_QDQ_OPS: frozenset[str] = frozenset({"Conv", "Gemm", "Add", "Mul", "Relu", "Clip", "Sigmoid", "MaxPool"})
+
+#: Ops whose output the onnxruntime flavour quantizes with their input's scale (as ``quantize_static`` does),
+#: which lets onnxruntime fold a Relu/Clip into the QLinearConv before it.
+SCALE_SHARING_OPS: frozenset[str] = frozenset({"Relu", "Clip", "MaxPool"})
+
+#: Name of the shared scalar int8 zero point of activations.
+ZERO_POINT_NAME = "qdq_zero_point_int8"
 
 _QMAX = 127.0
 
@@ -72,9 +81,12 @@ def calibration_inputs(model: onnx.ModelProto, batches: int, seed: int) -> list[
 
 
 def activation_max_abs(
-    model: onnx.ModelProto, names: list[str], *, calibration_batches: int = 4, seed: int = 0
+    model: onnx.ModelProto, names: list[str], *, calibration_batches: int = 1, seed: int = 0
 ) -> dict[str, float]:
-    """max|x| of each named float tensor over the calibration feeds (onnxruntime CPU, no graph rewriting)."""
+    """max|x| of each named float tensor over the calibration feeds (onnxruntime CPU, no graph rewriting).
+
+    One session, every named tensor exposed as an extra graph output, one run per feed.
+    """
     import onnx
     import onnxruntime as ort
 
@@ -101,7 +113,7 @@ def activation_max_abs(
 
 
 def quantize_model(
-    model: onnx.ModelProto, flavour: str, *, calibration_batches: int = 4, seed: int = 0
+    model: onnx.ModelProto, flavour: str, *, calibration_batches: int = 1, seed: int = 0
 ) -> onnx.ModelProto:
     """A copy of fp32 ``model`` with explicit int8 Q/DQ placed for ``flavour`` ("tensorrt" or "onnxruntime").
 
@@ -128,6 +140,17 @@ def _weight_axis(node: onnx.NodeProto) -> int | None:
         trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
         return 0 if trans_b else None
     return None
+
+
+def _quantize_weight(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 weight and its scale: per output channel (``axis`` 0) or per tensor (``axis`` None)."""
+    w = np.asarray(w, dtype=np.float32)
+    if axis is None:
+        scale = _scale_from_range(np.max(np.abs(w)))
+        return np.clip(np.round(w / scale), -_QMAX, _QMAX).astype(np.int8), scale
+    scale = _scale_from_range(np.max(np.abs(w.reshape(w.shape[0], -1)), axis=1))
+    wq = np.clip(np.round(w / scale.reshape((-1,) + (1,) * (w.ndim - 1))), -_QMAX, _QMAX).astype(np.int8)
+    return wq, scale
 
 
 def _quantize_tensorrt(model: onnx.ModelProto, calibration_batches: int, seed: int) -> onnx.ModelProto:
@@ -161,7 +184,7 @@ def _quantize_tensorrt(model: onnx.ModelProto, calibration_batches: int, seed: i
     ranges = activation_max_abs(model, act_names, calibration_batches=calibration_batches, seed=seed)
 
     new_inits: list[onnx.TensorProto] = []
-    zero = "qdq_zero_point_int8"
+    zero = ZERO_POINT_NAME
     new_inits.append(numpy_helper.from_array(np.zeros((), dtype=np.int8), zero))
     pending: dict[int, list[onnx.NodeProto]] = {}
     rename: dict[tuple[int, int], str] = {}
@@ -185,16 +208,11 @@ def _quantize_tensorrt(model: onnx.ModelProto, calibration_batches: int, seed: i
         if name in replaced_weights:  # a weight shared by several layers is quantized once
             rename[(idx, slot)] = replaced_weights[name]
             continue
-        w = numpy_helper.to_array(initializers[name]).astype(np.float32)
-        if axis is None:
-            scale = _scale_from_range(np.max(np.abs(w)))
-            zp_name = zero
-        else:
-            scale = _scale_from_range(np.max(np.abs(w.reshape(w.shape[0], -1)), axis=1))
+        wq, scale = _quantize_weight(numpy_helper.to_array(initializers[name]), axis)
+        zp_name = zero
+        if axis is not None:
             zp_name = f"{name}_zero_point"
-            new_inits.append(numpy_helper.from_array(np.zeros(w.shape[0], dtype=np.int8), zp_name))
-        bshape = scale.reshape((-1,) + (1,) * (w.ndim - 1)) if axis is not None else scale
-        wq = np.clip(np.round(w / bshape), -_QMAX, _QMAX).astype(np.int8)
+            new_inits.append(numpy_helper.from_array(np.zeros(wq.shape[0], dtype=np.int8), zp_name))
         q_name, scale_name, dq_name = f"{name}_int8", f"{name}_scale", f"{name}_dequantized"
         new_inits += [numpy_helper.from_array(wq, q_name), numpy_helper.from_array(scale, scale_name)]
         attrs = {"axis": axis} if axis is not None else {}
@@ -226,45 +244,120 @@ def _quantize_tensorrt(model: onnx.ModelProto, calibration_batches: int, seed: i
 # ----- onnxruntime flavour ---------------------------------------------------
 
 
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """onnxruntime's quantizer logs advice on the root logger at WARNING; keep it out of the output."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
 def _quantize_onnxruntime(model: onnx.ModelProto, calibration_batches: int, seed: int) -> onnx.ModelProto:
+    """Q/DQ on every float activation of the ops in :data:`ONNXRUNTIME_QDQ_OPS`, int8 weights, int32 biases."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnx import helper, numpy_helper
 
-    feeds = calibration_inputs(model, calibration_batches, seed)
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    constants = set(initializers) | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    graph_outputs = {o.name for o in graph.output}
 
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(feeds)
+    # Activations: the float tensors the quantized ops read (weights and biases excluded) or write.
+    acts: dict[str, None] = {}
+    for node in graph.node:
+        if node.op_type not in ONNXRUNTIME_QDQ_OPS:
+            continue
+        inputs = node.input[:1] if node.op_type in WEIGHTED_OPS else node.input
+        acts.update((name, None) for name in inputs if name and name not in constants)
+        acts.update((name, None) for name in node.output if name)
+    ranges = activation_max_abs(model, list(acts), calibration_batches=calibration_batches, seed=seed)
+    scales = {name: _scale_from_range(np.array(ranges[name])) for name in acts}
+    for node in graph.node:
+        if node.op_type in SCALE_SHARING_OPS and node.input[0] in scales:
+            scales[node.output[0]] = scales[node.input[0]]
 
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._it, None)
+    zero = ZERO_POINT_NAME
+    new_inits: list[onnx.TensorProto] = [numpy_helper.from_array(np.zeros((), dtype=np.int8), zero)]
+    nodes: list[onnx.NodeProto] = []
+    dequantized: dict[str, str] = {}  # activation -> the DequantizeLinear output its consumers read
 
-    with tempfile.TemporaryDirectory(prefix="qdq-") as tmp, _quiet_root_logger():
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(model, str(src))
-        quantize_static(
-            str(src),
-            str(dst),
-            _Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
-        )
-        return onnx.load(str(dst))
+    def quantize_activation(name: str, source: str) -> None:
+        """Q/DQ of activation ``name`` read from tensor ``source`` (``name`` itself unless a graph output)."""
+        scale_name = f"{name}_scale"
+        new_inits.append(numpy_helper.from_array(scales[name], scale_name))
+        q_name = f"{name}_QuantizeLinear_Output"
+        dq_name = name if name in graph_outputs else f"{name}_DequantizeLinear_Output"
+        nodes.append(helper.make_node("QuantizeLinear", [source, scale_name, zero], [q_name], name=f"{name}_Q"))
+        nodes.append(helper.make_node("DequantizeLinear", [q_name, scale_name, zero], [dq_name], name=f"{name}_DQ"))
+        dequantized[name] = dq_name
+
+    for inp in graph.input:
+        if inp.name in acts:
+            quantize_activation(inp.name, inp.name)
+
+    quantized_weights: set[str] = set()
+    for node in graph.node:
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        if node.op_type in ONNXRUNTIME_QDQ_OPS:
+            for slot, name in enumerate(node.input):
+                if name in dequantized:
+                    new.input[slot] = dequantized[name]
+        if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in initializers:
+            weight = node.input[1]
+            axis = _weight_axis(node)
+            wq, w_scale = _quantize_weight(numpy_helper.to_array(initializers[weight]), axis)
+            attrs = {"axis": axis} if axis is not None else {}
+            new.input[1] = f"{weight}_DequantizeLinear_Output"
+            if weight not in quantized_weights:
+                quantized_weights.add(weight)
+                w_zp = zero if axis is None else f"{weight}_zero_point"
+                if axis is not None:
+                    new_inits.append(numpy_helper.from_array(np.zeros(wq.shape[0], dtype=np.int8), w_zp))
+                new_inits += [
+                    numpy_helper.from_array(wq, f"{weight}_quantized"),
+                    numpy_helper.from_array(w_scale, f"{weight}_scale"),
+                ]
+                nodes.append(
+                    helper.make_node(
+                        "DequantizeLinear",
+                        [f"{weight}_quantized", f"{weight}_scale", w_zp],
+                        [new.input[1]],
+                        name=f"{weight}_DQ",
+                        **attrs,
+                    )
+                )
+            if len(node.input) > 2 and node.input[2] in initializers and node.input[0] in scales:
+                bias = node.input[2]
+                b_scale = (scales[node.input[0]] * w_scale).astype(np.float32)
+                b = numpy_helper.to_array(initializers[bias]).astype(np.float64)
+                bq = np.clip(np.round(b / b_scale), -(2**31), 2**31 - 1).astype(np.int32)
+                stem = f"{new.name or new.output[0]}_bias"
+                new_inits += [
+                    numpy_helper.from_array(bq, f"{stem}_quantized"),
+                    numpy_helper.from_array(np.broadcast_to(b_scale, bq.shape).copy(), f"{stem}_scale"),
+                    numpy_helper.from_array(np.zeros(bq.shape, dtype=np.int32), f"{stem}_zero_point"),
+                ]
+                new.input[2] = f"{stem}_DequantizeLinear_Output"
+                nodes.append(
+                    helper.make_node(
+                        "DequantizeLinear",
+                        [f"{stem}_quantized", f"{stem}_scale", f"{stem}_zero_point"],
+                        [new.input[2]],
+                        name=f"{stem}_DQ",
+                        axis=0,
+                    )
+                )
+        for slot, name in enumerate(node.output):
+            if name in graph_outputs and name in acts:
+                new.output[slot] = f"{name}_QuantizeLinear_Input"
+        nodes.append(new)
+        for slot, name in enumerate(node.output):
+            if name in acts:
+                quantize_activation(name, new.output[slot])
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    used = {i for n in nodes for i in n.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(kept + new_inits)
+    onnx.checker.check_model(out)
+    return out
 
 
 # ----- rule check -----------------------------------------------------------

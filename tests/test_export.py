@@ -14,12 +14,14 @@ ort = pytest.importorskip("onnxruntime")
 from kernels_bench.blocks import build_block, build_network  # noqa: E402
 from kernels_bench.export import (  # noqa: E402
     EXPORT_FORMAT_VERSION,
+    METHODS,
     ExportedGraph,
     choose_opset,
     default_cache_dir,
     export_identity,
     export_keys,
 )
+from kernels_bench.onnx_graphs import reference_state_dict  # noqa: E402
 from tables.key import BlockKey, parse_key  # noqa: E402
 
 #: Three or more small keys per block type.
@@ -79,6 +81,15 @@ def _run(graph: ExportedGraph, x: np.ndarray, *, level: object = None, optimized
     return session.run(None, {graph.input_name: x})[0]
 
 
+def _reference(keys: BlockKey | list[BlockKey], method: str) -> torch.nn.Module:
+    """The torch module carrying the weights the ``method`` export was built from."""
+    module = build_network(keys) if isinstance(keys, list) else build_block(keys)
+    if method == "direct":
+        state = {name: torch.from_numpy(value) for name, value in reference_state_dict(keys).items()}
+        module.load_state_dict(state, strict=True)
+    return module
+
+
 def _torch(module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return module(torch.from_numpy(x)).numpy()
@@ -88,20 +99,22 @@ def _input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("key", KEYS, ids=str)
-def test_fp32_graph_matches_torch(key: BlockKey, cache: Path) -> None:
-    graph = export_keys(key, BATCH, "fp32", cache_dir=cache)
+def test_fp32_graph_matches_torch(key: BlockKey, method: str, cache: Path) -> None:
+    graph = export_keys(key, BATCH, "fp32", cache_dir=cache, method=method)
     x = _input(graph.input_shape)
-    ref = _torch(build_block(key), x)
+    ref = _torch(_reference(key, method), x)
     got = _run(graph, x)
     assert got.shape == graph.output_shapes[0] == ref.shape
     scale = max(1.0, float(np.abs(ref).max()))
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * scale)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("key", KEYS, ids=str)
-def test_batch_norm_is_folded(key: BlockKey, cache: Path) -> None:
-    graph = export_keys(key, BATCH, "fp32", cache_dir=cache)
+def test_batch_norm_is_folded(key: BlockKey, method: str, cache: Path) -> None:
+    graph = export_keys(key, BATCH, "fp32", cache_dir=cache, method=method)
     ops = {n.op_type for n in onnx.load(str(graph.path)).graph.node}
     assert "BatchNormalization" not in ops
     assert ops & {"Conv", "Gemm"}
@@ -129,15 +142,21 @@ def test_cache_leaves_no_temporary_files(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"batch": 4}, {"precision": "fp16"}, {"seed": 1}, {"opset": 18}],
-    ids=["batch", "precision", "seed", "opset"],
+    [{"batch": 4}, {"precision": "fp16"}, {"seed": 1}, {"opset": 18}, {"method": "torch"}],
+    ids=["batch", "precision", "seed", "opset", "method"],
 )
 def test_cache_file_differs_when_an_input_differs(change: dict, cache: Path) -> None:
-    args = {"batch": BATCH, "precision": "fp32", "seed": 0, "opset": None}
+    args = {"batch": BATCH, "precision": "fp32", "seed": 0, "opset": None, "method": "direct"}
     base = export_keys(KEYS[1], args["batch"], args["precision"], seed=args["seed"], cache_dir=cache)
     args.update(change)
     other = export_keys(
-        KEYS[1], args["batch"], args["precision"], seed=args["seed"], opset=args["opset"], cache_dir=cache
+        KEYS[1],
+        args["batch"],
+        args["precision"],
+        seed=args["seed"],
+        opset=args["opset"],
+        method=args["method"],
+        cache_dir=cache,
     )
     assert other.path != base.path
 
@@ -181,20 +200,22 @@ def test_fp16_graph_is_valid_and_float16_throughout(cache: Path) -> None:
         "tail_i16x4x4_o32_k1_s1_e1_se0_relu",
     ],
 )
-def test_fp16_graph_runs_close_to_torch(text: str, cache: Path) -> None:
+@pytest.mark.parametrize("method", METHODS)
+def test_fp16_graph_runs_close_to_torch(text: str, method: str, cache: Path) -> None:
     key = parse_key(text)
-    graph = export_keys(key, BATCH, "fp16", cache_dir=cache)
+    graph = export_keys(key, BATCH, "fp16", cache_dir=cache, method=method)
     x = _input(graph.input_shape)
-    ref = _torch(build_block(key), x.astype(np.float16).astype(np.float32))
+    ref = _torch(_reference(key, method), x.astype(np.float16).astype(np.float32))
     got = _run(graph, x.astype(np.float16))
     assert got.dtype == np.float16
     np.testing.assert_allclose(got.astype(np.float32), ref, rtol=2e-2, atol=2e-2 * max(1.0, float(np.abs(ref).max())))
 
 
-def test_network_of_chained_keys_matches_torch(cache: Path) -> None:
-    graph = export_keys(NETWORK, BATCH, "fp32", cache_dir=cache)
+@pytest.mark.parametrize("method", METHODS)
+def test_network_of_chained_keys_matches_torch(method: str, cache: Path) -> None:
+    graph = export_keys(NETWORK, BATCH, "fp32", cache_dir=cache, method=method)
     x = _input(graph.input_shape)
-    ref = _torch(build_network(NETWORK), x)
+    ref = _torch(_reference(NETWORK, method), x)
     got = _run(graph, x)
     assert graph.input_shape == (BATCH, 3, 16, 16) and graph.output_shapes == ((BATCH, 1000),)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(ref).max())))
@@ -208,6 +229,17 @@ def test_key_strings_are_accepted(cache: Path) -> None:
 def test_unknown_precision_is_refused(cache: Path) -> None:
     with pytest.raises(ValueError, match="allowed fp32, fp16, int8"):
         export_keys(KEYS[0], BATCH, "int4", cache_dir=cache)
+
+
+def test_direct_is_the_default_method(cache: Path) -> None:
+    default = export_keys(KEYS[0], BATCH, "fp32", cache_dir=cache)
+    assert default.path == export_keys(KEYS[0], BATCH, "fp32", method="direct", cache_dir=cache).path
+    assert default.path != export_keys(KEYS[0], BATCH, "fp32", method="torch", cache_dir=cache).path
+
+
+def test_unknown_method_is_refused(cache: Path) -> None:
+    with pytest.raises(ValueError, match="allowed direct, torch"):
+        export_keys(KEYS[0], BATCH, "fp32", method="dynamo", cache_dir=cache)
 
 
 def test_unknown_target_is_refused(cache: Path) -> None:

@@ -14,7 +14,13 @@ pytest.importorskip("torch")
 from onnx import helper, numpy_helper  # noqa: E402
 
 from kernels_bench.export import export_keys  # noqa: E402
-from kernels_bench.quant import check_tensorrt_qdq, quantize_model  # noqa: E402
+from kernels_bench.onnx_graphs import block_graph  # noqa: E402
+from kernels_bench.quant import (  # noqa: E402
+    activation_max_abs,
+    calibration_inputs,
+    check_tensorrt_qdq,
+    quantize_model,
+)
 from tables.key import parse_key  # noqa: E402
 
 BATCH = 2
@@ -107,6 +113,89 @@ def test_onnxruntime_flavour_quantizes_conv_outputs(cache: Path) -> None:
     model = _load(ORT_KEYS[0], "onnxruntime", cache)
     conv_outputs = {n.output[0] for n in model.graph.node if n.op_type == "Conv"}
     assert any(n.op_type == "QuantizeLinear" and n.input[0] in conv_outputs for n in model.graph.node)
+
+
+def _quantize_static(model: onnx.ModelProto, tmp_path: Path) -> onnx.ModelProto:
+    """onnxruntime's own static QDQ quantizer with the flavour's settings, on the same calibration batch."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    feeds = iter(calibration_inputs(model, 1, 0))
+
+    class Reader(CalibrationDataReader):
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(feeds, None)
+
+    src, dst = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    onnx.save(model, str(src))
+    quantize_static(
+        str(src),
+        str(dst),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+    )
+    return onnx.load(str(dst))
+
+
+def _quantized_tensors(model: onnx.ModelProto) -> set[str]:
+    names = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    return {name.removesuffix("_QuantizeLinear_Input") for name in names}
+
+
+@pytest.mark.parametrize("key", [*ORT_KEYS, *TRT_KEYS[8:]], ids=str)
+def test_onnxruntime_flavour_quantizes_the_tensors_quantize_static_does(key: object, tmp_path: Path) -> None:
+    model = block_graph(key, BATCH, opset=17)
+    assert _quantized_tensors(quantize_model(model, "onnxruntime")) == _quantized_tensors(
+        _quantize_static(model, tmp_path)
+    )
+
+
+def test_onnxruntime_flavour_weights_are_per_channel_and_biases_int32(cache: Path) -> None:
+    model = _load(ORT_KEYS[2], "onnxruntime", cache)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    dq = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    q_scale = {n.output[0]: n.input[1] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert convs
+    for conv in convs:
+        x_dq, w_dq, b_dq = (dq[name] for name in conv.input)
+        w, w_scale, b, b_scale = (
+            inits[w_dq.input[0]],
+            inits[w_dq.input[1]],
+            inits[b_dq.input[0]],
+            inits[b_dq.input[1]],
+        )
+        assert w.dtype == np.int8 and w_scale.shape == (w.shape[0],)
+        assert [a.i for a in w_dq.attribute if a.name == "axis"] == [0]
+        assert b.dtype == np.int32 and np.all(inits[b_dq.input[2]] == 0)
+        x_scale = inits[q_scale[x_dq.input[0]]]
+        np.testing.assert_allclose(b_scale, x_scale * w_scale, rtol=1e-6)
+
+
+def test_onnxruntime_flavour_relu_output_shares_the_conv_scale(cache: Path) -> None:
+    model = _load(ORT_KEYS[1], "onnxruntime", cache)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    q_scale = {n.input[0]: inits[n.input[1]] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    dq_source = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    q_input = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    relus = [n for n in model.graph.node if n.op_type == "Relu"]
+    assert relus
+    for relu in relus:
+        conv_output = q_input[dq_source[relu.input[0]]]
+        assert q_scale[relu.output[0]] == q_scale[conv_output]
+
+
+def test_calibration_is_one_run_over_one_seeded_batch() -> None:
+    model = block_graph(ORT_KEYS[0], BATCH, opset=17)
+    (feed,) = calibration_inputs(model, 1, seed=3)
+    ranges = activation_max_abs(model, ["input", "output"], seed=3)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    output = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, feed)
+    assert ranges == {"input": float(np.abs(feed["input"]).max()), "output": float(np.abs(output[0]).max())}
 
 
 # ----- TensorRT flavour ----------------------------------------------------------------

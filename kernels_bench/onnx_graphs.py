@@ -1,0 +1,303 @@
+"""Direct ONNX emitter: the inference graph of block keys built from the keys alone (numpy + onnx.helper).
+
+No torch, no tracing: each block type's graph is written node by node with
+the structure the TorchScript export of :mod:`kernels_bench.blocks` produces
+(constant folding on, eval mode), so both paths give the same op types in the
+same order:
+
+- conv + BN (+ act) -> one ``Conv`` with weight and bias (BN folded here, in
+  numpy), then the activation: ``Relu``; ``Sigmoid`` + ``Mul`` for swish;
+  ``Clip`` with two scalar ``Constant`` bounds (0, 6) for relu6;
+- SE -> ``ReduceMean`` over (2, 3) keepdims (axes as an attribute below opset
+  18, as a ``Constant`` int64 input from 18), ``Conv`` (bias), act, ``Conv``
+  (bias), ``Sigmoid``, ``Mul``;
+- residual -> ``Add`` (branch first, shortcut second), then the post-add
+  activation of ``xx``/``bl``/``dw``; projection shortcut -> 1x1 ``Conv``;
+- ``conv_pool`` -> ``MaxPool`` 3x3 stride 2 pad 1; ``tail`` / ``pool_fc`` ->
+  ``ReduceMean``, ``Flatten`` (axis 1), ``Gemm`` (transB=1).
+
+Weights are seeded per key (:func:`key_seed`, the same formula as
+:func:`kernels_bench.blocks.block_seed`) and drawn with numpy from the same
+distributions as :func:`kernels_bench.blocks.build_block` (He-normal conv and
+linear weights, biases N(0, 0.1), BN scale U(0.5, 1.5), shift and mean
+N(0, 0.1), variance U(0.5, 2)); the draws differ from torch's generator, so
+:func:`reference_state_dict` returns the raw (unfolded) parameters under the
+torch module's names: loaded into ``build_block(key)`` (or, with an ``"{i}."``
+prefix per block, ``build_network(keys)``), the torch module computes the same
+function as the emitted graph.
+
+Graph input ``"input"``, output ``"output"``, static shapes, float32, no
+``value_info``; the IR version is the lowest that goes with the opset.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tables.key import NUM_CLASSES, BlockKey, chain_keys
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+
+#: Batch-norm epsilon folded into the convs (``kernels_bench.blocks.BN_EPS``).
+BN_EPS = 1e-3
+
+#: SE squeeze width as a fraction of the block's input channels (``kernels_bench.blocks.SE_RATIO``).
+SE_RATIO = 0.25
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+
+#: First opset whose ReduceMean takes ``axes`` as an input instead of an attribute.
+_REDUCE_AXES_INPUT_OPSET = 18
+
+
+def key_seed(key: BlockKey, seed: int = 0) -> int:
+    """The weight seed of one key: ``seed`` combined with the CRC-32 of ``str(key)`` (as ``blocks.block_seed``)."""
+    return (int(seed) * 0x9E3779B1 + zlib.crc32(str(key).encode())) % (2**63 - 1)
+
+
+class _Emitter:
+    """Accumulates nodes, folded initializers and the raw torch-named parameters of a chain of blocks."""
+
+    def __init__(self, opset: int) -> None:
+        from onnx import helper, numpy_helper
+
+        self._helper = helper
+        self._numpy_helper = numpy_helper
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.params: dict[str, np.ndarray] = {}
+        self.rng = np.random.default_rng(0)
+        self.prefix = ""
+
+    # ----- primitives --------------------------------------------------------------
+    def node(self, op: str, inputs: list[str], path: str, **attrs: object) -> str:
+        """Append one node named ``/{prefix}{path}/{op}`` (also its output tensor's name); returns that name."""
+        name = f"/{(self.prefix + path).rstrip('.')}/{op}"
+        self.nodes.append(self._helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    def constant(self, value: np.ndarray, path: str, suffix: str) -> str:
+        """A ``Constant`` node holding ``value``; returns its output tensor."""
+        name = f"/{(self.prefix + path).rstrip('.')}/{suffix}"
+        tensor = self._numpy_helper.from_array(value, name)
+        self.nodes.append(self._helper.make_node("Constant", [], [name], name=name, value=tensor))
+        return name
+
+    def initializer(self, value: np.ndarray, name: str) -> str:
+        self.initializers.append(self._numpy_helper.from_array(value, self.prefix + name))
+        return self.prefix + name
+
+    def normal(self, shape: tuple[int, ...], std: float) -> np.ndarray:
+        return self.rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+
+    def uniform(self, shape: tuple[int, ...], lo: float, hi: float) -> np.ndarray:
+        return self.rng.random(shape, dtype=np.float32) * np.float32(hi - lo) + np.float32(lo)
+
+    def weight(self, shape: tuple[int, ...]) -> np.ndarray:
+        """He-normal weight: std sqrt(2 / fan_in), fan_in = elements per output channel."""
+        return self.normal(shape, math.sqrt(2.0 / math.prod(shape[1:])))
+
+    def param(self, name: str, value: np.ndarray) -> np.ndarray:
+        self.params[self.prefix + name] = value
+        return value
+
+    # ----- layers ------------------------------------------------------------------
+    def activation(self, x: str, act: str, path: str) -> str:
+        """``Relu``; ``Sigmoid`` + ``Mul`` (swish); ``Clip(x, 0, 6)`` with Constant bounds (relu6)."""
+        if act == "relu":
+            return self.node("Relu", [x], path)
+        if act == "swish":
+            return self.node("Mul", [x, self.node("Sigmoid", [x], path)], path)
+        if act == "relu6":
+            lo = self.constant(np.array(0.0, dtype=np.float32), path, "Constant")
+            hi = self.constant(np.array(6.0, dtype=np.float32), path, "Constant_1")
+            return self.node("Clip", [x, lo, hi], path)
+        raise ValueError(f"unknown activation {act!r}: allowed relu, swish, relu6")
+
+    def conv(self, x: str, path: str, w: np.ndarray, b: np.ndarray, stride: int, groups: int) -> str:
+        k = w.shape[-1]
+        wn, bn = self.initializer(w, f"{path}.weight"), self.initializer(b, f"{path}.bias")
+        return self.node(
+            "Conv",
+            [x, wn, bn],
+            path,
+            dilations=[1, 1],
+            group=groups,
+            kernel_shape=[k, k],
+            pads=[(k - 1) // 2] * 4,
+            strides=[stride, stride],
+        )
+
+    def conv_bn(
+        self, x: str, path: str, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: str | None = None
+    ) -> str:
+        """``blocks.conv_bn``: conv ``{path}.0`` -> BN ``{path}.1`` folded into one Conv, then act ``{path}.2``."""
+        w = self.param(f"{path}.0.weight", self.weight((cout, cin // groups, k, k)))
+        gamma = self.param(f"{path}.1.weight", self.uniform((cout,), 0.5, 1.5))
+        beta = self.param(f"{path}.1.bias", self.normal((cout,), 0.1))
+        mean = self.param(f"{path}.1.running_mean", self.normal((cout,), 0.1))
+        var = self.param(f"{path}.1.running_var", self.uniform((cout,), 0.5, 2.0))
+        self.param(f"{path}.1.num_batches_tracked", np.array(0, dtype=np.int64))
+        scale = gamma / np.sqrt(var + np.float32(BN_EPS))
+        y = self.conv(x, f"{path}.0", w * scale[:, None, None, None], beta - mean * scale, stride, groups)
+        return y if act is None else self.activation(y, act, f"{path}.2")
+
+    def conv_bias(self, x: str, path: str, cin: int, cout: int) -> str:
+        """1x1 conv with bias (SE reduce / expand)."""
+        w = self.param(f"{path}.weight", self.weight((cout, cin, 1, 1)))
+        b = self.param(f"{path}.bias", self.normal((cout,), 0.1))
+        return self.conv(x, path, w, b, 1, 1)
+
+    def global_mean(self, x: str, path: str) -> str:
+        """``x.mean(dim=(2, 3), keepdim=True)`` as the TorchScript exporter writes it for the opset."""
+        if self.opset >= _REDUCE_AXES_INPUT_OPSET:
+            axes = self.constant(np.array([2, 3], dtype=np.int64), path, "Constant")
+            return self.node("ReduceMean", [x, axes], path, keepdims=1)
+        return self.node("ReduceMean", [x], path, axes=[2, 3], keepdims=1)
+
+    def linear(self, x: str, path: str, cin: int, cout: int) -> str:
+        """``nn.Linear`` as ``Gemm`` (transB=1)."""
+        w = self.param(f"{path}.weight", self.weight((cout, cin)))
+        b = self.param(f"{path}.bias", self.normal((cout,), 0.1))
+        wn, bn = self.initializer(w, f"{path}.weight"), self.initializer(b, f"{path}.bias")
+        return self.node("Gemm", [x, wn, bn], path, alpha=1.0, beta=1.0, transB=1)
+
+    def squeeze_excite(self, x: str, channels: int, rd: int, act: str) -> str:
+        s = self.global_mean(x, "se")
+        s = self.activation(self.conv_bias(s, "se.reduce", channels, rd), act, "se.act")
+        gate = self.node("Sigmoid", [self.conv_bias(s, "se.expand", rd, channels)], "se.gate")
+        return self.node("Mul", [x, gate], "se")
+
+    # ----- blocks ------------------------------------------------------------------
+    def block(self, key: BlockKey, x: str) -> str:
+        """Emit one key's nodes reading ``x``; returns the block's output tensor."""
+        kind = key.block
+        if kind in ("conv", "conv_pool"):
+            y = self.conv_bn(x, "body", key.cin, key.cout, key.k, key.s, act=key.act)
+            if kind == "conv_pool":
+                y = self.node(
+                    "MaxPool",
+                    [y],
+                    "pool",
+                    ceil_mode=0,
+                    dilations=[1, 1],
+                    kernel_shape=[3, 3],
+                    pads=[1, 1, 1, 1],
+                    strides=[2, 2],
+                )
+            return y
+        if kind in ("xx", "bl", "dw"):
+            return self.residual_block(key, x)
+        if kind in ("irb", "fused_irb"):
+            return self.inverted_residual(key, x)
+        if kind == "tail":
+            y = self.conv_bn(x, "conv", key.cin, key.cout, 1, act=key.act)
+            return self.classifier(y, key.cout, NUM_CLASSES)
+        if kind == "pool_fc":
+            return self.classifier(x, key.cin, key.cout)
+        raise ValueError(f"unknown block type {kind!r}")
+
+    def classifier(self, x: str, cin: int, cout: int) -> str:
+        flat = self.node("Flatten", [self.global_mean(x, "")], "", axis=1)
+        return self.linear(flat, "fc", cin, cout)
+
+    def residual_block(self, key: BlockKey, x: str) -> str:
+        mid, act = key.mid_channels, key.act
+        if key.block == "xx":
+            y = self.conv_bn(x, "branch.0", key.cin, mid, key.k, key.s, act=act)
+            y = self.conv_bn(y, "branch.1", mid, key.cout, key.k)
+        else:
+            groups = mid if key.block == "dw" else 1
+            y = self.conv_bn(x, "branch.0", key.cin, mid, 1, act=act)
+            y = self.conv_bn(y, "branch.1", mid, mid, key.k, key.s, groups=groups, act=act)
+            y = self.conv_bn(y, "branch.2", mid, key.cout, 1)
+        shortcut = x if key.has_residual else self.conv_bn(x, "shortcut", key.cin, key.cout, 1, key.s)
+        return self.activation(self.node("Add", [y, shortcut], ""), act, "act")
+
+    def inverted_residual(self, key: BlockKey, x: str) -> str:
+        act = key.act
+        if key.block == "fused_irb":
+            mid = key.mid_channels
+            y = self.conv_bn(x, "expand", key.cin, mid, key.k, key.s, act=act)
+        elif key.e == 1:
+            mid = key.cin
+            y = self.conv_bn(x, "expand.0", mid, mid, key.k, key.s, groups=mid, act=act)
+        else:
+            mid = key.mid_channels
+            y = self.conv_bn(x, "expand.0", key.cin, mid, 1, act=act)
+            y = self.conv_bn(y, "expand.1", mid, mid, key.k, key.s, groups=mid, act=act)
+        if key.se:
+            y = self.squeeze_excite(y, mid, max(1, int(key.cin * SE_RATIO)), act)
+        y = self.conv_bn(y, "project", mid, key.cout, 1)
+        return self.node("Add", [y, x], "") if key.has_residual else y
+
+    def chain(self, keys: Sequence[BlockKey], seed: int, *, prefixed: bool) -> str:
+        """Emit the keys in order from the graph input; block ``i`` is named ``"{i}."`` when ``prefixed``."""
+        x = INPUT_NAME
+        for i, key in enumerate(keys):
+            self.rng = np.random.default_rng(key_seed(key, seed))
+            self.prefix = f"{i}." if prefixed else ""
+            x = self.block(key, x)
+        return x
+
+
+def _checked_keys(keys: BlockKey | Sequence[BlockKey]) -> list[BlockKey]:
+    key_list = [keys] if isinstance(keys, BlockKey) else list(keys)
+    if not key_list or not all(isinstance(k, BlockKey) for k in key_list):
+        raise ValueError("the direct ONNX emitter needs one or more BlockKey objects")
+    chain_keys(key_list)
+    return key_list
+
+
+def block_graph(keys: BlockKey | Sequence[BlockKey], batch: int, *, opset: int, seed: int = 0) -> onnx.ModelProto:
+    """The fp32 inference graph (BN folded) of one key or a chain of keys at a fixed ``batch``.
+
+    Input ``"input"`` of shape ``(batch, *keys[0].input_shape)``, output
+    ``"output"`` of shape ``(batch, *keys[-1].output_shape)``. Raises
+    ``ValueError`` for an empty list, non-key items or keys that do not chain.
+    """
+    from onnx import TensorProto, helper
+
+    key_list = _checked_keys(keys)
+    emitter = _Emitter(opset)
+    last = emitter.chain(key_list, seed, prefixed=True)
+    for node in emitter.nodes:
+        for i, name in enumerate(node.output):
+            if name == last:
+                node.output[i] = OUTPUT_NAME
+        for i, name in enumerate(node.input):
+            if name == last:
+                node.input[i] = OUTPUT_NAME
+    graph = helper.make_graph(
+        emitter.nodes,
+        "blocks",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, (batch, *key_list[0].input_shape))],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, (batch, *key_list[-1].output_shape))],
+        initializer=emitter.initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="kernels_bench")
+    model.ir_version = helper.find_min_ir_version_for([model.opset_import[0]])
+    return model
+
+
+def reference_state_dict(keys: BlockKey | Sequence[BlockKey], seed: int = 0) -> dict[str, np.ndarray]:
+    """The raw parameters behind :func:`block_graph`, named as in the torch reference module.
+
+    For one key the names are those of ``blocks.build_block(key)``; for a
+    list of keys those of ``blocks.build_network(keys)`` (``"{i}."`` prefix).
+    Convs carry their unfolded weights and BN layers their scale, shift and
+    running statistics, so ``load_state_dict`` (strict) makes the torch module
+    compute the function of the emitted graph.
+    """
+    key_list = _checked_keys(keys)
+    emitter = _Emitter(_REDUCE_AXES_INPUT_OPSET)  # the opset changes nodes, never parameters
+    emitter.chain(key_list, seed, prefixed=not isinstance(keys, BlockKey))
+    return emitter.params
