@@ -25,8 +25,8 @@ def _install(session: nox.Session, extras: str) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The test suite on the CPU (GPU, TensorRT and Ray tests skip where absent)."""
-    _install(session, "dev")
+    """The test suite on the CPU, Ray included (GPU and TensorRT tests skip where absent)."""
+    _install(session, "dev,ray")
     session.run("python", "-m", "pytest", "-q", *session.posargs)
 
 

@@ -12,6 +12,17 @@ Examples::
     python -m profiler.build --device v100 --batch 64 --precision fp16,int8
     python -m profiler.build --device a100 --space gpunet --sample 500 --dry-run
     python -m profiler.build --device cpu --archs my_archs.json --backend torch
+
+Scale out (see :mod:`profiler.executors`): the measuring is done by an executor,
+while this process alone writes the table and shows one progress bar::
+
+    python -m profiler.build --device a100 --batch 64 --executor local --gpus 0,1,2,3
+    python -m profiler.build --device cpu --batch 1 --executor local --workers 4 --threads 1
+    python -m profiler.build --device a100 --batch 64 --executor ray --address auto --chunk-size 4
+    python -m profiler.build --device a100 --batch 64 --shard 3/8     # one Slurm array task of 8
+
+A shard writes ``<table stem>.shard-I-of-N.parquet``; ``python -m profiler.merge``
+joins the shards into one table.
 """
 
 from __future__ import annotations
@@ -28,11 +39,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from profiler import enumeration
+from profiler import enumeration, sharding
 from profiler.devices import DeviceProfile, check_device, detect_device, get_profile
 from profiler.networks import NETWORKS
 from tables.key import BlockKey
+
+if TYPE_CHECKING:
+    from profiler.executors import Executor
 
 TOOL_VERSION = "0.1.0"
 BACKEND_NAMES = ("tensorrt", "onnxruntime", "torch")
@@ -41,6 +56,8 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 #: Per-key wall-clock cost (s) used by --dry-run when nothing was measured yet:
 #: export + compile + warm-up + 30 timed runs. TensorRT is dominated by the engine build.
 DEFAULT_KEY_COST_S = {"tensorrt": 6.0, "onnxruntime": 0.35, "torch": 0.25}
+EXECUTORS = ("serial", "local", "ray")
+DEFAULT_CHUNK_SIZE = 4
 
 
 class UsageError(ValueError):
@@ -91,6 +108,32 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cuda-graphs", action="store_true", help="replay CUDA graphs (torch, tensorrt)")
     b.add_argument("--compile", action="store_true", help="torch backend: torch.compile instead of eager")
     b.add_argument("--cache-dir", help="where exported ONNX graphs and the TensorRT timing cache are kept")
+    x = p.add_argument_group("scale out")
+    x.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="serial",
+        help="serial: in this process (default); local: worker processes on this machine; ray: Ray actors",
+    )
+    x.add_argument(
+        "--workers",
+        type=int,
+        help="cpu profile: number of worker processes or actors (one thread each "
+        "with --threads 1; default: CPU cores / --threads); ray on a GPU: number of GPU actors",
+    )
+    x.add_argument("--gpus", help="--executor local: comma-separated GPU indices, one worker each (default: all)")
+    x.add_argument(
+        "--address", help="--executor ray: a running cluster (auto or HOST:PORT); default: start a local Ray"
+    )
+    x.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
+        help=f"keys per message to a worker ({DEFAULT_CHUNK_SIZE})",
+    )
+    x.add_argument(
+        "--shard", help="I/N: measure only shard I of N (numbered from 1) of the keys, e.g. a Slurm array task"
+    )
     o = p.add_argument_group("output")
     o.add_argument("--out", default="tables_out", help="output directory (default: ./tables_out)")
     o.add_argument("--dry-run", action="store_true", help="print key counts and an estimated time; build nothing")
@@ -186,6 +229,12 @@ def timing_settings(args: argparse.Namespace):  # -> kernels_bench.timing.Timing
 def make_backend(name: str, profile: DeviceProfile, args: argparse.Namespace):
     from kernels_bench.backends import get_backend
 
+    device = "cpu" if profile.kind == "cpu" else "cuda"
+    return get_backend(name, device=device, **backend_options(name, profile, args))
+
+
+def backend_options(name: str, profile: DeviceProfile, args: argparse.Namespace) -> dict[str, object]:
+    """The keyword options of ``get_backend`` that the command line asks for."""
     options: dict[str, object] = {}
     if args.cache_dir:
         options["cache_dir"] = Path(args.cache_dir)
@@ -200,8 +249,7 @@ def make_backend(name: str, profile: DeviceProfile, args: argparse.Namespace):
             options["builder_optimization_level"] = args.opt_level
         options["strongly_typed"] = args.strongly_typed
         options["cuda_graphs"] = args.cuda_graphs
-    device = "cpu" if profile.kind == "cpu" else "cuda"
-    return get_backend(name, device=device, **options)
+    return options
 
 
 # --------------------------------------------------------------------------- estimates
@@ -241,7 +289,8 @@ def floor_shape(keys: Sequence[BlockKey], batch: int) -> tuple[int, ...]:
 def build_table(
     *,
     keys: Sequence[BlockKey],
-    backend,
+    executor: Executor,
+    info: dict,
     backend_name: str,
     profile: DeviceProfile,
     detected: dict,
@@ -252,32 +301,31 @@ def build_table(
     source: dict,
     retry_failed: bool,
     progress: bool,
+    table_name: str | None = None,
+    floor_keys: Sequence[BlockKey] | None = None,
+    extra_metadata: dict | None = None,
 ) -> tuple[Path, int, list[tuple[str, str]]]:
-    """Measure the missing keys of one table; returns (table path, keys measured now, failures)."""
-    from kernels_bench.measure import measure_floor, measure_keys
-    from tables.schema import SCHEMA_VERSION, result_row, table_filename
+    """Measure the missing keys of one table; returns (table path, keys measured now, failures).
+
+    ``executor`` measures (see :mod:`profiler.executors`); this function alone writes
+    the rows, as crash-safe parts. ``info`` is what ``executor.start()`` returned.
+    ``table_name`` defaults to the table's standard name (a shard passes its own);
+    ``floor_keys`` (default ``keys``) choose the floor's input shape, so that every
+    shard of a key set measures the same floor.
+    """
+    from tables.schema import SCHEMA_VERSION, table_filename
     from tables.store import BuildLock, PartStore
 
-    name = table_filename(profile.name, backend_name, precision, batch)
+    name = table_name or table_filename(profile.name, backend_name, precision, batch)
     with BuildLock(out_dir / f"{name}.lock"):
         store = PartStore(out_dir, name, None)
         status = store.done_keys()
         todo = [k for k in keys if str(k) not in status or (retry_failed and status[str(k)] == "failed")]
-        previous = store.metadata() if hasattr(store, "metadata") else None
+        previous = store.metadata()
         floor = (previous or {}).get("floor")
         if floor is None and todo:
-            shape = floor_shape(keys, batch)
-            fr = measure_floor(backend, shape, batch, precision, settings)
-            floor = {
-                "input_shape": list(shape),
-                "trimmed_mean_ms": fr.trimmed_mean_ms,
-                "median_ms": fr.median_ms,
-                "min_ms": fr.min_ms,
-                "max_ms": fr.max_ms,
-                "std_ms": fr.std_ms,
-                "cv": fr.cv,
-            }
-        env = backend.environment()
+            floor = executor.floor(floor_shape(floor_keys or keys, batch), batch, precision)
+        env = info["environment"]
         metadata = {
             "schema_version": SCHEMA_VERSION,
             "kind": "latency_table",
@@ -286,7 +334,7 @@ def build_table(
             "engine": {"name": env.get("engine"), "version": env.get("engine_version")},
             "environment": env,
             "backend": backend_name,
-            "backend_settings": backend.settings(),
+            "backend_settings": info["settings"],
             "precision": precision,
             "batch": batch,
             "timing": settings.to_dict(),
@@ -296,7 +344,8 @@ def build_table(
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "tool_version": TOOL_VERSION,
             "source": source,
-            "opset": _opset_of(backend, backend_name, env),
+            "opset": info["opset"],
+            **(extra_metadata or {}),
         }
         store.set_metadata(metadata)
         failures: list[tuple[str, str]] = []
@@ -304,48 +353,154 @@ def build_table(
         if progress and todo:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(todo), desc=f"{precision} b{batch}", unit="key", dynamic_ncols=True, file=sys.stderr)
+            label = f"{precision} b{batch}" + (f" x{executor.workers}" if executor.workers > 1 else "")
+            bar = tqdm(total=len(todo), desc=label, unit="key", dynamic_ncols=True, file=sys.stderr)
         try:
-            for key in todo:
+            for rows in executor.measure([str(k) for k in todo], batch, precision):
+                store.append(rows)
+                failures.extend((r["key"], r["error"]) for r in rows if r["status"] == "failed")
                 if bar is not None:
-                    bar.set_postfix_str(key.block, refresh=False)
-                try:
-                    result = measure_keys(backend, [key], batch, precision, settings)
-                    row = result_row(key, result)
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except Exception as exc:  # one bad key must not end a multi-day build
-                    message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:2000]
-                    row = result_row(key, error=message)
-                    failures.append((str(key), message))
-                    _free_device_memory()
-                store.append([row])
-                if bar is not None:
-                    bar.update(1)
+                    bar.set_postfix_str(rows[-1]["block"], refresh=False)
+                    bar.update(len(rows))
         finally:
             if bar is not None:
                 bar.close()
         path = store.compact()
         # failures of earlier runs that were not retried still count for the summary
+        wanted = {str(k) for k in keys}
         for k, st in status.items():
-            if st == "failed" and not retry_failed and any(str(x) == k for x in keys):
+            if st == "failed" and not retry_failed and k in wanted:
                 failures.append((k, "failed in an earlier run (use --retry-failed to measure it again)"))
         return path, len(todo), failures
 
 
-def _opset_of(backend, backend_name: str, env: dict) -> int | None:
-    """The ONNX opset the backend's graphs are exported with (None for the torch backend)."""
-    if backend_name == "torch":
-        return None
-    from kernels_bench.export import choose_opset
+# --------------------------------------------------------------------------- executors
+@dataclass
+class Plan:
+    """How the keys are measured: the executor, its number of workers, keys per chunk, GPUs."""
 
-    return getattr(backend, "opset", None) or choose_opset(backend_name, env.get("engine_version"))
+    executor: str
+    workers: int
+    chunk_size: int
+    gpus: list[str] | None = None
+    note: str = ""
 
 
-def _free_device_memory() -> None:
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
+def parse_gpus(text: str) -> list[str]:
+    """``"0,1,3"`` -> ``["0", "1", "3"]`` (each GPU once)."""
+    gpus = [g.strip() for g in text.split(",") if g.strip()]
+    if not gpus or not all(g.isdigit() for g in gpus):
+        raise UsageError(f"--gpus {text!r} is not a list of GPU indices: write e.g. --gpus 0,1,2,3")
+    if len(set(gpus)) != len(gpus):
+        raise UsageError(f"--gpus {text!r} names a GPU twice: give each GPU once")
+    return gpus
+
+
+def make_plan(args: argparse.Namespace, profile: DeviceProfile, detected: dict | None) -> Plan:
+    """Check the scale-out options against each other and decide the number of workers."""
+    if args.chunk_size < 1:
+        raise UsageError(f"--chunk-size must be at least 1, got {args.chunk_size}")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.address and args.executor != "ray":
+        raise UsageError("--address is for --executor ray: add --executor ray or drop --address")
+    if args.gpus and args.executor != "local":
+        raise UsageError("--gpus is for --executor local (Ray places one actor per GPU itself)")
+    if args.executor == "serial":
+        if args.workers not in (None, 1):
+            raise UsageError("--workers needs --executor local or --executor ray")
+        return Plan("serial", 1, args.chunk_size)
+    cpu = profile.kind == "cpu"
+    if cpu and args.gpus:
+        raise UsageError("--gpus needs a GPU device profile; on cpu use --workers N")
+    per_core = max(1, (os.cpu_count() or 1) // max(1, args.threads))
+    if args.executor == "local":
+        if cpu:
+            return Plan("local", args.workers or per_core, args.chunk_size)
+        if args.workers is not None:
+            raise UsageError("--executor local on a GPU runs one worker per GPU: choose them with --gpus 0,1,...")
+        if args.gpus:
+            gpus = parse_gpus(args.gpus)
+        else:
+            count = int((detected or {}).get("gpu_count") or 0)
+            if count < 1:
+                raise UsageError("--executor local found no GPU on this machine: name them with --gpus 0,1,...")
+            gpus = [str(i) for i in range(count)]
+        return Plan("local", len(gpus), args.chunk_size, gpus=gpus)
+    if args.workers:
+        return Plan("ray", args.workers, args.chunk_size)
+    if cpu and not args.address:
+        return Plan("ray", per_core, args.chunk_size)
+    return Plan("ray", 0, args.chunk_size, note="one actor per " + ("CPU" if cpu else "GPU") + " of the cluster")
+
+
+def make_executor(
+    plan: Plan, args: argparse.Namespace, profile: DeviceProfile, backend_name: str, settings
+) -> Executor:
+    """The executor of ``plan``; the serial one creates its backend here, the others in their workers."""
+    from profiler.executors import (
+        LocalExecutor,
+        RayExecutor,
+        SerialExecutor,
+        WorkerSpec,
+        fault_from_environment,
+        read_timing_cache_seed,
+    )
+
+    if plan.executor == "serial":
+        return SerialExecutor(make_backend(backend_name, profile, args), backend_name, settings)
+    cpu = profile.kind == "cpu"
+    options = backend_options(backend_name, profile, args)
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
+    env: dict[str, str] = {}
+    if cpu:  # one worker per core: the export and the engine use --threads threads
+        env = {name: str(args.threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    cache_dir = None
+    if backend_name == "tensorrt":  # one timing cache per worker, combined when the executor closes
+        cache_dir = str(Path(args.cache_dir or args.out).resolve() / "timing-cache")
+    spec = WorkerSpec(
+        backend=backend_name,
+        device="cpu" if cpu else "cuda",
+        options=options,
+        timing=dict(settings.to_dict()),
+        env=env,
+        timing_cache_dir=cache_dir,
+        timing_cache_seed=read_timing_cache_seed(cache_dir),
+    )
+    try:
+        fault = fault_from_environment()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if plan.executor == "local":
+        slots = [{"CUDA_VISIBLE_DEVICES": g} for g in plan.gpus] if plan.gpus else [{} for _ in range(plan.workers)]
+        return LocalExecutor(spec, slots, chunk_size=plan.chunk_size, fault=fault)
+    try:
+        return RayExecutor(
+            spec,
+            workers=plan.workers or None,
+            gpu=not cpu,
+            address=args.address,
+            chunk_size=plan.chunk_size,
+            fault=fault,
+        )
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _print_plan(plan: Plan, pending_keys: int, one_worker_s: float) -> None:
+    """The --dry-run lines of a scale-out plan: workers, chunks and the estimated wall time."""
+    chunks = math.ceil(pending_keys / plan.chunk_size)
+    where = f" on GPUs {','.join(plan.gpus)}" if plan.gpus else ""
+    head = f"plan: --executor {plan.executor}, "
+    head += f"{plan.workers} workers{where}" if plan.workers else plan.note
+    print(f"{head}, chunks of {plan.chunk_size} keys ({chunks} chunks for {pending_keys} keys)")
+    if plan.workers:
+        print(
+            f"estimated wall time: {_fmt_duration(one_worker_s / plan.workers)} "
+            f"({_fmt_duration(one_worker_s)} of per-key cost divided across {plan.workers} workers)"
+        )
+    else:
+        print(f"estimated wall time: {_fmt_duration(one_worker_s)} divided by the number of actors (--workers N)")
 
 
 # --------------------------------------------------------------------------- main
@@ -357,45 +512,79 @@ def run(args: argparse.Namespace) -> int:
     backend_name = args.backend or profile.default_backend
     if profile.kind == "cpu" and backend_name == "tensorrt":
         raise UsageError("--backend tensorrt needs a GPU device profile; on cpu use onnxruntime or torch")
+    shard = None
+    if args.shard is not None:
+        try:
+            shard = sharding.parse_shard(args.shard)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     source = collect_keys(args)
     if not source.keys:
         raise UsageError("no keys to profile: the chosen space, networks or archs file is empty")
+    keys = sharding.select_shard(source.keys, *shard) if shard else list(source.keys)
+    description = dict(source.description)
+    extra_metadata: dict = {}
+    if shard:
+        description["shard"] = sharding.shard_metadata(*shard)
+        extra_metadata["shard"] = sharding.shard_metadata(*shard)
     out_dir = Path(args.out)
     from tables.schema import table_filename
 
+    def name_of(precision: str) -> str:
+        name = table_filename(profile.name, backend_name, precision, args.batch)
+        return sharding.shard_table_name(name, *shard) if shard else name
+
     if args.dry_run:
+        needs_gpus = args.executor == "local" and profile.kind == "gpu" and not args.gpus
+        plan = make_plan(args, profile, detect_device() if needs_gpus else None)
         print(f"device {profile.name}, backend {backend_name}, batch {args.batch}, precisions {','.join(precisions)}")
         for label, n in source.counts.items():
             print(f"  {label}: {n} keys")
         by_block = Counter(k.block for k in source.keys)
         print(f"unique keys: {len(source.keys)}  (" + ", ".join(f"{b} {n}" for b, n in sorted(by_block.items())) + ")")
+        if shard:
+            print(f"shard {shard[0]}/{shard[1]}: {len(keys)} of the {len(source.keys)} keys")
         total = 0.0
+        pending = 0
         for p in precisions:
-            name = table_filename(profile.name, backend_name, p, args.batch)
-            done = _done_count(out_dir, name, source.keys)
+            name = name_of(p)
+            done = _done_count(out_dir, name, keys)
             cost, why = estimated_key_cost_s(out_dir, name, backend_name)
-            todo = len(source.keys) - done
+            todo = len(keys) - done
             total += todo * cost
+            pending += todo
             print(f"  {out_dir / name}: {done} done, {todo} to measure at {cost:.2f} s/key ({why})")
         print(f"estimated time: {_fmt_duration(total)} on one worker ({total / 3600:.2f} device-hours)")
+        if plan.executor != "serial":
+            _print_plan(plan, pending, total)
         return 0
 
+    if args.executor == "ray":
+        from profiler.executors import import_ray
+
+        try:
+            import_ray()
+        except ImportError as exc:
+            raise UsageError(str(exc)) from None
     check_out_dir(out_dir)
     detected = detect_device()
     mismatch = check_device(profile, detected, force=args.force_device)
     if mismatch:
         print(f"warning: {mismatch.split('; pass')[0]} (forced)", file=sys.stderr)
     settings = timing_settings(args)
-    backend = make_backend(backend_name, profile, args)
+    plan = make_plan(args, profile, detected)
+    if not keys:
+        print(f"shard {shard[0]}/{shard[1]} holds none of the {len(source.keys)} keys: its tables stay empty")
+    executor = make_executor(plan, args, profile, backend_name, settings)
     any_failed = False
     try:
-        for p in precisions:
-            backend.check_precision(p)
+        info = executor.start(precisions)
         for p in precisions:
             t0 = time.perf_counter()
             path, measured, failures = build_table(
-                keys=source.keys,
-                backend=backend,
+                keys=keys,
+                executor=executor,
+                info=info,
                 backend_name=backend_name,
                 profile=profile,
                 detected=detected,
@@ -403,12 +592,15 @@ def run(args: argparse.Namespace) -> int:
                 batch=args.batch,
                 settings=settings,
                 out_dir=out_dir,
-                source=source.description,
+                source=description,
                 retry_failed=args.retry_failed,
                 progress=not args.no_progress,
+                table_name=name_of(p),
+                floor_keys=source.keys,
+                extra_metadata=extra_metadata,
             )
             wall = time.perf_counter() - t0
-            ok = len(source.keys) - len(failures)
+            ok = len(keys) - len(failures)
             rate = f", {measured / wall * 3600:.0f} keys/h" if measured and wall > 0 else ""
             print(f"{path}: {ok} ok, {len(failures)} failed; measured {measured} now in {_fmt_duration(wall)}{rate}")
             for k, msg in failures[:10]:
@@ -417,7 +609,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  ... and {len(failures) - 10} more (see the table's error column)")
             any_failed = any_failed or bool(failures)
     finally:
-        backend.close()
+        executor.close()
     return 1 if any_failed else 0
 
 
