@@ -175,7 +175,7 @@ def resolve_space(space: Any) -> Any:
     Names: ``"gpunet"``; ``"genet"`` (GENet-normal's perturbation space) or
     ``"genet-light"``, ``"genet-normal"``, ``"genet-large"``. Objects: anything
     shaped like ``profiler.spaces.staged.StagedSpace`` (``stages``, ``length``,
-    ``stage_arrays``, ``stage_layer_keys``). ``profiler`` is imported only here,
+    ``positions``, ``resolutions``, ``stage_layer_keys``, ``validate_many``). ``profiler`` is imported only here,
     so :mod:`tables` imports without it.
     """
     if isinstance(space, str):
@@ -192,7 +192,7 @@ def resolve_space(space: Any) -> Any:
         raise ValueError(
             f"unknown search space {space!r}: use gpunet, genet, genet-light/normal/large or a space object"
         )
-    needed = ("stages", "length", "stage_arrays", "stage_layer_keys")
+    needed = ("stages", "length", "positions", "resolutions", "stage_layer_keys", "validate_many")
     if all(hasattr(space, a) for a in needed):
         return space
     raise ValueError(
@@ -367,7 +367,6 @@ class _SpaceLookup:
         latency = table.latency_array
         weights = np.zeros((len(sp.stages), n_cols), dtype=np.float64)
         self.stages: list[_StageGrid] = []
-        self.channel_source: list[tuple[str, int]] = []  # per stage: ("column", j), ("fixed", c) or ("mixed", 0)
         cins: list[int] = [self.in_channels]
         largest = 0
         for si, st in enumerate(sp.stages):
@@ -410,10 +409,8 @@ class _SpaceLookup:
                 if source[0] == "column" and codes_of[source[1]] == cins:
                     weights[si, source[1]] += stride["cin"]  # the source's digit is this stage's cin digit
                 else:
-                    source = ("mixed", 0)
                     cin_lut = np.zeros(max(cins) + 1, dtype=np.intp)
                     cin_lut[cins] = np.arange(len(cins), dtype=np.intp) * stride["cin"]
-            self.channel_source.append(source)
             combos = [(k, e / scale, s, a) for k in kernels for e in exps for s in ses for a in acts]
             firsts, rests = _grid_texts(sp, si, cins, outs, combos, has_rest)
             self.stages.append(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import zlib
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -181,3 +183,148 @@ def test_fit_for_table_recovers_the_calibration_from_whole_network_measurements(
     cal = fit_for_table(table, archs, 0.75 * sums + 0.2, models=["none", "linear"])
     assert cal.model == "linear" and cal.a == pytest.approx(0.75) and cal.b == pytest.approx(0.2)
     assert cal.table == {"device_profile": "cpu", "backend": "onnxruntime", "precision": "fp32", "batch": 8}
+
+
+# ----- predict_many: exact sums, chunks, values outside the space, key strings --------------------------
+def crc_ms(key: BlockKey) -> float:
+    # not a multiple of a power of two: sums round, so the order of additions shows
+    return 0.01 + (zlib.crc32(str(key).encode()) % 100003) / 7919.0
+
+
+def odd_table(keys) -> LatencyTable:
+    rows = [result_row(k, timing(crc_ms(k))) for k in set(keys)]
+    md = build_metadata(device_profile="cpu", backend="onnxruntime", precision="fp32", batch=8)
+    return LatencyTable(pd.DataFrame(rows), md)
+
+
+def merging_gpunet_encodings(n: int, seed: int) -> np.ndarray:
+    # random encodings where stage 5 often repeats stage 4's config and stage 7 stage 6's, so that
+    # keys run on across stage boundaries (and stage 5/7's first layer equals its repeated layer)
+    enc = gpunet.sample(n, seed=seed)
+    rng = np.random.default_rng(seed)
+    for src, dst in ((17, 23), (29, 35)):
+        rows = rng.random(n) < 0.5
+        enc[rows, dst + 1 : dst + 5] = enc[rows, src + 1 : src + 5]  # kernel, E, SE, act
+        width = enc[rows, src]
+        ok = np.isin(width, gpunet.SPACE.positions[dst].codes)
+        enc[np.flatnonzero(rows)[ok], dst] = width[ok]
+    return enc
+
+
+def test_predict_many_is_bit_identical_to_predict_with_rounding_latencies(monkeypatch):
+    enc = merging_gpunet_encodings(300, seed=11)
+    table = odd_table({k for e in enc for k in gpunet.arch_keys(e)})
+    loop = np.array([predict(table, gpunet.arch_keys(e)).ms_per_batch for e in enc])
+    monkeypatch.setattr("tables.predictor._CHUNK", 37)  # several blocks, merged rows in each
+    assert np.array_equal(predict_many(table, enc), loop)
+    # some networks have a run of one key across stages 4 and 5 (or 6 and 7): the exact path was needed
+    crossing = 0
+    for e in enc:
+        st = gpunet.decode(e).stages
+        crossing += any(
+            st[a].layers >= 2 and st[b].layers >= 1 and st[a] == replace(st[b], layers=st[a].layers)
+            for a, b in ((4, 5), (6, 7))
+        )
+    assert crossing >= 5
+
+
+def test_predict_many_is_bit_identical_on_genet_with_rounding_latencies():
+    space = genet.space("normal")
+    enc = space.sample(200, seed=5)
+    table = odd_table({k for e in enc for k in space.arch_keys(e)})
+    loop = np.array([predict(table, space.arch_keys(e)).ms_per_batch for e in enc])
+    assert np.array_equal(predict_many(table, enc, "genet"), loop)
+
+
+def test_predict_sums_runs_of_one_key_as_count_times_latency():
+    table = odd_table(ARCH)
+    lat = {k: crc_ms(k) for k in ARCH}
+    expected = 0.0
+    for part in (lat[STEM], lat[IRB1], 2 * lat[IRB2], lat[TAIL]):
+        expected = expected + part
+    assert predict(table, ARCH).sum_ms == expected
+
+
+def test_predict_many_takes_other_integer_dtypes_and_layouts(gpunet_case):
+    enc, table = gpunet_case
+    want = predict_many(table, enc)
+    assert np.array_equal(predict_many(table, enc.astype(np.int32)), want)
+    assert np.array_equal(predict_many(table, np.asfortranarray(enc)), want)
+    assert np.array_equal(predict_many(table, enc.tolist()), want)
+    assert predict_many(table, enc[:0]).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "text"),
+    [
+        (7, 7, "position 7 (stage 2 expansion) is 7"),
+        (5, 40, "position 5 (stage 2 filters) is 40"),
+        (0, -224, "position 0 (resolution) is -224"),
+        (40, 10**12, "position 40 (stage 7 layers)"),
+    ],
+)
+def test_predict_many_names_a_value_outside_the_space(gpunet_case, monkeypatch, column, value, text):
+    enc, table = gpunet_case
+    bad = enc.copy()
+    bad[50, column] = value
+    monkeypatch.setattr("tables.predictor._CHUNK", 16)
+    with pytest.raises(ValueError, match="invalid gpunet encoding in row 50") as err:
+        predict_many(table, bad)
+    assert text in str(err.value)
+
+
+def test_predict_many_needs_no_repeated_layer_key_for_single_layer_stages():
+    enc = gpunet.sample(40, seed=2)
+    enc[:, 4] = 1  # stage 1 has one layer: its repeated-layer keys are never needed
+    table = make_table({k for e in enc for k in gpunet.arch_keys(e)})
+    loop = np.array([predict(table, gpunet.arch_keys(e)).ms_per_batch for e in enc])
+    assert np.array_equal(predict_many(table, enc), loop)
+
+
+def test_predict_many_lists_a_missing_repeated_layer_key(gpunet_case):
+    enc, _ = gpunet_case
+    keys = gpunet.arch_keys(enc[0])
+    repeated = next(k for a, k in itertools.pairwise(keys) if a == k)
+    smaller = make_table({k for e in enc for k in gpunet.arch_keys(e)}, exclude={repeated})
+    with pytest.raises(MissingKeysError) as err:
+        predict_many(smaller, enc)
+    assert err.value.keys == [repeated]
+
+
+class _Shifted:
+    """GPUNet, but stage 3's keys at 256 pixels get another input width: not the usual key pattern."""
+
+    def __init__(self) -> None:
+        self.base = gpunet.SPACE
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    def stage_layer_keys(self, si, res, cin, filters, kernel, e, se, act, layers):
+        first, rest = self.base.stage_layer_keys(si, res, cin, filters, kernel, e, se, act, layers)
+        if si == 3 and res == 256:
+            first = BlockKey(
+                first.block, first.cin + 8, first.h, first.w, first.cout, first.k, first.s, first.e, first.se, first.act
+            )
+        return first, rest
+
+
+@pytest.mark.parametrize("space", [gpunet.SPACE, _Shifted()], ids=["pattern", "irregular"])
+def test_grid_key_strings_equal_the_space_keys(space):
+    from tables.predictor import _grid_texts
+
+    st = space.stages[3]
+    cins, outs = [32, 48], list(st.filters)
+    combos = [(k, float(e), s, a) for k in st.kernels for e in st.expansions for s in st.se for a in (0, 1)]
+    firsts, rests = _grid_texts(space, 3, cins, outs, combos, True)
+    i = 0
+    for cin in cins:
+        for f in outs:
+            for combo in combos:
+                for res in sorted(space.resolutions):
+                    first, rest = space.stage_layer_keys(3, res, cin, f, *combo, 2)
+                    assert firsts[i] == str(first)
+                    if cin == cins[0]:
+                        assert rests[i] == str(rest)
+                    i += 1
+    assert i == len(firsts) and len(rests) == len(firsts) // 2
