@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from profiler import enumeration, sharding
+from profiler.cli import CliParser, UsageError, report_error, run_cli
 from profiler.devices import DeviceProfile, check_device, detect_device, get_profile
 from profiler.networks import NETWORKS
 from tables.key import BlockKey
@@ -60,10 +61,6 @@ EXECUTORS = ("serial", "local", "ray")
 DEFAULT_CHUNK_SIZE = 4
 
 
-class UsageError(ValueError):
-    """A command-line mistake: reported as one line, exit status 2."""
-
-
 @dataclass
 class KeySource:
     """What to profile: the keys and a description for the table's metadata."""
@@ -75,7 +72,7 @@ class KeySource:
 
 # --------------------------------------------------------------------------- arguments
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="python -m profiler.build",
         description="Profile every block key of a search space or of named networks and write Parquet latency tables.",
     )
@@ -627,33 +624,15 @@ def _done_count(out_dir: Path, name: str, keys: Sequence[BlockKey]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 some keys failed, 2 bad input, 130 interrupted)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print(
-            "interrupted: every key measured so far is kept; run the same command again to resume",
-            file=sys.stderr,
-        )
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        return report_error(exc)
+    return run_cli(
+        run,
+        build_parser(),
+        argv,
+        interrupted="interrupted: every key measured so far is kept; run the same command again to resume",
+    )
 
 
-def report_error(exc: BaseException) -> int:
-    """Print one line for an error a user can cause; exit status 2 (1 for an unexpected error)."""
-    from_user = isinstance(exc, (ValueError, KeyError, OSError, RuntimeError, ImportError))
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, KeyError) and text.startswith(("'", '"')):
-        text = text.strip("'\"")
-    if from_user:
-        print(f"error: {text}", file=sys.stderr)
-        return 2
-    print(f"internal error: {type(exc).__name__}: {text} (rerun with --debug for the traceback)", file=sys.stderr)
-    return 1
+__all__ = ["UsageError", "main", "make_backend", "report_error", "run", "timing_settings"]
 
 
 if __name__ == "__main__":

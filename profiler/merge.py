@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from profiler.cli import CliParser, run_cli
 from tables.schema import STATUS_OK, empty_frame, read_table, utc_now, write_table
 from tables.store import dedup_rows
 
@@ -266,7 +267,7 @@ def summary_lines(report: MergeReport, out: Path) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="python -m profiler.merge",
         description="Merge shards, tables and part folders of one target into one latency table.",
     )
@@ -298,18 +299,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 merged, 2 bad input or refused, 1 unexpected error)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except Exception as exc:
-        if args.debug:
-            raise
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, (ValueError, OSError)):
-            print(f"error: {text}", file=sys.stderr)
-            return 2
-        print(f"internal error: {type(exc).__name__}: {text} (rerun with --debug for the traceback)", file=sys.stderr)
-        return 1
+    return run_cli(run, build_parser(), argv)
 
 
 if __name__ == "__main__":
