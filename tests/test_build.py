@@ -294,7 +294,9 @@ def test_an_output_directory_that_cannot_be_created_is_refused(tmp_path):
     assert "cannot create output directory" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("args", [["--device", "cpu", "--batch", "1", "--bogus"], ["--batch", "1"], ["--device", "cpu"]])
+@pytest.mark.parametrize(
+    "args", [["--device", "cpu", "--batch", "1", "--bogus"], ["--batch", "1"], ["--device", "cpu"]]
+)
 def test_a_wrong_or_missing_flag_is_one_line(args):
     result = run_cli(args)
     assert result.returncode == 2
