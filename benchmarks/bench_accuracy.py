@@ -1,0 +1,233 @@
+"""Prediction accuracy on the CPU: a table built by ``profiler.build``, checked by ``profiler.validate``.
+
+Target: onnxruntime on the CPU provider, fp32, batch 1, one intra-op thread,
+the default timing protocol (30 timed runs, 10 warm-up runs / 50 ms, 10% trim).
+
+Networks: ``--gpunet`` Sobol samples of the GPUNet space and ``--genet`` of the
+GENet-normal perturbation space (seed ``--seed``), plus every reference network
+(:mod:`profiler.networks`). To keep the run short on a small CPU the GPUNet
+samples are moved to ``--gpunet-resolution`` (default 224 px, the smallest of
+the space; every other choice is kept); GENet samples keep their own
+resolution (192/224/256 px).
+
+Steps (each a subprocess, exactly what a user runs):
+
+1. write the samples to an archs file (``WORK/archs.json``);
+2. ``python -m profiler.build --device cpu --backend onnxruntime --batch 1
+   --precision fp32 --threads 1 --networks all --archs WORK/archs.json --out WORK``:
+   one table with every key of those networks;
+3. ``python -m profiler.validate --table WORK/cpu_onnxruntime_fp32_b1.parquet
+   --networks all --archs WORK/archs.json --holdout H --seed S``: each network
+   built whole and timed with the same protocol, the calibration fitted on the
+   fit split and the metrics reported on the held-out split.
+
+It then prints the held-out metrics before and after calibration against the
+targets (share within +-5% after calibration >= 95%, Kendall tau >= 0.9,
+RMSPE <= 3%) and, to explain the errors, the backend floor, the calibration
+model and the held-out errors per source and against the number of blocks.
+A second run with the same ``--work`` reuses the table (``profiler.build``
+resumes) and the exported graphs.
+
+Run from the repository root::
+
+    python benchmarks/bench_accuracy.py                          # 20 GPUNet + 20 GENet + 9 reference networks
+    python benchmarks/bench_accuracy.py --gpunet 10 --genet 10 --work /tmp/acc --json acc.json
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+#: Targets of the issue, on the held-out networks after calibration.
+TARGETS: dict[str, tuple[str, float]] = {
+    "within_5_pct": (">=", 95.0),
+    "kendall_tau": (">=", 0.9),
+    "rmspe_pct": ("<=", 3.0),
+}
+TABLE_NAME = "cpu_onnxruntime_fp32_b1.parquet"
+
+
+def write_archs(path: Path, n_gpunet: int, n_genet: int, seed: int, gpunet_resolution: int) -> int:
+    """Write the sampled networks as an archs file; returns how many."""
+    from profiler.spaces import genet, gpunet
+
+    entries: list[dict[str, Any]] = []
+    g = gpunet.sample(n_gpunet, seed)
+    if n_gpunet:
+        g[:, 0] = gpunet_resolution
+    for i, row in enumerate(g):
+        gpunet.validate(row)
+        entries.append({"name": f"gpunet-sample-{i:03d}", "gpunet": [int(v) for v in row]})
+    for i, row in enumerate(genet.sample(n_genet, seed)):
+        entries.append({"name": f"genet-sample-{i:03d}", "genet": [int(v) for v in row], "genet_base": "normal"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"architectures": entries}, indent=1) + "\n", encoding="utf-8")
+    return len(entries)
+
+
+def run_step(cmd: list[str], label: str) -> float:
+    """Run one CLI step, streaming its output; returns its wall time in s (exits on failure)."""
+    print(f"$ {' '.join(cmd)}", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=_ROOT, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode not in (0, 1):  # 1: some keys/networks failed, the rest is usable
+        sys.exit(f"{label} failed with exit status {proc.returncode}")
+    print(f"[{label}: {wall / 60:.1f} min]", flush=True)
+    return wall
+
+
+def group_of(name: str) -> str:
+    """Which family a network belongs to, from its name."""
+    if name.startswith("gpunet-sample"):
+        return "GPUNet samples"
+    if name.startswith("genet-sample"):
+        return "GENet samples"
+    return "reference"
+
+
+def explain(df: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
+    """Lines that help read the errors: floor, model, per-family errors, error vs block count."""
+    lines = []
+    floor = meta.get("floor") or {}
+    floor_ms = floor.get("latency_ms", floor.get("trimmed_mean_ms"))
+    cal = meta.get("calibration") or {}
+    lines.append(
+        f"backend floor (identity graph): {floor_ms:.4f} ms per call"
+        if floor_ms is not None
+        else "backend floor: not measured"
+    )
+    lines.append(
+        f"calibration model: {cal.get('model')} (a={cal.get('a', 1.0):.4g}, b={cal.get('b', 0.0):.4g} ms, "
+        f"type scales {cal.get('type_scales') or {}}); CV MAPE per model {cal.get('cv_mape_pct')}"
+    )
+    ok = df[df["status"] == "ok"].copy()
+    ok["group"] = [group_of(n) for n in ok["network"]]
+    held = ok[ok["split"] == "holdout"]
+    lines.append("held-out errors by family (mean |error| %, uncal -> cal, n):")
+    for grp, part in held.groupby("group"):
+        lines.append(
+            f"  {grp:<16} {part['error_uncal_pct'].abs().mean():6.2f} -> {part['error_pct'].abs().mean():6.2f}"
+            f"  n={len(part)}  measured {part['measured_ms'].min():.2f}..{part['measured_ms'].max():.2f} ms"
+        )
+    if len(ok) >= 3:
+        r_blocks = float(np.corrcoef(ok["n_blocks"], ok["error_uncal_pct"])[0, 1])
+        r_ms = float(np.corrcoef(np.log(ok["measured_ms"]), ok["error_uncal_pct"])[0, 1])
+        rel_std = float((ok["measured_std_ms"] / ok["measured_ms"]).median() * 100)
+        lines.append(
+            f"all networks: corr(uncal error, n_blocks) {r_blocks:+.2f}; corr(uncal error, log latency) {r_ms:+.2f}; "
+            f"median run-to-run std {rel_std:.2f}% of the latency"
+        )
+        lines.append(
+            f"uncalibrated error over all networks: mean {ok['error_uncal_pct'].mean():+.2f}%, "
+            f"std {ok['error_uncal_pct'].std():.2f}%"
+        )
+    worst = held.reindex(held["error_pct"].abs().sort_values(ascending=False).index).head(5)
+    lines.append("worst held-out networks after calibration:")
+    for _, r in worst.iterrows():
+        lines.append(
+            f"  {r['network']:<22} measured {r['measured_ms']:8.3f} ms  sum {r['sum_ms']:8.3f}  "
+            f"predicted {r['predicted_ms']:8.3f}  error {r['error_pct']:+6.2f}%  blocks {r['n_blocks']}"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns 0 (the figures are printed whatever they are)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--gpunet", type=int, default=20, help="GPUNet samples (default 20)")
+    p.add_argument("--genet", type=int, default=20, help="GENet-normal samples (default 20)")
+    p.add_argument("--gpunet-resolution", type=int, default=224, help="input size of the GPUNet samples, px (224)")
+    p.add_argument("--seed", type=int, default=0, help="sampling and split seed (default 0)")
+    p.add_argument("--holdout", type=float, default=0.3, help="held-out share (default 0.3)")
+    p.add_argument(
+        "--work", type=Path, default=_ROOT / "out" / "bench_accuracy", help="work folder (default out/bench_accuracy)"
+    )
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    args = p.parse_args(argv)
+
+    work = args.work.resolve()
+    archs = work / "archs.json"
+    n = write_archs(archs, args.gpunet, args.genet, args.seed, args.gpunet_resolution)
+    py = sys.executable
+    cache = str(work / "graphs")
+    t_build = run_step(
+        [py, "-m", "profiler.build", "--device", "cpu", "--backend", "onnxruntime", "--batch", "1"]
+        + ["--precision", "fp32", "--threads", "1", "--networks", "all", "--archs", str(archs)]
+        + ["--out", str(work), "--cache-dir", cache, "--no-progress"],
+        "table build",
+    )
+    out = work / "validation.parquet"
+    t_val = run_step(
+        [py, "-m", "profiler.validate", "--table", str(work / TABLE_NAME), "--networks", "all"]
+        + ["--archs", str(archs), "--holdout", str(args.holdout), "--seed", str(args.seed)]
+        + ["--out", str(out), "--cache-dir", cache, "--no-progress"],
+        "validation",
+    )
+
+    import pyarrow.parquet as pq
+
+    df = pq.read_table(out).to_pandas()
+    meta = json.loads(pq.read_schema(out).metadata[b"nas_latency"])
+    metrics = meta["metrics"]
+    print()
+    print(
+        f"accuracy on {platform.processor() or platform.machine()} ({os.cpu_count()} logical cores), "
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: onnxruntime "
+        f"{(meta.get('engine') or {}).get('version')} CPU, fp32, batch 1, 1 thread"
+    )
+    print(f"{n} sampled + reference networks; {len(df)} validated, {int((df['status'] != 'ok').sum())} failed")
+    print(f"table build {t_build / 60:.1f} min, validation {t_val / 60:.1f} min")
+    print(f"{'held-out (' + metrics.get('evaluated_on', '?') + ')':<24}{'uncal':>10}{'cal':>10}{'target':>10}")
+    for name, label in (
+        ("within_5_pct", "within +-5% (%)"),
+        ("within_10_pct", "within +-10% (%)"),
+        ("mape_pct", "MAPE (%)"),
+        ("max_ape_pct", "max APE (%)"),
+        ("rmspe_pct", "RMSPE (%)"),
+        ("kendall_tau", "Kendall tau"),
+        ("spearman_rho", "Spearman rho"),
+        ("n", "networks"),
+    ):
+        target = TARGETS.get(name)
+        cells = [f"{float(metrics[s][name]):.3g}" for s in ("uncalibrated", "calibrated")]
+        met = ""
+        if target:
+            value = float(metrics["calibrated"][name])
+            ok = value >= target[1] if target[0] == ">=" else value <= target[1]
+            met = f"{target[0]}{target[1]:g} {'met' if ok else 'MISSED'}"
+        print(f"{label:<24}{cells[0]:>10}{cells[1]:>10}  {met}")
+    print()
+    for line in explain(df, meta):
+        print(line)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"metrics": metrics, "calibration": meta.get("calibration"), "build_s": t_build, "validate_s": t_val},
+                indent=1,
+                default=str,
+            )
+            + "\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

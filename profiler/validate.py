@@ -1,0 +1,538 @@
+"""``python -m profiler.validate``: predicted against measured end-to-end latency of whole networks.
+
+Each network is built whole and timed with the table's own backend, backend
+settings (threads, ...), precision, batch and timing protocol (all read from
+the table's metadata; ``--repeats``/``--warmup``/``--warmup-ms`` override the
+protocol), exactly as ``profiler.build`` times one key: ``measure_keys`` over
+the network's whole chain of keys. Its prediction is the sum of its block
+entries in the table.
+
+The networks are split, with a seeded permutation inside each source
+(reference networks, GPUNet/GENet samples, file entries) so that every source
+is represented on both sides, into a *fit* part that calibrates the sum
+(:func:`tables.calibration.fit`) and a *holdout* part the accuracy is reported
+on: MAPE, max APE, RMSPE, share within +-5% / +-10%, Kendall tau and Spearman
+rho, before and after calibration. The calibration is saved next to the table
+(``<table>.calibration.json``), where ``LatencyTable.load`` applies it by
+default, unless ``--no-save-calibration``.
+
+Output: a Parquet file, one row per network (``network``, ``source``,
+``encoding``, ``n_blocks``, ``sum_ms``, ``predicted_ms``, ``measured_ms``,
+``measured_std_ms``, ``split``, ``error_pct``, ``error_uncal_pct``, ``status``,
+``error``; latencies in ms per batch, errors in %), with the table's metadata
+plus ``calibration`` and ``metrics`` under the Parquet key ``b"nas_latency"``;
+``python -m reports.validation`` draws it.
+
+Examples::
+
+    python -m profiler.validate --table tables_out/cpu_onnxruntime_fp32_b1.parquet --networks all
+    python -m profiler.validate --table T.parquet --space gpunet --sample 40 --holdout 0.3 --out val.parquet
+    python -m profiler.validate --table T.parquet --archs my_archs.json --no-save-calibration
+
+Without ``--networks``/``--sample``/``--archs`` the networks the table was built
+for (its metadata ``source``) are validated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from profiler import enumeration
+from profiler.build import UsageError, make_backend, report_error, timing_settings
+from profiler.devices import check_device, detect_device, get_profile
+from profiler.spaces import Architecture
+from tables.key import BlockKey
+
+#: Columns of the validation Parquet file, in order.
+COLUMNS: tuple[str, ...] = (
+    "network",
+    "source",
+    "encoding",
+    "n_blocks",
+    "sum_ms",
+    "predicted_ms",
+    "measured_ms",
+    "measured_std_ms",
+    "split",
+    "error_pct",
+    "error_uncal_pct",
+    "status",
+    "error",
+)
+
+#: Metric rows of the printed summary: (name in accuracy_metrics, label, format).
+SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("mape_pct", "MAPE (%)", "{:.2f}"),
+    ("max_ape_pct", "max APE (%)", "{:.2f}"),
+    ("rmspe_pct", "RMSPE (%)", "{:.2f}"),
+    ("within_5_pct", "within +-5% (%)", "{:.0f}"),
+    ("within_10_pct", "within +-10% (%)", "{:.0f}"),
+    ("kendall_tau", "Kendall tau", "{:.3f}"),
+    ("spearman_rho", "Spearman rho", "{:.3f}"),
+)
+
+
+@dataclass
+class Measured:
+    """End-to-end timing of one network: trimmed mean and std in ms per batch, or the error text."""
+
+    latency_ms: float = math.nan
+    std_ms: float = math.nan
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------- arguments
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser of ``python -m profiler.validate``."""
+    p = argparse.ArgumentParser(
+        prog="python -m profiler.validate",
+        description="Time whole networks end to end, compare with the table's block sums, fit and save a calibration.",
+    )
+    p.add_argument("--table", required=True, help="latency table (.parquet) from python -m profiler.build")
+    src = p.add_argument_group("networks (default: those the table was built for)")
+    src.add_argument("--networks", help="comma-separated reference networks (e.g. resnet-50,gpunet-0) or 'all'")
+    src.add_argument("--sample", type=int, help="N architectures sampled from --space with Sobol")
+    src.add_argument("--space", help="space of --sample: gpunet, genet, genet-light/normal/large or a space file")
+    src.add_argument("--seed", type=int, default=0, help="seed of --sample and of the fit/holdout split (default 0)")
+    src.add_argument("--archs", help="a JSON/YAML file listing architectures")
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.3,
+        help="share of the networks held out from the calibration fit and reported on (0 <= f < 1, default 0.3)",
+    )
+    p.add_argument("--out", help="validation Parquet file (default: <table>.validation.parquet next to the table)")
+    t = p.add_argument_group("timing protocol (default: the table's)")
+    t.add_argument("--repeats", type=int, help="timed runs per network")
+    t.add_argument("--warmup", type=int, help="warm-up runs per network")
+    t.add_argument("--warmup-ms", type=float, help="minimum warm-up time per network in ms")
+    p.add_argument(
+        "--no-save-calibration", action="store_true", help="do not write <table>.calibration.json next to the table"
+    )
+    p.add_argument("--cache-dir", help="where exported ONNX graphs (and the TensorRT timing cache) are kept")
+    p.add_argument("--force-device", action="store_true", help="validate even if the GPU does not match the table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse out-of-range numbers with a one-line :class:`UsageError`."""
+    if not 0.0 <= args.holdout < 1.0:
+        raise UsageError(f"--holdout must be a fraction with 0 <= f < 1, got {args.holdout}")
+    if args.sample is not None and args.sample <= 0:
+        raise UsageError(f"--sample must be a positive number of architectures, got {args.sample}")
+    if args.space and args.sample is None:
+        raise UsageError("--space needs --sample N: validation times whole networks, not every key of a space")
+
+
+# --------------------------------------------------------------------------- networks
+def collect_architectures(args: argparse.Namespace, table_source: Mapping[str, Any] | None) -> list[Architecture]:
+    """The networks to validate: --networks, --sample and --archs together, else the table's own source.
+
+    Names must be unique; a network listed twice (same name) is kept once.
+    """
+    archs: list[Architecture] = []
+    given = args.networks or args.sample is not None or args.archs
+    if given:
+        if args.networks:
+            names = [n.strip() for n in args.networks.split(",") if n.strip()]
+            if not names:
+                raise UsageError("--networks is empty: give e.g. --networks resnet-50,gpunet-0 or all")
+            archs += enumeration.architectures_for_networks(names)
+        if args.sample is not None:
+            archs += enumeration.architectures_for_sample(args.space or "gpunet", args.sample, args.seed)
+        if args.archs:
+            archs += enumeration.architectures_for_archs_file(args.archs)
+    else:
+        source = dict(table_source or {})
+        if source.get("networks"):
+            archs += enumeration.architectures_for_networks(list(source["networks"]))
+        sample = source.get("sample")
+        if isinstance(sample, Mapping):
+            archs += enumeration.architectures_for_sample(sample["space"], int(sample["n"]), int(sample["seed"]))
+        if source.get("archs"):
+            archs += enumeration.architectures_for_archs_file(source["archs"])
+        if not archs:
+            raise UsageError(
+                "the table's metadata names no networks to validate (it was built for a whole space); "
+                "give --networks, --sample N --space S or --archs FILE"
+            )
+    unique: dict[str, Architecture] = {}
+    for arch in archs:
+        unique.setdefault(arch.name, arch)
+    return list(unique.values())
+
+
+def encoding_text(arch: Architecture) -> str:
+    """The network's integer encoding as a JSON list, or its name when it has none."""
+    return json.dumps(list(arch.encoding)) if arch.encoding is not None else arch.name
+
+
+def split_networks(sources: Sequence[str], holdout: float, seed: int) -> np.ndarray:
+    """``"fit"``/``"holdout"`` per network: a seeded permutation within each source.
+
+    Each source holds out ``round(holdout * n)`` of its n networks; when there are
+    at least two networks in all, at least one is held out (``holdout > 0``) and
+    at least one fits. Deterministic for a given order, ``holdout`` and ``seed``.
+    """
+    n = len(sources)
+    split = np.full(n, "fit", dtype=object)
+    if holdout <= 0 or n < 2:
+        return split
+    rng = np.random.default_rng(seed)
+    src = np.asarray(list(sources), dtype=object)
+    for name in sorted(set(src.tolist())):
+        idx = np.flatnonzero(src == name)
+        k = round(holdout * len(idx))
+        split[rng.permutation(idx)[:k]] = "holdout"
+    held = np.flatnonzero(split == "holdout")
+    if len(held) == 0:
+        split[rng.integers(n)] = "holdout"
+    elif len(held) == n:
+        split[rng.choice(held)] = "fit"
+    return split
+
+
+# --------------------------------------------------------------------------- table
+def load_table(path: Path):  # -> tables.table.LatencyTable
+    """Load the table without any saved calibration (validation fits a new one)."""
+    from tables.table import LatencyTable
+
+    if not path.exists():
+        raise UsageError(f"latency table not found: {path}; build it with python -m profiler.build")
+    return LatencyTable.load(path, calibration=False)
+
+
+def table_file(table, path: Path) -> Path:
+    """The table's file (for a folder: the file name ``profiler.build`` gives it there)."""
+    if path.is_dir():
+        from tables.schema import table_filename
+
+        return path / table_filename(table.device, table.backend, table.precision, table.batch)
+    return path
+
+
+def build_command(md: Mapping[str, Any], archs_file: Path, out_dir: Path) -> str:
+    """The ``profiler.build`` command that profiles the keys of ``archs_file`` into the table's folder."""
+    settings = md.get("backend_settings") or {}
+    cmd = (
+        f"python -m profiler.build --device {md.get('device_profile')} --backend {md.get('backend')}"
+        f" --precision {md.get('precision')} --batch {md.get('batch')}"
+    )
+    threads = settings.get("intra_op_threads", settings.get("threads"))
+    if threads is not None and md.get("backend") in ("onnxruntime", "torch"):
+        cmd += f" --threads {threads}"
+    return cmd + f" --archs {archs_file} --out {out_dir}"
+
+
+def write_missing_archs(keys: Sequence[BlockKey], path: Path) -> Path:
+    """Write the keys as a ``profiler.build --archs`` file, one single-block architecture per key."""
+    unique = list(dict.fromkeys(str(k) for k in keys))
+    doc = {"architectures": [{"name": f"missing-{i}", "blocks": [k]} for i, k in enumerate(unique)]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def check_coverage(table, archs: Sequence[Architecture], table_path: Path, out_path: Path) -> None:
+    """Raise a one-line :class:`UsageError` (and write the archs file) when the table lacks keys of some networks."""
+    report = table.coverage(archs)
+    if report.complete:
+        return
+    lacking = {str(k) for k in report.missing}
+    n_nets = sum(1 for a in archs if any(str(k) in lacking for k in a.keys))
+    archs_file = out_path.with_name(out_path.name.removesuffix(".parquet") + ".missing_archs.json")
+    write_missing_archs(report.missing, archs_file)
+    cmd = build_command(table.metadata, archs_file, table_path.parent)
+    raise UsageError(
+        f"{len(report.missing)} block key(s) of {n_nets} of {len(archs)} network(s) are not in the table "
+        f"{table_path}; profile them with: {cmd}"
+    )
+
+
+# --------------------------------------------------------------------------- measuring
+def backend_args(md: Mapping[str, Any], cache_dir: str | None) -> argparse.Namespace:
+    """The options ``profiler.build.make_backend`` reads, recovered from the table's ``backend_settings``."""
+    s = md.get("backend_settings") or {}
+    threads = s.get("intra_op_threads", s.get("threads", 1))
+    return argparse.Namespace(
+        cache_dir=cache_dir,
+        threads=int(threads) if threads is not None else 1,
+        compile=bool(s.get("compile", False)),
+        cuda_graphs=bool(s.get("cuda_graphs", False)),
+        opt_level=s.get("builder_optimization_level"),
+        strongly_typed=bool(s.get("strongly_typed", False)),
+    )
+
+
+def settings_for(md: Mapping[str, Any], args: argparse.Namespace):  # -> kernels_bench.timing.TimingSettings
+    """The table's timing protocol with the command-line overrides applied."""
+    timing = dict(md.get("timing") or {})
+    merged = argparse.Namespace(
+        repeats=args.repeats if args.repeats is not None else timing.get("repeats", 30),
+        warmup=args.warmup if args.warmup is not None else timing.get("warmup_runs", 10),
+        warmup_ms=args.warmup_ms if args.warmup_ms is not None else timing.get("warmup_min_ms", 50.0),
+        trim=timing.get("trim", 0.1),
+    )
+    settings = timing_settings(merged)
+    extra = {k: timing[k] for k in ("min_sample_ms", "max_inner") if k in timing}
+    if extra:
+        try:
+            settings = dataclasses.replace(settings, **extra)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"table timing settings are invalid: {exc}") from None
+    return settings
+
+
+def measure_networks(
+    backend, archs: Sequence[Architecture], batch: int, precision: str, settings, progress: bool
+) -> list[Measured]:
+    """Time each network whole with ``measure_keys``; a network the backend cannot build is recorded as failed."""
+    from kernels_bench.measure import measure_keys
+
+    out: list[Measured] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(archs), desc="networks", unit="net", dynamic_ncols=True, file=sys.stderr)
+    try:
+        for arch in archs:
+            if bar is not None:
+                bar.set_postfix_str(arch.name, refresh=False)
+            try:
+                result = measure_keys(backend, list(arch.keys), batch, precision, settings)
+                out.append(Measured(float(result.trimmed_mean_ms), float(result.std_ms)))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # one network the backend cannot build must not end the run
+                text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+                out.append(Measured(error=text))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return out
+
+
+# --------------------------------------------------------------------------- results
+def build_frame(
+    archs: Sequence[Architecture],
+    measured: Sequence[Measured],
+    sums: np.ndarray,
+    n_blocks: np.ndarray,
+    split: np.ndarray,
+) -> pd.DataFrame:
+    """The validation rows without predictions (``predicted_ms`` and ``error_pct`` NaN until calibrated)."""
+    m = np.asarray([x.latency_ms for x in measured], dtype=np.float64)
+    frame = pd.DataFrame(
+        {
+            "network": [a.name for a in archs],
+            "source": [a.source for a in archs],
+            "encoding": [encoding_text(a) for a in archs],
+            "n_blocks": np.asarray(n_blocks, dtype=np.int64),
+            "sum_ms": np.asarray(sums, dtype=np.float64),
+            "predicted_ms": np.full(len(archs), np.nan),
+            "measured_ms": m,
+            "measured_std_ms": np.asarray([x.std_ms for x in measured], dtype=np.float64),
+            "split": [str(s) for s in split],
+            "error_pct": np.full(len(archs), np.nan),
+            "error_uncal_pct": (np.asarray(sums, dtype=np.float64) - m) / m * 100.0,
+            "status": ["failed" if x.error else "ok" for x in measured],
+            "error": [x.error for x in measured],
+        }
+    )
+    return frame.loc[:, list(COLUMNS)]
+
+
+def calibrate(
+    frame: pd.DataFrame,
+    type_sums: Mapping[str, np.ndarray],
+    table,
+    seed: int,
+):  # -> tuple[tables.calibration.Calibration, dict]
+    """Fit the calibration on the ok "fit" rows, fill ``predicted_ms``/``error_pct``; returns (calibration, metrics).
+
+    ``metrics`` is ``{"uncalibrated": ..., "calibrated": ..., "evaluated_on": ...}``
+    on the ok held-out rows (all ok rows when nothing is held out).
+    """
+    from tables.calibration import fit
+    from tables.metrics import accuracy_metrics
+
+    ok = (frame["status"] == "ok").to_numpy()
+    fit_rows = ok & (frame["split"] == "fit").to_numpy()
+    if not fit_rows.any():
+        raise UsageError("no network of the fit split was measured: lower --holdout or fix the failing networks")
+    types = {t: np.asarray(v, dtype=np.float64) for t, v in type_sums.items()}
+    sums = frame["sum_ms"].to_numpy(np.float64)
+    n_blocks = frame["n_blocks"].to_numpy(np.int64)
+    cal = fit(
+        sums[fit_rows],
+        frame["measured_ms"].to_numpy(np.float64)[fit_rows],
+        n_blocks=n_blocks[fit_rows],
+        type_sums={t: v[fit_rows] for t, v in types.items()},
+        floor_ms=table.floor_ms,
+        seed=seed,
+        table=table.metadata,
+    )
+    predicted = np.asarray(cal.apply(sums, n_blocks, types), dtype=np.float64)
+    measured = frame["measured_ms"].to_numpy(np.float64)
+    frame["predicted_ms"] = predicted
+    frame["error_pct"] = (predicted - measured) / measured * 100.0
+    held = ok & (frame["split"] == "holdout").to_numpy()
+    rows, where = (held, "holdout") if held.any() else (ok, "all (no held-out split)")
+    metrics = {
+        "uncalibrated": accuracy_metrics(sums[rows], measured[rows]),
+        "calibrated": accuracy_metrics(predicted[rows], measured[rows]),
+        "evaluated_on": where,
+    }
+    return cal, metrics
+
+
+def summary_table(metrics: Mapping[str, Any]) -> str:
+    """The metrics as a small text table: one row per metric, uncalibrated and calibrated side by side."""
+    lines = [
+        f"{'held-out metric' if metrics.get('evaluated_on') == 'holdout' else 'metric':<18}{'uncal':>10}{'cal':>10}"
+    ]
+    for name, label, fmt in SUMMARY_ROWS:
+        cells = []
+        for stage in ("uncalibrated", "calibrated"):
+            value = metrics[stage].get(name, math.nan)
+            cells.append("nan" if value is None or not math.isfinite(float(value)) else fmt.format(float(value)))
+        lines.append(f"{label:<18}{cells[0]:>10}{cells[1]:>10}")
+    lines.append(f"{'networks':<18}{int(metrics['calibrated']['n']):>10}{int(metrics['calibrated']['n']):>10}")
+    return "\n".join(lines)
+
+
+def write_validation(frame: pd.DataFrame, metadata: Mapping[str, Any], path: Path) -> Path:
+    """Write the rows with the metadata JSON under ``b"nas_latency"`` atomically; returns the path."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tables.schema import METADATA_KEY
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    text = json.dumps(dict(metadata), default=str, sort_keys=True, allow_nan=True)
+    table = table.replace_schema_metadata({METADATA_KEY: text.encode("utf-8")})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- main
+def run(args: argparse.Namespace) -> int:
+    """Validate; returns 0 when every network was measured, 1 when some failed (the rest is still reported)."""
+    check_args(args)
+    from tables.calibration import calibration_path
+    from tables.predictor import block_sums
+
+    table_path = Path(args.table)
+    table = load_table(table_path)
+    md = table.metadata
+    tfile = table_file(table, table_path)
+    out_path = (
+        Path(args.out) if args.out else tfile.with_name(tfile.name.removesuffix(".parquet") + ".validation.parquet")
+    )
+    if out_path.exists() and out_path.is_dir():
+        raise UsageError(f"--out {out_path} is a folder: give a .parquet file name")
+    archs = collect_architectures(args, md.get("source"))
+    check_coverage(table, archs, tfile, out_path)
+    sums, n_blocks, type_sums = block_sums(table, archs)
+
+    profile = get_profile(table.device)
+    mismatch = check_device(profile, detect_device(), force=args.force_device)
+    if mismatch:
+        print(f"warning: {mismatch.split('; pass')[0]} (forced)", file=sys.stderr)
+    settings = settings_for(md, args)
+    backend = make_backend(table.backend, profile, backend_args(md, args.cache_dir))
+    t0 = time.perf_counter()
+    try:
+        backend.check_precision(table.precision)
+        measured = measure_networks(backend, archs, table.batch, table.precision, settings, not args.no_progress)
+    finally:
+        backend.close()
+    wall = time.perf_counter() - t0
+    failed = [(a.name, m.error) for a, m in zip(archs, measured) if m.error]
+    if len(failed) == len(archs):
+        raise RuntimeError(
+            f"the {table.backend} backend could not build any of the {len(archs)} networks; first: "
+            f"{failed[0][0]}: {failed[0][1]}"
+        )
+
+    split = split_networks([a.source for a in archs], args.holdout, args.seed)
+    frame = build_frame(archs, measured, sums, n_blocks, split)
+    cal, metrics = calibrate(frame, type_sums, table, args.seed)
+
+    saved = None
+    if not args.no_save_calibration:
+        saved = cal.save(calibration_path(tfile))
+    doc = dict(md)
+    doc["kind"] = "validation"
+    doc["table_kind"] = md.get("kind")
+    doc["table_path"] = str(tfile)
+    doc["calibration"] = cal.to_dict()
+    doc["metrics"] = metrics
+    doc["validation"] = {
+        "networks": len(archs),
+        "failed": len(failed),
+        "holdout": args.holdout,
+        "seed": args.seed,
+        "timing": settings.to_dict(),
+        "wall_s": wall,
+    }
+    write_validation(frame, doc, out_path)
+
+    n_fit = int(((frame["split"] == "fit") & (frame["status"] == "ok")).sum())
+    n_held = int(((frame["split"] == "holdout") & (frame["status"] == "ok")).sum())
+    print(
+        f"{len(archs) - len(failed)} of {len(archs)} networks measured in {wall:.0f} s "
+        f"({n_fit} fit, {n_held} held out); {table.backend} {table.precision} batch {table.batch}"
+    )
+    print(cal.summary())
+    print(summary_table(metrics))
+    for name, error in failed:
+        print(f"failed {name}: {error}")
+    print(f"validation: {out_path}")
+    print(f"calibration: {saved}" if saved else "calibration: not saved (--no-save-calibration)")
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 1 some networks failed, 2 bad input, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        return report_error(exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Specification of ``python -m profiler.validate`` on the CPU (onnxruntime, fp32, batch 1).
+
+A tiny table is built once with ``profiler.build`` from a hand-written archs
+file of eight small chained networks at 32x32; each test validates a copy of it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("torch")
+
+from profiler import build, validate
+from profiler.enumeration import keys_for_archs_file
+from tables.calibration import calibration_path
+from tables.key import BlockKey
+from tables.schema import read_table, write_table
+from tables.table import LatencyTable
+
+TABLE = "cpu_onnxruntime_fp32_b1.parquet"
+FAST = ["--repeats", "5", "--warmup", "1", "--warmup-ms", "0", "--no-progress"]
+
+
+def tiny_network(c0: int, repeats: int, act: str) -> list[str]:
+    """Stem conv 3->c0 (32->16 px), irb c0->24 s2 (16->8 px), ``repeats`` irb 24->24, tail to 64 channels."""
+    keys = [BlockKey("conv", 3, 32, 32, c0, 3, 2, act=act), BlockKey("irb", c0, 16, 16, 24, 3, 2, e=3, act=act)]
+    keys += [BlockKey("irb", 24, 8, 8, 24, 3, 1, e=3, act=act)] * repeats
+    keys.append(BlockKey("tail", 24, 8, 8, 64, 1, 1, act=act))
+    return [str(k) for k in keys]
+
+
+def write_archs(path, extra: list[dict] | None = None):
+    archs = [{"name": f"tiny-{c0}-{n}", "blocks": tiny_network(c0, n, "relu")} for c0 in (8, 16) for n in (0, 2, 4)]
+    archs += [
+        {"name": "tiny-16-1-swish", "blocks": tiny_network(16, 1, "swish")},
+        {"name": "tiny-8-3-swish", "blocks": tiny_network(8, 3, "swish")},
+    ]
+    path.write_text(json.dumps({"architectures": archs + (extra or [])}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("table")
+    archs = write_archs(root / "archs.json")
+    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(root)]
+    assert build.main([*argv, *FAST]) == 0
+    return root
+
+
+@pytest.fixture
+def table(built, tmp_path):
+    """A fresh copy of the built table (and its archs file) in this test's folder."""
+    shutil.copy(built / TABLE, tmp_path / TABLE)
+    shutil.copy(built / "archs.json", tmp_path / "archs.json")
+    return tmp_path / TABLE
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    return err
+
+
+def test_end_to_end_writes_validation_file_and_calibration(table, tmp_path, capsys):
+    out = tmp_path / "val.parquet"
+    rc = validate.main(["--table", str(table), "--out", str(out), "--holdout", "0.25", *FAST])
+    stdout = capsys.readouterr().out
+    assert rc == 0
+    df = pq.read_table(out).to_pandas()
+    assert list(df.columns) == list(validate.COLUMNS)
+    assert len(df) == 8 and set(df["split"]) == {"fit", "holdout"}
+    assert (df["split"] == "holdout").sum() == 2
+    assert (df["status"] == "ok").all() and (df["measured_ms"] > 0).all()
+    # predictions are the block sums of the table, calibrated with the saved calibration
+    tab = LatencyTable.load(table)
+    assert tab.calibration is not None  # saved next to the table and applied by default
+    assert calibration_path(table).exists()
+    blocks = json.loads((tmp_path / "archs.json").read_text())["architectures"]
+    by_name = {a["name"]: a["blocks"] for a in blocks}
+    for _, row in df.iterrows():
+        keys = by_name[row["network"]]
+        assert row["n_blocks"] == len(keys)
+        assert row["sum_ms"] == pytest.approx(float(np.sum(tab.latencies(keys))), rel=1e-12)
+        assert row["encoding"] == row["network"]  # file networks without an encoding carry their name
+    np.testing.assert_allclose(df["error_pct"], (df["predicted_ms"] - df["measured_ms"]) / df["measured_ms"] * 100)
+    np.testing.assert_allclose(df["error_uncal_pct"], (df["sum_ms"] - df["measured_ms"]) / df["measured_ms"] * 100)
+    meta = json.loads(pq.read_schema(out).metadata[b"nas_latency"])
+    assert (meta["backend"], meta["precision"], meta["batch"], meta["device_profile"]) == (
+        "onnxruntime",
+        "fp32",
+        1,
+        "cpu",
+    )
+    assert meta["calibration"]["model"] == tab.calibration.model
+    for stage in ("uncalibrated", "calibrated"):
+        m = meta["metrics"][stage]
+        assert m["n"] == 2
+        assert {"mape_pct", "max_ape_pct", "rmspe_pct", "within_5_pct", "within_10_pct", "kendall_tau"} <= set(m)
+    held = df[df["split"] == "holdout"]
+    assert meta["metrics"]["calibrated"]["mape_pct"] == pytest.approx(held["error_pct"].abs().mean())
+    assert "MAPE" in stdout and "Kendall tau" in stdout and str(out) in stdout
+    # the report module reads it as it is
+    from reports._cli import read_validation
+    from reports.validation import metrics_for
+
+    rdf, rmeta = read_validation(out)
+    assert metrics_for(rdf, rmeta)["calibrated"]["n"] == 2
+
+
+def test_split_is_seeded_and_mixes_sources():
+    sources = ["reference"] * 4 + ["gpunet"] * 10 + ["genet"] * 6
+    a = validate.split_networks(sources, 0.5, seed=3)
+    assert list(a) == list(validate.split_networks(sources, 0.5, seed=3))
+    assert list(a) != list(validate.split_networks(sources, 0.5, seed=4))
+    for src, n in (("reference", 4), ("gpunet", 10), ("genet", 6)):
+        part = a[np.asarray(sources) == src]
+        assert (part == "holdout").sum() == n // 2
+    assert set(validate.split_networks(["x", "x"], 0.1, 0)) == {"fit", "holdout"}
+    assert set(validate.split_networks(sources, 0.0, 0)) == {"fit"}
+
+
+def test_no_save_calibration_leaves_no_file(table, tmp_path):
+    out = tmp_path / "v.parquet"
+    assert validate.main(["--table", str(table), "--out", str(out), "--no-save-calibration", *FAST]) == 0
+    assert out.exists() and not calibration_path(table).exists()
+
+
+def test_missing_keys_one_line_with_count_and_archs_file(table, tmp_path, capsys):
+    extra = {"name": "bigger", "blocks": tiny_network(32, 1, "relu")}  # conv 3->32 and irb 32->24 are new
+    archs = write_archs(tmp_path / "more.json", [extra])
+    out = tmp_path / "v.parquet"
+    rc = validate.main(["--table", str(table), "--archs", str(archs), "--out", str(out), *FAST])
+    err = one_line_error(capsys)
+    assert rc == 2
+    assert err.startswith("error: 2 block key(s) of 1 of 9 network(s)")
+    missing = tmp_path / "v.missing_archs.json"
+    assert f"--archs {missing}" in err and "python -m profiler.build --device cpu --backend onnxruntime" in err
+    assert {str(k) for k in keys_for_archs_file(missing)} == set(extra["blocks"][:2])
+    assert not out.exists()
+
+
+def test_failed_network_is_recorded_and_reported(table, tmp_path, capsys, monkeypatch):
+    import kernels_bench.measure as measure
+
+    real = measure.measure_keys
+
+    def flaky(backend, keys, *args, **kwargs):
+        if len(keys) == 7:  # tiny-8-4 and tiny-16-4
+            raise RuntimeError("cannot build this graph")
+        return real(backend, keys, *args, **kwargs)
+
+    monkeypatch.setattr(measure, "measure_keys", flaky)
+    out = tmp_path / "v.parquet"
+    rc = validate.main(["--table", str(table), "--out", str(out), *FAST])
+    stdout = capsys.readouterr().out
+    assert rc == 1
+    df = pd.read_parquet(out)
+    failed = df[df["status"] == "failed"]
+    assert sorted(failed["network"]) == ["tiny-16-4", "tiny-8-4"]
+    assert failed["measured_ms"].isna().all() and failed["error"].str.contains("cannot build").all()
+    assert "failed tiny-8-4: RuntimeError: cannot build this graph" in stdout
+
+
+def test_no_network_buildable_is_one_line(table, capsys, monkeypatch):
+    import kernels_bench.measure as measure
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernels")
+
+    monkeypatch.setattr(measure, "measure_keys", broken)
+    assert validate.main(["--table", str(table), *FAST]) == 2
+    assert "could not build any of the 8 networks" in one_line_error(capsys)
+
+
+def test_corrupt_table_and_wrong_schema_version_are_one_line(table, tmp_path, capsys):
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1 not really parquet")
+    assert validate.main(["--table", str(bad), *FAST]) == 2
+    assert "not a Parquet file or truncated" in one_line_error(capsys)
+
+    frame, md = read_table(table)
+    old = tmp_path / "old.parquet"
+    write_table(frame, old, {**md, "schema_version": 99})
+    assert validate.main(["--table", str(old), *FAST]) == 2
+    assert "schema version 99" in one_line_error(capsys)
+
+    assert validate.main(["--table", str(tmp_path / "none.parquet"), *FAST]) == 2
+    assert "not found" in one_line_error(capsys)
+
+
+def test_bad_arguments_are_one_line(table, capsys):
+    assert validate.main(["--table", str(table), "--holdout", "1.5"]) == 2
+    assert "--holdout" in one_line_error(capsys)
+    assert validate.main(["--table", str(table), "--space", "gpunet"]) == 2
+    assert "--space needs --sample" in one_line_error(capsys)
+
+
+def test_timing_settings_come_from_the_table_unless_overridden(table):
+    md = LatencyTable.load(table).metadata
+    args = validate.build_parser().parse_args(["--table", str(table)])
+    s = validate.settings_for(md, args)
+    assert (s.repeats, s.warmup_runs, s.warmup_min_ms) == (5, 1, 0.0)
+    args = validate.build_parser().parse_args(["--table", str(table), "--repeats", "7", "--warmup-ms", "3"])
+    s = validate.settings_for(md, args)
+    assert (s.repeats, s.warmup_runs, s.warmup_min_ms) == (7, 1, 3.0)
+    assert validate.backend_args(md, None).threads == md["backend_settings"]["intra_op_threads"]
