@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from profiler.build import UsageError, report_error
+from profiler.cli import CliParser, UsageError, run_cli
 from tables.key import BlockKey
 
 #: Device profile and backend names of a synthetic table (never a real device).
@@ -259,7 +259,7 @@ def parse_budgets(text: str) -> list[float]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``python -m profiler.nas``."""
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="python -m profiler.nas",
         description="Sample candidates of a search space, predict them from a latency table, count them per budget.",
     )
@@ -284,11 +284,12 @@ def format_buckets(buckets: pd.DataFrame, total: int) -> str:
 
 
 def _missing_keys(exc, table_path: Path, out: str | None) -> UsageError:
-    from profiler.validate import build_command, write_missing_archs
+    from profiler.validate import build_command
+    from tables.table import write_archs_file
 
     base = Path(out) if out else table_path if table_path.is_file() else table_path / "nas.parquet"
     archs_file = base.with_name(base.name.removesuffix(".parquet") + ".missing_archs.json")
-    write_missing_archs(exc.keys, archs_file)
+    write_archs_file(exc.keys, archs_file)
     folder = table_path.parent if table_path.is_file() else table_path
     return UsageError(
         f"{len(exc.keys)} block key(s) of the sampled candidates are not in the table; "
@@ -337,14 +338,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 bad input)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except Exception as exc:
-        if args.debug:
-            raise
-        return report_error(exc)
+    return run_cli(run, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -50,10 +50,11 @@ import numpy as np
 import pandas as pd
 
 from profiler import enumeration
-from profiler.build import UsageError, make_backend, report_error, timing_settings
+from profiler.build import make_backend, timing_settings
+from profiler.cli import CliParser, UsageError, run_cli
 from profiler.devices import check_device, detect_device, get_profile
 from profiler.spaces import Architecture
-from tables.key import BlockKey
+from tables.table import write_archs_file
 
 #: Columns of the validation Parquet file, in order.
 COLUMNS: tuple[str, ...] = (
@@ -96,7 +97,7 @@ class Measured:
 # --------------------------------------------------------------------------- arguments
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``python -m profiler.validate``."""
-    p = argparse.ArgumentParser(
+    p = CliParser(
         prog="python -m profiler.validate",
         description="Time whole networks end to end, compare with the table's block sums, fit and save a calibration.",
     )
@@ -238,15 +239,6 @@ def build_command(md: Mapping[str, Any], archs_file: Path, out_dir: Path) -> str
     return cmd + f" --archs {archs_file} --out {out_dir}"
 
 
-def write_missing_archs(keys: Sequence[BlockKey], path: Path) -> Path:
-    """Write the keys as a ``profiler.build --archs`` file, one single-block architecture per key."""
-    unique = list(dict.fromkeys(str(k) for k in keys))
-    doc = {"architectures": [{"name": f"missing-{i}", "blocks": [k]} for i, k in enumerate(unique)]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    return path
-
-
 def check_coverage(table, archs: Sequence[Architecture], table_path: Path, out_path: Path) -> None:
     """Raise a one-line :class:`UsageError` (and write the archs file) when the table lacks keys of some networks."""
     report = table.coverage(archs)
@@ -255,7 +247,7 @@ def check_coverage(table, archs: Sequence[Architecture], table_path: Path, out_p
     lacking = {str(k) for k in report.missing}
     n_nets = sum(1 for a in archs if any(str(k) in lacking for k in a.keys))
     archs_file = out_path.with_name(out_path.name.removesuffix(".parquet") + ".missing_archs.json")
-    write_missing_archs(report.missing, archs_file)
+    write_archs_file(report.missing, archs_file)
     cmd = build_command(table.metadata, archs_file, table_path.parent)
     raise UsageError(
         f"{len(report.missing)} block key(s) of {n_nets} of {len(archs)} network(s) are not in the table "
@@ -521,17 +513,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 some networks failed, 2 bad input, 130 interrupted)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        return report_error(exc)
+    return run_cli(run, build_parser(), argv, interrupted="interrupted: nothing was written")
 
 
 if __name__ == "__main__":
