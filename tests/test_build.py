@@ -302,3 +302,16 @@ def test_a_wrong_or_missing_flag_is_one_line(args):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "--help" in result.stderr
+
+
+def test_missing_tensorrt_says_how_to_install_it_or_which_backend_to_pick(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    args = ["--device", "v100", "--batch", "64", "--networks", "resnet-18", "--force-device"]
+    result = run_cli([*args, "--out", str(tmp_path / "o"), *FAST])
+    assert result.returncode == 2
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "Traceback" not in result.stderr
+    assert "pip install -e '.[tensorrt]'" in error[0] and "--backend torch" in error[0]

@@ -42,6 +42,7 @@ from typing import Any
 
 from kernels_bench.backends.base import (
     Backend,
+    BackendUnavailable,
     as_key_list,
     check_batch,
     gpu_environment,
@@ -585,7 +586,11 @@ def _import_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except ImportError as error:
-        raise missing("tensorrt", "tensorrt", "tensorrt", error) from None
+        unavailable = missing("tensorrt", "tensorrt", "tensorrt", error)
+        raise BackendUnavailable(
+            f"{unavailable} (TensorRT comes from NVIDIA's package index), "
+            "or pick another backend: --backend torch (CUDA) or --backend onnxruntime"
+        ) from None
     return trt
 
 
