@@ -249,19 +249,22 @@ class _Data:
 
 
 def _fit_model(model: str, d: _Data, floor_ms: float | None) -> Calibration:
+    """Least squares on *relative* errors, sum(((fit - measured) / measured) ** 2): the accuracy
+    figures are relative, and plain least squares would let the largest networks set the fit."""
     n = len(d.measured)
+    w = 1.0 / d.measured
     if model == "none":
         return Calibration("none")
     if model in ("linear", "floor_linear"):
         x = d.sum_ms if model == "linear" else d.sum_ms - d.n_blocks * float(floor_ms)
         design = np.column_stack([x, np.ones(n)])
-        (a, b), *_ = np.linalg.lstsq(design, d.measured, rcond=None)
+        (a, b), *_ = np.linalg.lstsq(design * w[:, None], d.measured * w, rcond=None)
         return Calibration(model, a=float(a), b=float(b), floor_ms=floor_ms if model == "floor_linear" else None)
     design = np.column_stack([d.type_sums, np.ones(n)])
     k = d.type_sums.shape[1]
     lower = np.r_[np.zeros(k), -np.inf]
     upper = np.full(k + 1, np.inf)
-    res = lsq_linear(design, d.measured, bounds=(lower, upper), method="bvls")
+    res = lsq_linear(design * w[:, None], d.measured * w, bounds=(lower, upper), method="bvls")
     scales = {t: float(c) for t, c in zip(d.types, res.x[:k])}
     return Calibration("per_type", b=float(res.x[k]), type_scales=scales)
 
