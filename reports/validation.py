@@ -217,17 +217,24 @@ def draw(df: pd.DataFrame, meta: dict[str, Any], per_image: bool, log: bool | No
     note = f"metrics on {which}; bands: ±5% (dark), ±10% (light)"
     calibration = meta.get("calibration")
     if isinstance(calibration, dict) and calibration:
-        shown = ", ".join(f"{k}={_short(v)}" for k, v in list(calibration.items())[:6])
-        note += f"; calibration: {shown}"
+        note += f"; calibration: {calibration_text(calibration)}"
     style.footnote(fig, note)
     return fig
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    text = str(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+def calibration_text(calibration: dict) -> str:
+    """The calibration's model and coefficients in words, e.g. ``linear: 0.947 x sum - 0.334 ms``."""
+    model = calibration.get("model", "?")
+    a, b = calibration.get("a"), calibration.get("b")
+    floor = calibration.get("floor_ms")
+    scales = calibration.get("type_scales") or {}
+    if model in ("linear", "floor_linear") and a is not None and b is not None:
+        x = "sum" if model == "linear" else f"(sum - blocks x {floor:.3g} ms floor)"
+        return f"{model}: {a:.4g} x {x} {'+' if b >= 0 else '-'} {abs(b):.3g} ms"
+    if model == "per_type" and scales:
+        parts = ", ".join(f"{t} x{v:.3g}" for t, v in sorted(scales.items()))
+        return f"per block type: {parts}, {'+' if (b or 0) >= 0 else '-'} {abs(b or 0):.3g} ms"
+    return str(model)
 
 
 def build_parser() -> argparse.ArgumentParser:
