@@ -279,6 +279,7 @@ def draw_arch(results: list[tuple[str, pd.DataFrame, float]], unit_per_image: bo
         fontsize=8,
     )
     note = "numbers on segments: stage; total: the predictor's latency (calibrated where the table has a calibration)"
+    fig.tight_layout()  # keeps the axis label inside the figure, above the footnote
     style.footnote(fig, f"{label}; {note}")
     return fig
 
