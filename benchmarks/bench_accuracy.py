@@ -1,7 +1,7 @@
 """Prediction accuracy on the CPU: a table built by ``profiler.build``, checked by ``profiler.validate``.
 
 Target: onnxruntime on the CPU provider, fp32, batch 1, one intra-op thread,
-the default timing protocol (30 timed runs, 10 warm-up runs / 50 ms, 10% trim).
+the default timing protocol (30 timed runs, 5 warm-up runs and at least 20 ms, 10% trim).
 
 Networks: ``--gpunet`` Sobol samples of the GPUNet space and ``--genet`` of the
 GENet-normal perturbation space (seed ``--seed``), plus every reference network

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--keys", type=int, default=80, help="reference-network keys to measure (80)")
     p.add_argument("--repeats", type=int, default=30, help="timed runs per key (30)")
-    p.add_argument("--warmup", type=int, default=10, help="warm-up runs per key (10)")
+    p.add_argument("--warmup", type=int, default=5, help="warm-up runs per key (5)")
     p.add_argument("--warmup-ms", type=float, default=20.0, help="minimum warm-up per key, ms (20)")
     p.add_argument("--chunk-size", type=int, default=4, help="keys per chunk (4)")
     p.add_argument("--skip-ray", action="store_true", help="leave out the Ray configuration")

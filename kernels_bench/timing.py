@@ -56,7 +56,7 @@ class TimingSettings:
     """
 
     repeats: int = 30
-    warmup_runs: int = 10
+    warmup_runs: int = 5
     warmup_min_ms: float = 20.0
     trim: float = 0.1
     min_sample_ms: float = 0.0

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--limit", type=int, help="profile only the first N keys (smoke runs)")
     t = p.add_argument_group("timing protocol")
     t.add_argument("--repeats", type=int, default=30, help="timed runs per key (default 30)")
-    t.add_argument("--warmup", type=int, default=10, help="warm-up runs per key (default 10)")
+    t.add_argument("--warmup", type=int, default=5, help="warm-up runs per key (default 5)")
     t.add_argument("--warmup-ms", type=float, default=20.0, help="minimum warm-up time per key in ms (default 20)")
     t.add_argument("--trim", type=float, default=0.1, help="share dropped at each end for the trimmed mean (0.1)")
     b = p.add_argument_group("backend options")

@@ -146,7 +146,7 @@ def test_inner_loop_treats_a_zero_estimate_as_one_resolution() -> None:
 
 def test_default_settings_are_the_protocol_defaults() -> None:
     s = TimingSettings()
-    assert (s.repeats, s.warmup_runs, s.warmup_min_ms, s.trim) == (30, 10, 20.0, 0.1)
+    assert (s.repeats, s.warmup_runs, s.warmup_min_ms, s.trim) == (30, 5, 20.0, 0.1)
 
 
 @pytest.mark.parametrize(
