@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from fake_timing import constant_timing
 
 from profiler.enumeration import keys_for_archs_file
 from profiler.spaces import genet, gpunet
@@ -22,19 +23,7 @@ from tables.table import LatencyTable
 
 
 def timing(ms: float) -> SimpleNamespace:
-    return SimpleNamespace(
-        samples_ms=[ms],
-        trimmed_mean_ms=ms,
-        median_ms=ms,
-        min_ms=ms,
-        max_ms=ms,
-        std_ms=0.0,
-        cv=0.0,
-        inner_loop=1,
-        warmup_runs=1,
-        settings={},
-        phases={},
-    )
+    return constant_timing(ms, samples=1, warmup_runs=1)
 
 
 def synthetic_ms(key: BlockKey) -> float:

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
+from fake_timing import constant_timing
 
 from tables.schema import build_metadata, read_table, result_row
 from tables.store import BuildLock, BuildLockedError, PartStore, dedup_rows
@@ -20,19 +21,7 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def timing(ms: float) -> SimpleNamespace:
-    return SimpleNamespace(
-        samples_ms=[ms] * 3,
-        trimmed_mean_ms=ms,
-        median_ms=ms,
-        min_ms=ms,
-        max_ms=ms,
-        std_ms=0.0,
-        cv=0.0,
-        inner_loop=1,
-        warmup_runs=2,
-        settings={},
-        phases={},
-    )
+    return constant_timing(ms)
 
 
 def key(c: int) -> str:

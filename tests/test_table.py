@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fake_timing import constant_timing
 
 from tables.calibration import Calibration, calibration_path
 from tables.key import BlockKey
@@ -22,19 +23,7 @@ D = BlockKey("tail", 24, 16, 16, 1280, 1)
 
 
 def timing(ms: float) -> SimpleNamespace:
-    return SimpleNamespace(
-        samples_ms=[ms] * 3,
-        trimmed_mean_ms=ms,
-        median_ms=ms,
-        min_ms=ms,
-        max_ms=ms,
-        std_ms=0.0,
-        cv=0.0,
-        inner_loop=1,
-        warmup_runs=2,
-        settings={},
-        phases={},
-    )
+    return constant_timing(ms)
 
 
 def metadata(**changes):
