@@ -195,6 +195,49 @@ class Backend(ABC):
         return f"<{type(self).__name__} {self.name} on {self.device}>"
 
 
+class OnnxGraphBackend(Backend):
+    """A backend that runs exported ONNX graphs: the export step is the same for all of them.
+
+    Subclasses set :attr:`target` (the exporter's target, which picks the INT8
+    flavour and the opset) and ``opset``, ``cache_dir`` and ``seed`` attributes.
+    """
+
+    target: str = "onnxruntime"
+    opset: int | None = None
+    cache_dir: Any = None
+    seed: int = 0
+
+    def graph_opset(self) -> int:
+        """The opset of this backend's graphs: the one asked for, else the exporter's choice for the target."""
+        if self.opset is not None:
+            return self.opset
+        from kernels_bench.export import choose_opset
+
+        return choose_opset(self.target)
+
+    def prepare(self, keys: BlockKey | Sequence[BlockKey], batch: int, precision: str) -> Any:
+        """Export the chained keys for :attr:`target`; returns the exporter's ``ExportedGraph``."""
+        self.check_precision(precision)
+        from kernels_bench.export import export_keys
+
+        return export_keys(
+            as_key_list(keys),
+            check_batch(batch),
+            precision,
+            target=self.target,
+            opset=self.graph_opset(),
+            cache_dir=self.cache_dir,
+            seed=self.seed,
+        )
+
+    def prepare_identity(self, input_shape: tuple[int, ...], precision: str) -> Any:
+        """Export an Identity graph with input and output of ``input_shape`` (batch included)."""
+        self.check_precision(precision)
+        from kernels_bench.export import export_identity
+
+        return export_identity(tuple(input_shape), precision, opset=self.graph_opset(), cache_dir=self.cache_dir)
+
+
 class HostClockRunner:
     """A CPU runner: ``time.perf_counter_ns`` around synchronous runs.
 

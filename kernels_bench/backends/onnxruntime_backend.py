@@ -18,16 +18,13 @@ recorded as ``sync="run_synchronizes"``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kernels_bench.backends.base import (
-    Backend,
     BackendUnavailable,
     HostClockRunner,
-    as_key_list,
-    check_batch,
+    OnnxGraphBackend,
     gpu_environment,
     host_environment,
     install_hint,
@@ -35,7 +32,6 @@ from kernels_bench.backends.base import (
     parse_device,
 )
 from kernels_bench.timing import Runner
-from tables.key import BlockKey
 
 # ONNX tensor type strings -> numpy dtype names
 _ORT_TYPES: dict[str, str] = {
@@ -59,7 +55,7 @@ def _import_ort(device: str) -> Any:
     return ort
 
 
-class OnnxRuntimeBackend(Backend):
+class OnnxRuntimeBackend(OnnxGraphBackend):
     """onnxruntime on the CPU or CUDA provider.
 
     Args:
@@ -75,6 +71,8 @@ class OnnxRuntimeBackend(Backend):
     refusals = {
         "bf16": "onnxruntime has no bf16 convolution kernels on these providers",
     }
+
+    target = "onnxruntime"
 
     def __init__(
         self,
@@ -116,32 +114,6 @@ class OnnxRuntimeBackend(Backend):
                 **type(self).refusals,
                 "fp16": "the CPU provider silently casts fp16 to fp32; time fp16 on a GPU backend",
             }
-
-    # ----- export step ---------------------------------------------------------
-    def prepare(self, keys: BlockKey | Sequence[BlockKey], batch: int, precision: str) -> Any:
-        """Export the chained keys to ONNX; returns the exporter's ``ExportedGraph``."""
-        self.check_precision(precision)
-        from kernels_bench.export import export_keys
-
-        return export_keys(
-            as_key_list(keys),
-            check_batch(batch),
-            precision,
-            target="onnxruntime",
-            opset=self.opset,
-            cache_dir=self.cache_dir,
-            seed=self.seed,
-        )
-
-    def prepare_identity(self, input_shape: tuple[int, ...], precision: str) -> Any:
-        """Export an Identity graph with input and output of ``input_shape`` (batch included)."""
-        self.check_precision(precision)
-        from kernels_bench.export import export_identity
-
-        kwargs: dict[str, Any] = {"cache_dir": self.cache_dir}
-        if self.opset is not None:
-            kwargs["opset"] = self.opset
-        return export_identity(tuple(input_shape), precision, **kwargs)
 
     # ----- compile step --------------------------------------------------------
     def session_options(self) -> Any:

@@ -41,16 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from kernels_bench.backends.base import (
-    Backend,
     BackendUnavailable,
-    as_key_list,
-    check_batch,
+    OnnxGraphBackend,
     gpu_environment,
     host_environment,
     missing,
     parse_device,
 )
-from tables.key import BlockKey
 
 #: Oldest TensorRT this backend supports.
 MIN_VERSION: tuple[int, int, int] = (8, 6, 0)
@@ -594,7 +591,7 @@ def _import_tensorrt() -> Any:
     return trt
 
 
-class TensorRTBackend(Backend):
+class TensorRTBackend(OnnxGraphBackend):
     """TensorRT engines on one CUDA device.
 
     Args:
@@ -612,6 +609,8 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
     refusals = {"bf16": "the exporter writes no bf16 graphs for TensorRT; use fp16"}
+
+    target = "tensorrt"
 
     def __init__(
         self,
@@ -652,34 +651,13 @@ class TensorRTBackend(Backend):
         self.last_build: dict[str, Any] = {}
 
     # ----- export step ---------------------------------------------------------
-    def _opset(self) -> int:
+    def graph_opset(self) -> int:
+        """The opset asked for, else the one this TensorRT version's parser reads (<= 17 for 8.6)."""
         if self.opset is not None:
             return self.opset
         from kernels_bench.export import choose_opset
 
         return choose_opset("tensorrt", self.version_text)
-
-    def prepare(self, keys: BlockKey | Sequence[BlockKey], batch: int, precision: str) -> Any:
-        """Export the chained keys for TensorRT (fp16 graphs are float16 throughout; int8 has Q/DQ)."""
-        self.check_precision(precision)
-        from kernels_bench.export import export_keys
-
-        return export_keys(
-            as_key_list(keys),
-            check_batch(batch),
-            precision,
-            target="tensorrt",
-            opset=self._opset(),
-            cache_dir=self.cache_dir,
-            seed=self.seed,
-        )
-
-    def prepare_identity(self, input_shape: tuple[int, ...], precision: str) -> Any:
-        """Export an Identity graph of ``input_shape`` (batch included)."""
-        self.check_precision(precision)
-        from kernels_bench.export import export_identity
-
-        return export_identity(tuple(input_shape), precision, opset=self._opset(), cache_dir=self.cache_dir)
 
     # ----- compile step --------------------------------------------------------
     def load(self, prepared: Any) -> TensorRTRunner:
@@ -725,7 +703,7 @@ class TensorRTBackend(Backend):
             "tf32": "cleared for fp32",
             "cuda_graphs": self.cuda_graphs,
             "timing_cache": str(self.timing_cache.path) if self.timing_cache.path else None,
-            "opset": self._opset(),
+            "opset": self.graph_opset(),
         }
 
     def environment(self) -> dict[str, Any]:
