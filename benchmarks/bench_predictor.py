@@ -47,10 +47,11 @@ if str(_ROOT) not in sys.path:
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from kernels_bench.backends.base import cpu_model  # noqa: E402
 
 TARGET_RATE = 1_000_000.0
 TARGET_RATIO = 20.0
@@ -63,17 +64,6 @@ def pin_one_core() -> str:
         os.sched_setaffinity(0, {cores[-1]})
         return f"pinned to core {cores[-1]}"
     return "not pinned (no sched_setaffinity on this OS)"
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def loop_predict(encodings: np.ndarray, latency: dict[str, float]) -> np.ndarray:
@@ -136,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     max_rel = float(np.max(np.abs(sub - slow) / slow))
 
     print(
-        f"predictor speed, {cpu_name()}, 1 core ({pinned}), numpy {np.__version__}, "
+        f"predictor speed, {cpu_model()}, 1 core ({pinned}), numpy {np.__version__}, "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
     )
     print(
@@ -164,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(
             json.dumps(
                 {
-                    "cpu": cpu_name(),
+                    "cpu": cpu_model(),
                     "n": args.n,
                     "loop_n": args.loop_n,
                     "table_build_s": t_table,
