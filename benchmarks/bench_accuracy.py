@@ -1,7 +1,14 @@
 """Prediction accuracy on the CPU: a table built by ``profiler.build``, checked by ``profiler.validate``.
 
 Target: onnxruntime on the CPU provider, fp32, batch 1, one intra-op thread,
-the default timing protocol (30 timed runs, 5 warm-up runs and at least 20 ms, 10% trim).
+the default timing protocol (30 timed runs, 5 warm-up runs and at least 20 ms, 10% trim)
+with two settings against a noisy machine, both recorded in the table and the
+validation file: the measuring process is pinned to one core (``--cpus``, default the
+last CPU this process may use, when it may use two or more) and a timed sample
+lasts at least ``--table-min-sample-ms`` (blocks, default 10 ms) or
+``--min-sample-ms`` (whole networks, default 100 ms). Every network is timed in
+``--rounds`` rounds (default 3), round-robin over the networks, and keeps the
+median; the held-out share is ``--holdout`` (default 0.5).
 
 Networks: ``--gpunet`` Sobol samples of the GPUNet space and ``--genet`` of the
 GENet-normal perturbation space (seed ``--seed``), plus every reference network
@@ -14,12 +21,13 @@ Steps (each a subprocess, exactly what a user runs):
 
 1. write the samples to an archs file (``WORK/archs.json``);
 2. ``python -m profiler.build --device cpu --backend onnxruntime --batch 1
-   --precision fp32 --threads 1 --networks all --archs WORK/archs.json --out WORK``:
-   one table with every key of those networks;
+   --precision fp32 --threads 1 --cpus C --min-sample-ms 10 --networks all
+   --archs WORK/archs.json --out WORK``: one table with every key of those networks;
 3. ``python -m profiler.validate --table WORK/cpu_onnxruntime_fp32_b1.parquet
-   --networks all --archs WORK/archs.json --holdout H --seed S``: each network
-   built whole and timed with the same protocol, the calibration fitted on the
-   fit split and the metrics reported on the held-out split.
+   --networks all --archs WORK/archs.json --holdout H --seed S --rounds R
+   --min-sample-ms 100``: each network built whole and timed with the same
+   backend settings (pinning included), the calibration fitted on the fit split
+   and the metrics reported on the held-out split.
 
 It then prints the held-out metrics before and after calibration against the
 targets (share within +-5% after calibration >= 95%, Kendall tau >= 0.9,
@@ -82,6 +90,15 @@ def write_archs(path: Path, n_gpunet: int, n_genet: int, seed: int, gpunet_resol
     return len(entries)
 
 
+def default_cpus() -> str:
+    """The last CPU this process may use, when it may use two or more (the rest is left to the OS); else ''."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return ""
+    return str(cpus[-1]) if len(cpus) >= 2 else ""
+
+
 def run_step(cmd: list[str], label: str) -> float:
     """Run one CLI step, streaming its output; returns its wall time in s (exits on failure)."""
     print(f"$ {' '.join(cmd)}", flush=True)
@@ -135,6 +152,13 @@ def explain(df: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
             f"all networks: corr(uncal error, n_blocks) {r_blocks:+.2f}; corr(uncal error, log latency) {r_ms:+.2f}; "
             f"median run-to-run std {rel_std:.2f}% of the latency"
         )
+        if "measured_rounds_ms" in ok:
+            spread = [(max(r) - min(r)) / float(np.median(r)) * 100 for r in ok["measured_rounds_ms"] if len(r) > 1]
+            if spread:
+                lines.append(
+                    f"round-to-round spread (max-min over median): median {np.median(spread):.2f}%, "
+                    f"90th percentile {np.percentile(spread, 90):.2f}%"
+                )
         lines.append(
             f"uncalibrated error over all networks: mean {ok['error_uncal_pct'].mean():+.2f}%, "
             f"std {ok['error_uncal_pct'].std():.2f}%"
@@ -156,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--genet", type=int, default=20, help="GENet-normal samples (default 20)")
     p.add_argument("--gpunet-resolution", type=int, default=224, help="input size of the GPUNet samples, px (224)")
     p.add_argument("--seed", type=int, default=0, help="sampling and split seed (default 0)")
-    p.add_argument("--holdout", type=float, default=0.3, help="held-out share (default 0.3)")
+    p.add_argument("--holdout", type=float, default=0.5, help="held-out share (default 0.5)")
+    p.add_argument("--cpus", default=default_cpus(), help="CPUs to pin to, '' for none (default: %(default)s)")
+    p.add_argument("--table-min-sample-ms", type=float, default=10.0, help="blocks: minimum sample, ms (10)")
+    p.add_argument("--min-sample-ms", type=float, default=100.0, help="networks: minimum sample, ms (100)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds per network, round-robin (default 3)")
     p.add_argument(
         "--work", type=Path, default=_ROOT / "out" / "bench_accuracy", help="work folder (default out/bench_accuracy)"
     )
@@ -171,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     t_build = run_step(
         [py, "-m", "profiler.build", "--device", "cpu", "--backend", "onnxruntime", "--batch", "1"]
         + ["--precision", "fp32", "--threads", "1", "--networks", "all", "--archs", str(archs)]
+        + ["--min-sample-ms", str(args.table_min_sample_ms)]
+        + (["--cpus", args.cpus] if args.cpus else [])
         + ["--out", str(work), "--cache-dir", cache, "--no-progress"],
         "table build",
     )
@@ -178,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     t_val = run_step(
         [py, "-m", "profiler.validate", "--table", str(work / TABLE_NAME), "--networks", "all"]
         + ["--archs", str(archs), "--holdout", str(args.holdout), "--seed", str(args.seed)]
+        + ["--rounds", str(args.rounds), "--min-sample-ms", str(args.min_sample_ms)]
         + ["--out", str(out), "--cache-dir", cache, "--no-progress"],
         "validation",
     )
@@ -191,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"accuracy on {platform.processor() or platform.machine()} ({os.cpu_count()} logical cores), "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: onnxruntime "
-        f"{(meta.get('engine') or {}).get('version')} CPU, fp32, batch 1, 1 thread"
+        f"{(meta.get('engine') or {}).get('version')} CPU, fp32, batch 1, 1 thread, "
+        f"pinned to CPUs {(meta.get('validation') or {}).get('cpu_affinity')}, "
+        f"{(meta.get('validation') or {}).get('rounds')} rounds per network"
     )
     print(f"{n} sampled + reference networks; {len(df)} validated, {int((df['status'] != 'ok').sum())} failed")
     print(f"table build {t_build / 60:.1f} min, validation {t_val / 60:.1f} min")

@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=int, default=5, help="warm-up runs per key (default 5)")
     t.add_argument("--warmup-ms", type=float, default=20.0, help="minimum warm-up time per key in ms (default 20)")
     t.add_argument("--trim", type=float, default=0.1, help="share dropped at each end for the trimmed mean (0.1)")
+    t.add_argument(
+        "--min-sample-ms",
+        type=float,
+        default=0.0,
+        help="minimum length of one timed sample in ms: short inferences are run back to back and averaged "
+        "(default 0: only the timer's resolution sets it); longer samples average out a noisy machine",
+    )
     b = p.add_argument_group("backend options")
     b.add_argument("--threads", type=int, default=1, help="CPU threads of the onnxruntime/torch CPU runs (default 1)")
     b.add_argument("--opt-level", type=int, help="TensorRT builder optimization level 0-5 (default 3)")
@@ -105,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cuda-graphs", action="store_true", help="replay CUDA graphs (torch, tensorrt)")
     b.add_argument("--compile", action="store_true", help="torch backend: torch.compile instead of eager")
     b.add_argument("--cache-dir", help="where exported ONNX graphs and the TensorRT timing cache are kept")
+    b.add_argument(
+        "--cpus",
+        help="onnxruntime/torch: pin the measuring process to these CPUs (Linux), e.g. 1 or 0-3; "
+        "with --executor local each worker gets its own share",
+    )
     x = p.add_argument_group("scale out")
     x.add_argument(
         "--executor",
@@ -133,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o = p.add_argument_group("output")
     o.add_argument("--out", default="tables_out", help="output directory (default: ./tables_out)")
+    o.add_argument(
+        "--order",
+        choices=("shuffled", "given"),
+        default="shuffled",
+        help="order of measuring the keys: shuffled with --seed (default; spreads each network's blocks over the "
+        "build, so a drifting machine does not move one network's whole sum) or as enumerated",
+    )
     o.add_argument("--dry-run", action="store_true", help="print key counts and an estimated time; build nothing")
     o.add_argument("--retry-failed", action="store_true", help="measure again the keys that failed in an earlier run")
     o.add_argument("--force-device", action="store_true", help="build even if the GPU does not match --device")
@@ -217,7 +236,11 @@ def timing_settings(args: argparse.Namespace):  # -> kernels_bench.timing.Timing
 
     try:
         return TimingSettings(
-            repeats=args.repeats, warmup_runs=args.warmup, warmup_min_ms=args.warmup_ms, trim=args.trim
+            repeats=args.repeats,
+            warmup_runs=args.warmup,
+            warmup_min_ms=args.warmup_ms,
+            trim=args.trim,
+            min_sample_ms=getattr(args, "min_sample_ms", 0.0),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -230,6 +253,32 @@ def make_backend(name: str, profile: DeviceProfile, args: argparse.Namespace):
     return get_backend(name, device=device, **backend_options(name, profile, args))
 
 
+def cpu_list(args: argparse.Namespace) -> list[int] | None:
+    """The CPUs of ``--cpus`` (``None`` when not given); a malformed list is a usage error."""
+    text = getattr(args, "cpus", None)
+    if not text:
+        return None
+    from kernels_bench.backends.base import parse_cpus
+
+    try:
+        return parse_cpus(text)
+    except ValueError as exc:
+        raise UsageError(f"--cpus: {exc}") from None
+
+
+def cpu_shares(cpus: Sequence[int], workers: int) -> list[list[int]]:
+    """Split ``cpus`` into ``workers`` contiguous shares of (nearly) equal size; a usage error if too few."""
+    if len(cpus) < workers:
+        raise UsageError(f"--cpus names {len(cpus)} CPU(s) for {workers} workers: name at least one per worker")
+    base, extra = divmod(len(cpus), workers)
+    shares, start = [], 0
+    for i in range(workers):
+        size = base + (1 if i < extra else 0)
+        shares.append(list(cpus[start : start + size]))
+        start += size
+    return shares
+
+
 def backend_options(name: str, profile: DeviceProfile, args: argparse.Namespace) -> dict[str, object]:
     """The keyword options of ``get_backend`` that the command line asks for."""
     options: dict[str, object] = {}
@@ -237,6 +286,9 @@ def backend_options(name: str, profile: DeviceProfile, args: argparse.Namespace)
         options["cache_dir"] = Path(args.cache_dir)
     if name in ("onnxruntime", "torch"):
         options["threads"] = args.threads
+        cpus = cpu_list(args)
+        if cpus:
+            options["cpus"] = cpus
     if name == "torch":
         options["compile"] = args.compile
         if profile.kind == "gpu":
@@ -301,6 +353,7 @@ def build_table(
     table_name: str | None = None,
     floor_keys: Sequence[BlockKey] | None = None,
     extra_metadata: dict | None = None,
+    order_seed: int | None = None,
 ) -> tuple[Path, int, list[tuple[str, str]]]:
     """Measure the missing keys of one table; returns (table path, keys measured now, failures).
 
@@ -308,7 +361,9 @@ def build_table(
     the rows, as crash-safe parts. ``info`` is what ``executor.start()`` returned.
     ``table_name`` defaults to the table's standard name (a shard passes its own);
     ``floor_keys`` (default ``keys``) choose the floor's input shape, so that every
-    shard of a key set measures the same floor.
+    shard of a key set measures the same floor. With ``order_seed`` the keys still
+    to measure are taken in a random order drawn from that seed (``None``: the
+    given order); see :func:`measuring_order`.
     """
     from tables.schema import SCHEMA_VERSION, table_filename
     from tables.store import BuildLock, PartStore
@@ -318,6 +373,7 @@ def build_table(
         store = PartStore(out_dir, name, None)
         status = store.done_keys()
         todo = [k for k in keys if str(k) not in status or (retry_failed and status[str(k)] == "failed")]
+        todo = measuring_order(todo, order_seed)
         previous = store.metadata()
         floor = (previous or {}).get("floor")
         if floor is None and todo:
@@ -342,6 +398,7 @@ def build_table(
             "tool_version": TOOL_VERSION,
             "source": source,
             "opset": info["opset"],
+            "key_order": {"order": "given"} if order_seed is None else {"order": "shuffled", "seed": order_seed},
             **(extra_metadata or {}),
         }
         store.set_metadata(metadata)
@@ -371,6 +428,25 @@ def build_table(
         return path, len(todo), failures
 
 
+def measuring_order(keys: Sequence[BlockKey], seed: int | None) -> list[BlockKey]:
+    """The keys in the order they are measured: shuffled with ``seed``, or as given when ``seed`` is None.
+
+    Keys are enumerated network by network, so in the given order the blocks of
+    one network are measured within seconds of each other and a machine whose
+    speed drifts over minutes moves a whole network's block sum at once. In a
+    shuffled order each network's blocks are spread over the build and the drift
+    averages out over its blocks. The order depends only on the set of keys and
+    the seed, not on how they were listed.
+    """
+    ordered = sorted(keys, key=str)
+    if seed is None:
+        return list(keys)
+    import random
+
+    random.Random(seed).shuffle(ordered)
+    return ordered
+
+
 # --------------------------------------------------------------------------- executors
 @dataclass
 class Plan:
@@ -395,6 +471,14 @@ def parse_gpus(text: str) -> list[str]:
 
 def make_plan(args: argparse.Namespace, profile: DeviceProfile, detected: dict | None) -> Plan:
     """Check the scale-out options against each other and decide the number of workers."""
+    plan = _make_plan(args, profile, detected)
+    cpus = cpu_list(args)
+    if cpus and plan.executor == "local":
+        cpu_shares(cpus, plan.workers)  # refuses fewer CPUs than workers
+    return plan
+
+
+def _make_plan(args: argparse.Namespace, profile: DeviceProfile, detected: dict | None) -> Plan:
     if args.chunk_size < 1:
         raise UsageError(f"--chunk-size must be at least 1, got {args.chunk_size}")
     if args.workers is not None and args.workers < 1:
@@ -403,6 +487,10 @@ def make_plan(args: argparse.Namespace, profile: DeviceProfile, detected: dict |
         raise UsageError("--address is for --executor ray: add --executor ray or drop --address")
     if args.gpus and args.executor != "local":
         raise UsageError("--gpus is for --executor local (Ray places one actor per GPU itself)")
+    if args.cpus and args.executor == "ray":
+        raise UsageError("--cpus is for the serial and local executors (Ray places its workers itself)")
+    if args.cpus and args.backend == "tensorrt":
+        raise UsageError("--cpus pins the onnxruntime and torch backends; drop it for tensorrt")
     if args.executor == "serial":
         if args.workers not in (None, 1):
             raise UsageError("--workers needs --executor local or --executor ray")
@@ -436,6 +524,7 @@ def make_executor(
 ) -> Executor:
     """The executor of ``plan``; the serial one creates its backend here, the others in their workers."""
     from profiler.executors import (
+        WORKER_CPUS_ENV,
         LocalExecutor,
         RayExecutor,
         SerialExecutor,
@@ -470,6 +559,10 @@ def make_executor(
         raise UsageError(str(exc)) from None
     if plan.executor == "local":
         slots = [{"CUDA_VISIBLE_DEVICES": g} for g in plan.gpus] if plan.gpus else [{} for _ in range(plan.workers)]
+        cpus = options.pop("cpus", None)
+        if cpus:  # each worker pinned to its own share of --cpus
+            for slot, share in zip(slots, cpu_shares(cpus, len(slots))):
+                slot[WORKER_CPUS_ENV] = ",".join(str(c) for c in share)
         return LocalExecutor(spec, slots, chunk_size=plan.chunk_size, fault=fault)
     try:
         return RayExecutor(
@@ -595,6 +688,7 @@ def run(args: argparse.Namespace) -> int:
                 table_name=name_of(p),
                 floor_keys=source.keys,
                 extra_metadata=extra_metadata,
+                order_seed=None if args.order == "given" else args.seed,
             )
             wall = time.perf_counter() - t0
             ok = len(keys) - len(failures)

@@ -102,6 +102,10 @@ class WorkerSpec:
     timing_cache_seed: bytes | None = None
 
 
+#: Environment variable naming the CPUs a local worker pins its backend to (set per worker by the driver).
+WORKER_CPUS_ENV = "PROFILER_WORKER_CPUS"
+
+
 def worker_timing_cache_path(directory: str | Path, index: int) -> Path:
     """The timing-cache file of worker ``index``."""
     return Path(directory) / f"tensorrt.worker-{index}.timing-cache"
@@ -169,6 +173,11 @@ class KeyWorker:
         from kernels_bench.timing import TimingSettings
 
         options = dict(spec.options)
+        cpus = os.environ.get(WORKER_CPUS_ENV)
+        if cpus and spec.backend in ("onnxruntime", "torch"):
+            from kernels_bench.backends.base import parse_cpus
+
+            options["cpus"] = parse_cpus(cpus)
         if spec.backend == "tensorrt" and spec.timing_cache_dir:
             path = worker_timing_cache_path(spec.timing_cache_dir, index)
             if spec.timing_cache_seed and not path.exists():

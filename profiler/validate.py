@@ -1,11 +1,13 @@
 """``python -m profiler.validate``: predicted against measured end-to-end latency of whole networks.
 
 Each network is built whole and timed with the table's own backend, backend
-settings (threads, ...), precision, batch and timing protocol (all read from
-the table's metadata; ``--repeats``/``--warmup``/``--warmup-ms`` override the
-protocol), exactly as ``profiler.build`` times one key: ``measure_keys`` over
-the network's whole chain of keys. Its prediction is the sum of its block
-entries in the table.
+settings (threads, CPU pinning, ...), precision, batch and timing protocol (all
+read from the table's metadata; ``--repeats``/``--warmup``/``--warmup-ms``/
+``--min-sample-ms`` override the protocol, ``--cpus`` the pinning), exactly as
+``profiler.build`` times one key: ``measure_keys`` over the network's whole
+chain of keys. With ``--rounds R`` every network is timed R times, round-robin
+over the networks, and its figure is the median of the rounds. Its prediction
+is the sum of its block entries in the table.
 
 The networks are split, with a seeded permutation inside each source
 (reference networks, GPUNet/GENet samples, file entries) so that every source
@@ -18,10 +20,11 @@ default, unless ``--no-save-calibration``.
 
 Output: a Parquet file, one row per network (``network``, ``source``,
 ``encoding``, ``n_blocks``, ``sum_ms``, ``predicted_ms``, ``measured_ms``,
-``measured_std_ms``, ``split``, ``error_pct``, ``error_uncal_pct``, ``status``,
-``error``; latencies in ms per batch, errors in %), with the table's metadata
-plus ``calibration`` and ``metrics`` under the Parquet key ``b"nas_latency"``;
-``python -m reports.validation`` draws it.
+``measured_std_ms``, ``measured_rounds_ms`` (each round's figure), ``split``,
+``error_pct``, ``error_uncal_pct``, ``status``, ``error``; latencies in ms per
+batch, errors in %), with the table's metadata plus ``calibration`` and
+``metrics`` under the Parquet key ``b"nas_latency"``; ``python -m
+reports.validation`` draws it.
 
 Examples::
 
@@ -42,7 +45,7 @@ import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,7 @@ COLUMNS: tuple[str, ...] = (
     "predicted_ms",
     "measured_ms",
     "measured_std_ms",
+    "measured_rounds_ms",
     "split",
     "error_pct",
     "error_uncal_pct",
@@ -87,11 +91,16 @@ SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
 
 @dataclass
 class Measured:
-    """End-to-end timing of one network: trimmed mean and std in ms per batch, or the error text."""
+    """End-to-end timing of one network: trimmed mean and std in ms per batch, or the error text.
+
+    With several rounds ``latency_ms`` is the median of the rounds' trimmed means
+    (``rounds_ms``) and ``std_ms`` the median of their sample standard deviations.
+    """
 
     latency_ms: float = math.nan
     std_ms: float = math.nan
     error: str | None = None
+    rounds_ms: list[float] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -119,6 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--repeats", type=int, help="timed runs per network")
     t.add_argument("--warmup", type=int, help="warm-up runs per network")
     t.add_argument("--warmup-ms", type=float, help="minimum warm-up time per network in ms")
+    t.add_argument("--min-sample-ms", type=float, help="minimum length of one timed sample in ms")
+    t.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="time every network this many times, in round-robin order over the networks, and keep the median "
+        "(default 1); spreads each network's measurement over the run on a machine whose speed drifts",
+    )
+    p.add_argument(
+        "--cpus",
+        help="pin the measuring process to these CPUs, e.g. 1 or 0-3 (default: the table's pinning, if any)",
+    )
     p.add_argument(
         "--no-save-calibration", action="store_true", help="do not write <table>.calibration.json next to the table"
     )
@@ -133,6 +154,8 @@ def check_args(args: argparse.Namespace) -> None:
     """Refuse out-of-range numbers with a one-line :class:`UsageError`."""
     if not 0.0 <= args.holdout < 1.0:
         raise UsageError(f"--holdout must be a fraction with 0 <= f < 1, got {args.holdout}")
+    if args.rounds < 1:
+        raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
     if args.sample is not None and args.sample <= 0:
         raise UsageError(f"--sample must be a positive number of architectures, got {args.sample}")
     if args.space and args.sample is None:
@@ -256,11 +279,18 @@ def check_coverage(table, archs: Sequence[Architecture], table_path: Path, out_p
 
 
 # --------------------------------------------------------------------------- measuring
-def backend_args(md: Mapping[str, Any], cache_dir: str | None) -> argparse.Namespace:
-    """The options ``profiler.build.make_backend`` reads, recovered from the table's ``backend_settings``."""
+def backend_args(md: Mapping[str, Any], cache_dir: str | None, cpus: str | None = None) -> argparse.Namespace:
+    """The options ``profiler.build.make_backend`` reads, recovered from the table's ``backend_settings``.
+
+    ``cpus`` (a ``--cpus`` list) replaces the table's own pinning (``cpu_affinity``).
+    """
     s = md.get("backend_settings") or {}
     threads = s.get("intra_op_threads", s.get("threads", 1))
+    pinned = s.get("cpu_affinity")
+    if cpus is None and pinned:
+        cpus = ",".join(str(int(c)) for c in pinned)
     return argparse.Namespace(
+        cpus=cpus,
         cache_dir=cache_dir,
         threads=int(threads) if threads is not None else 1,
         compile=bool(s.get("compile", False)),
@@ -281,6 +311,8 @@ def settings_for(md: Mapping[str, Any], args: argparse.Namespace):  # -> kernels
     )
     settings = timing_settings(merged)
     extra = {k: timing[k] for k in ("min_sample_ms", "max_inner") if k in timing}
+    if getattr(args, "min_sample_ms", None) is not None:
+        extra["min_sample_ms"] = args.min_sample_ms
     if extra:
         try:
             settings = dataclasses.replace(settings, **extra)
@@ -290,34 +322,50 @@ def settings_for(md: Mapping[str, Any], args: argparse.Namespace):  # -> kernels
 
 
 def measure_networks(
-    backend, archs: Sequence[Architecture], batch: int, precision: str, settings, progress: bool
+    backend, archs: Sequence[Architecture], batch: int, precision: str, settings, progress: bool, rounds: int = 1
 ) -> list[Measured]:
-    """Time each network whole with ``measure_keys``; a network the backend cannot build is recorded as failed."""
+    """Time each network whole with ``measure_keys``; a network the backend cannot build is recorded as failed.
+
+    With ``rounds`` > 1 every network is timed that many times, round-robin over
+    the networks (round 1 of all, then round 2 of all, ...), so that a slow drift
+    of the machine's speed touches every network alike; each network's figure is
+    the median of its rounds. A network that fails once is not timed again.
+    """
     from kernels_bench.measure import measure_keys
 
-    out: list[Measured] = []
+    figures: list[list[float]] = [[] for _ in archs]
+    stds: list[list[float]] = [[] for _ in archs]
+    errors: list[str | None] = [None] * len(archs)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(archs), desc="networks", unit="net", dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(total=len(archs) * rounds, desc="networks", unit="net", dynamic_ncols=True, file=sys.stderr)
     try:
-        for arch in archs:
-            if bar is not None:
-                bar.set_postfix_str(arch.name, refresh=False)
-            try:
-                result = measure_keys(backend, list(arch.keys), batch, precision, settings)
-                out.append(Measured(float(result.trimmed_mean_ms), float(result.std_ms)))
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # one network the backend cannot build must not end the run
-                text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
-                out.append(Measured(error=text))
-            if bar is not None:
-                bar.update(1)
+        for r in range(rounds):
+            for i, arch in enumerate(archs):
+                if bar is not None:
+                    bar.set_postfix_str(arch.name if rounds == 1 else f"round {r + 1}/{rounds} {arch.name}", False)
+                if errors[i] is None:
+                    try:
+                        result = measure_keys(backend, list(arch.keys), batch, precision, settings)
+                        figures[i].append(float(result.trimmed_mean_ms))
+                        stds[i].append(float(result.std_ms))
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except Exception as exc:  # one network the backend cannot build must not end the run
+                        errors[i] = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+                if bar is not None:
+                    bar.update(1)
     finally:
         if bar is not None:
             bar.close()
+    out: list[Measured] = []
+    for fig, std, err in zip(figures, stds, errors):
+        if err is not None:
+            out.append(Measured(error=err))
+        else:
+            out.append(Measured(float(np.median(fig)), float(np.median(std)), rounds_ms=list(fig)))
     return out
 
 
@@ -341,6 +389,7 @@ def build_frame(
             "predicted_ms": np.full(len(archs), np.nan),
             "measured_ms": m,
             "measured_std_ms": np.asarray([x.std_ms for x in measured], dtype=np.float64),
+            "measured_rounds_ms": [list(x.rounds_ms) for x in measured],
             "split": [str(s) for s in split],
             "error_pct": np.full(len(archs), np.nan),
             "error_uncal_pct": (np.asarray(sums, dtype=np.float64) - m) / m * 100.0,
@@ -458,11 +507,13 @@ def run(args: argparse.Namespace) -> int:
     if mismatch:
         print(f"warning: {mismatch.split('; pass')[0]} (forced)", file=sys.stderr)
     settings = settings_for(md, args)
-    backend = make_backend(table.backend, profile, backend_args(md, args.cache_dir))
+    backend = make_backend(table.backend, profile, backend_args(md, args.cache_dir, args.cpus))
     t0 = time.perf_counter()
     try:
         backend.check_precision(table.precision)
-        measured = measure_networks(backend, archs, table.batch, table.precision, settings, not args.no_progress)
+        measured = measure_networks(
+            backend, archs, table.batch, table.precision, settings, not args.no_progress, args.rounds
+        )
     finally:
         backend.close()
     wall = time.perf_counter() - t0
@@ -492,6 +543,8 @@ def run(args: argparse.Namespace) -> int:
         "holdout": args.holdout,
         "seed": args.seed,
         "timing": settings.to_dict(),
+        "rounds": args.rounds,
+        "cpu_affinity": backend.settings().get("cpu_affinity"),
         "wall_s": wall,
     }
     write_validation(frame, doc, out_path)

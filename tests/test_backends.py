@@ -290,3 +290,57 @@ def test_measure_keys_times_a_chain_of_keys_as_one_network(torch_cpu: Backend) -
 def test_measure_keys_refuses_an_empty_key_list(torch_cpu: Backend) -> None:
     with pytest.raises(ValueError, match="no block keys given"):
         measure_keys(torch_cpu, [], 1, "fp32")
+
+
+# ----- pinning to CPUs -----------------------------------------------------------
+
+linux_only = pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="needs Linux affinity")
+
+
+def test_parse_cpus_reads_lists_and_ranges() -> None:
+    from kernels_bench.backends.base import parse_cpus
+
+    assert parse_cpus("1") == [1]
+    assert parse_cpus("3,0-2, 2") == [0, 1, 2, 3]
+    for bad in ("", "x", "-1", "3-1", "1,,2", "0-"):
+        with pytest.raises(ValueError, match="invalid CPU list"):
+            parse_cpus(bad)
+
+
+@linux_only
+@pytest.mark.parametrize("name", ["onnxruntime", "torch"])
+def test_cpu_backends_pin_the_process_record_it_and_restore_on_close(name: str, tmp_path: Path) -> None:
+    import os
+
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    backend = get_backend(name, cpus=[cpu])
+    try:
+        assert os.sched_getaffinity(0) == {cpu}
+        assert backend.settings()["cpu_affinity"] == [cpu]
+        result = measure_keys(backend, KEY, 1, "fp32", TimingSettings(repeats=3, warmup_runs=1, warmup_min_ms=0.0))
+        assert result.settings["cpu_affinity"] == [cpu]
+    finally:
+        backend.close()
+    assert os.sched_getaffinity(0) == before
+
+
+@linux_only
+def test_unpinned_backends_leave_the_affinity_alone_and_record_none(ort_cpu: Backend) -> None:
+    import os
+
+    before = os.sched_getaffinity(0)
+    assert "cpu_affinity" not in ort_cpu.settings()
+    ort_cpu.close()
+    assert os.sched_getaffinity(0) == before
+
+
+@linux_only
+def test_a_cpu_this_process_cannot_use_is_refused_naming_the_usable_ones() -> None:
+    import os
+
+    usable = sorted(os.sched_getaffinity(0))
+    with pytest.raises(ValueError, match=r"CPUs \[100000\] are not available .* may use") as info:
+        get_backend("onnxruntime", cpus=[100000])
+    assert str(usable) in str(info.value)
+    assert os.sched_getaffinity(0) == set(usable)

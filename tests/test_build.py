@@ -315,3 +315,38 @@ def test_missing_tensorrt_says_how_to_install_it_or_which_backend_to_pick(tmp_pa
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "Traceback" not in result.stderr
     assert "pip install -e '.[tensorrt]'" in error[0] and "--backend torch" in error[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs Linux affinity")
+def test_pinning_and_a_minimum_sample_length_are_applied_and_recorded(tmp_path):
+    before = os.sched_getaffinity(0)
+    cpu = max(before)
+    archs = write_archs(tmp_path / "archs.json", tiny_keys(2))
+    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
+    assert build.main([*argv, *FAST, "--cpus", str(cpu), "--min-sample-ms", "3"]) == 0
+    frame, meta = read(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")
+    assert meta["backend_settings"]["cpu_affinity"] == [cpu]
+    assert meta["timing"]["min_sample_ms"] == 3.0
+    for samples in frame["samples_ms"]:  # each sample averages enough back-to-back runs to last >= 3 ms
+        assert len(samples) == 5
+    assert (frame["inner_loop"] > 1).all()
+    assert os.sched_getaffinity(0) == before  # the backend gave the CPUs back when the build ended
+
+
+def test_keys_are_measured_in_a_seeded_shuffled_order_unless_given_order_is_asked(tmp_path):
+    keys = tiny_keys(8)
+    order = build.measuring_order(keys, 0)
+    assert sorted(map(str, order)) == sorted(map(str, keys))  # a permutation
+    assert order == build.measuring_order(list(reversed(keys)), 0)  # depends on the set and the seed only
+    assert order != build.measuring_order(keys, 1)
+    assert build.measuring_order(keys, None) == keys
+    archs = write_archs(tmp_path / "archs.json", keys)
+    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), *FAST]
+    for mode, expected in (("shuffled", order), ("given", keys)):
+        out = tmp_path / mode
+        assert build.main([*argv, "--out", str(out), "--order", mode]) == 0
+        frame, meta = read(out / "cpu_onnxruntime_fp32_b1.parquet")
+        measured = list(frame.sort_values("measured_at", kind="stable")["key"])
+        assert measured == [str(k) for k in expected]
+        assert meta["key_order"]["order"] == mode
+    assert order != keys

@@ -7,6 +7,7 @@ before its key N+1 (first incarnation only); see :mod:`profiler.executors`.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -143,6 +144,9 @@ def test_the_fault_injection_hook_is_read_from_the_environment():
         (["--workers", "2"], "--executor local or --executor ray"),
         (["--executor", "local", "--chunk-size", "0"], "--chunk-size"),
         (["--executor", "local", "--workers", "0"], "--workers"),
+        (["--executor", "ray", "--cpus", "0"], "--cpus is for the serial and local executors"),
+        (["--executor", "local", "--workers", "3", "--cpus", "0,1"], "name at least one per worker"),
+        (["--cpus", "1-0"], "--cpus: invalid CPU list"),
     ],
 )
 def test_inconsistent_scale_out_options_are_one_line_and_exit_2(tmp_path, capsys, extra, message):
@@ -211,3 +215,23 @@ def test_a_ray_actor_killed_mid_run_loses_and_duplicates_nothing(
     assert build.main(build_args(archs, out, "--executor", "ray", "--workers", "2", "--chunk-size", "2")) == 0
     assert table_keys(out) == serial_keys
     assert "Ray worker 0 died" in capsys.readouterr().err
+
+
+def test_cpus_are_shared_out_to_workers_in_contiguous_shares():
+    assert build.cpu_shares([0, 1, 2, 3, 4], 2) == [[0, 1, 2], [3, 4]]
+    assert build.cpu_shares([5], 1) == [[5]]
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs two usable CPUs"
+)
+def test_local_workers_are_pinned_to_their_own_cpus(tmp_path, archs, serial_keys):
+    before = os.sched_getaffinity(0)
+    cpus = sorted(before)[:2]
+    out = tmp_path / "pinned"
+    extra = ("--executor", "local", "--workers", "2", "--cpus", f"{cpus[0]},{cpus[1]}")
+    assert build.main(build_args(archs, out, *extra)) == 0
+    assert table_keys(out) == serial_keys
+    _, meta = read_table(out / TABLE)
+    assert meta["backend_settings"]["cpu_affinity"] in ([cpus[0]], [cpus[1]])  # one worker's own share
+    assert os.sched_getaffinity(0) == before  # the driver itself is not pinned

@@ -212,3 +212,65 @@ def test_timing_settings_come_from_the_table_unless_overridden(table):
     s = validate.settings_for(md, args)
     assert (s.repeats, s.warmup_runs, s.warmup_min_ms) == (7, 1, 3.0)
     assert validate.backend_args(md, None).threads == md["backend_settings"]["intra_op_threads"]
+
+
+def test_rounds_time_every_network_round_robin_and_keep_the_median(table, tmp_path, monkeypatch):
+    import kernels_bench.measure as measure
+
+    real = measure.measure_keys
+    order: list[int] = []
+
+    def counted(backend, keys, *args, **kwargs):
+        order.append(len(keys))
+        result = real(backend, keys, *args, **kwargs)
+        result.trimmed_mean_ms = float(len(order))  # each call a different, known figure
+        return result
+
+    monkeypatch.setattr(measure, "measure_keys", counted)
+    out = tmp_path / "v.parquet"
+    assert validate.main(["--table", str(table), "--out", str(out), "--rounds", "3", *FAST]) == 0
+    assert len(order) == 3 * 8
+    assert order[:8] == order[8:16] == order[16:]  # round 1 of every network, then round 2, ...
+    df = pd.read_parquet(out)
+    for i, row in df.iterrows():
+        rounds = [float(i + 1), float(i + 9), float(i + 17)]
+        assert list(row["measured_rounds_ms"]) == rounds
+        assert row["measured_ms"] == np.median(rounds)
+    meta = json.loads(pq.read_schema(out).metadata[b"nas_latency"])
+    assert meta["validation"]["rounds"] == 3
+
+
+def test_a_network_that_fails_is_not_timed_again_in_later_rounds(table, tmp_path, monkeypatch):
+    import kernels_bench.measure as measure
+
+    real = measure.measure_keys
+    calls: list[int] = []
+
+    def flaky(backend, keys, *args, **kwargs):
+        calls.append(len(keys))
+        if len(keys) == 7:
+            raise RuntimeError("cannot build this graph")
+        return real(backend, keys, *args, **kwargs)
+
+    monkeypatch.setattr(measure, "measure_keys", flaky)
+    out = tmp_path / "v.parquet"
+    assert validate.main(["--table", str(table), "--out", str(out), "--rounds", "2", *FAST]) == 1
+    assert calls.count(7) == 2  # tiny-8-4 and tiny-16-4, once each
+    df = pd.read_parquet(out)
+    assert (df.loc[df["status"] == "ok", "measured_rounds_ms"].map(len) == 2).all()
+    assert (df.loc[df["status"] == "failed", "measured_rounds_ms"].map(len) == 0).all()
+
+
+def test_rounds_below_one_are_refused(table, capsys):
+    assert validate.main(["--table", str(table), "--rounds", "0"]) == 2
+    assert "--rounds must be at least 1" in one_line_error(capsys)
+
+
+def test_min_sample_override_and_pinning_follow_the_table(table):
+    md = LatencyTable.load(table).metadata
+    args = validate.build_parser().parse_args(["--table", str(table), "--min-sample-ms", "25"])
+    assert validate.settings_for(md, args).min_sample_ms == 25.0
+    assert validate.backend_args(md, None).cpus is None  # the table was not pinned
+    pinned = {**md, "backend_settings": {**md["backend_settings"], "cpu_affinity": [0]}}
+    assert validate.backend_args(pinned, None).cpus == "0"
+    assert validate.backend_args(pinned, None, "1").cpus == "1"  # --cpus wins

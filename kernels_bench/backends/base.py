@@ -91,6 +91,67 @@ def host_environment() -> dict[str, Any]:
     }
 
 
+def parse_cpus(text: str) -> list[int]:
+    """CPU indices from a list such as ``"1"``, ``"0,2"`` or ``"0-3,6"``; sorted, without repeats.
+
+    Raises:
+        ValueError: an item is not a non-negative integer or an ascending ``A-B`` range.
+    """
+    cpus: set[int] = set()
+    for item in str(text).split(","):
+        item = item.strip()
+        lo, sep, hi = item.partition("-")
+        try:
+            first = int(lo)
+            last = int(hi) if sep else first
+        except ValueError:
+            first = last = -1
+        if first < 0 or last < first:
+            raise ValueError(f"invalid CPU list {text!r}: use indices and ranges such as 1 or 0,2 or 0-3")
+        cpus.update(range(first, last + 1))
+    return sorted(cpus)
+
+
+class CpuPinning:
+    """Pins the calling process (its main thread and the threads it starts later) to some CPUs.
+
+    On a shared or busy machine a measurement moved between cores, or sharing one
+    with the operating system, varies by several percent from one second to the
+    next; pinning the timed process to a core of its own removes much of that.
+    Linux only (``os.sched_setaffinity``). :meth:`restore` puts the previous set back.
+
+    Args:
+        cpus: CPU indices; ``None`` or empty leaves the affinity alone.
+
+    Raises:
+        ValueError: the platform cannot pin, or a CPU is not available to this process.
+    """
+
+    def __init__(self, cpus: Sequence[int] | None) -> None:
+        self.cpus: list[int] | None = None
+        self._previous: set[int] | None = None
+        if not cpus:
+            return
+        wanted = sorted({int(c) for c in cpus})
+        if not hasattr(os, "sched_setaffinity"):
+            raise ValueError(f"pinning to CPUs {wanted} needs Linux (os.sched_setaffinity); leave the CPUs unset")
+        available = os.sched_getaffinity(0)
+        outside = [c for c in wanted if c not in available]
+        if outside:
+            raise ValueError(
+                f"CPUs {outside} are not available to this process (it may use {sorted(available)}): choose among those"
+            )
+        self._previous = set(available)
+        os.sched_setaffinity(0, wanted)
+        self.cpus = wanted
+
+    def restore(self) -> None:
+        """Give the process back the CPUs it had before (idempotent)."""
+        if self._previous is not None:
+            os.sched_setaffinity(0, self._previous)
+            self._previous = None
+
+
 def nvidia_driver_version() -> str | None:
     """The NVIDIA kernel driver version from ``/proc/driver/nvidia/version`` (Linux), or None."""
     try:

@@ -18,11 +18,13 @@ recorded as ``sync="run_synchronizes"``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kernels_bench.backends.base import (
     BackendUnavailable,
+    CpuPinning,
     HostClockRunner,
     OnnxGraphBackend,
     gpu_environment,
@@ -61,6 +63,8 @@ class OnnxRuntimeBackend(OnnxGraphBackend):
     Args:
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         threads: intra-op threads of the CPU provider (>= 1).
+        cpus: CPU indices to pin this process to (Linux; see :class:`CpuPinning`); the
+            previous affinity comes back on :meth:`close`. ``None`` leaves it alone.
         opset: ONNX opset for the export; ``None`` lets the exporter choose.
         cache_dir: where the exporter caches ONNX files; ``None`` for its default.
         seed: weight seed of the exported blocks.
@@ -83,6 +87,7 @@ class OnnxRuntimeBackend(OnnxGraphBackend):
         cache_dir: str | Path | None = None,
         seed: int = 0,
         cudnn_conv_algo_search: str = "EXHAUSTIVE",
+        cpus: Sequence[int] | None = None,
     ) -> None:
         kind, index = parse_device(device)
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -114,6 +119,7 @@ class OnnxRuntimeBackend(OnnxGraphBackend):
                 **type(self).refusals,
                 "fp16": "the CPU provider silently casts fp16 to fp32; time fp16 on a GPU backend",
             }
+        self._pinning = CpuPinning(cpus)  # last: nothing after it can fail
 
     # ----- compile step --------------------------------------------------------
     def session_options(self) -> Any:
@@ -156,7 +162,15 @@ class OnnxRuntimeBackend(OnnxGraphBackend):
         }
         if self.device_kind == "cuda":
             out["cudnn_conv_algo_search"] = self.cudnn_conv_algo_search
+        if self._pinning.cpus:
+            out["cpu_affinity"] = list(self._pinning.cpus)
         return out
+
+    def close(self) -> None:
+        """Give the process back the CPUs it had before this backend pinned it."""
+        if not self.closed:
+            self._pinning.restore()
+        super().close()
 
     def environment(self) -> dict[str, Any]:
         """onnxruntime version, providers, device and host facts."""

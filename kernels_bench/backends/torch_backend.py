@@ -23,6 +23,7 @@ from typing import Any
 from kernels_bench.backends.base import (
     Backend,
     BackendUnavailable,
+    CpuPinning,
     HostClockRunner,
     as_key_list,
     check_batch,
@@ -67,6 +68,8 @@ class TorchBackend(Backend):
     Args:
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         threads: CPU threads (``torch.set_num_threads``), >= 1; restored on :meth:`close`.
+        cpus: CPU indices to pin this process to (Linux; see :class:`CpuPinning`); the
+            previous affinity comes back on :meth:`close`. ``None`` leaves it alone.
         compile: wrap the module in ``torch.compile``.
         compile_mode: ``torch.compile`` mode (``None`` for its default).
         cuda_graphs: on CUDA, capture the forward pass in a CUDA graph and replay it.
@@ -84,6 +87,7 @@ class TorchBackend(Backend):
         compile_mode: str | None = None,
         cuda_graphs: bool = False,
         seed: int = 0,
+        cpus: Sequence[int] | None = None,
     ) -> None:
         kind, index = parse_device(device)
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -105,6 +109,7 @@ class TorchBackend(Backend):
         self.compile_mode = compile_mode
         self.cuda_graphs = bool(cuda_graphs)
         self.seed = seed
+        self._pinning = CpuPinning(cpus)  # may refuse; nothing is changed before it
         self._previous_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
         if kind == "cuda":
@@ -175,6 +180,8 @@ class TorchBackend(Backend):
             out["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
             out["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
             out["tf32_cudnn"] = bool(torch.backends.cudnn.allow_tf32)
+        if self._pinning.cpus:
+            out["cpu_affinity"] = list(self._pinning.cpus)
         return out
 
     def environment(self) -> dict[str, Any]:
@@ -194,6 +201,7 @@ class TorchBackend(Backend):
         """Restore the thread count that was set before this backend."""
         if not self.closed:
             self._torch.set_num_threads(self._previous_threads)
+            self._pinning.restore()
         super().close()
 
 
