@@ -5,10 +5,12 @@ the default timing protocol (30 timed runs, 5 warm-up runs and at least 20 ms, 1
 with two settings against a noisy machine, both recorded in the table and the
 validation file: the measuring process is pinned to one core (``--cpus``, default the
 last CPU this process may use, when it may use two or more) and a timed sample
-lasts at least ``--table-min-sample-ms`` (blocks, default 10 ms) or
+lasts at least ``--table-min-sample-ms`` (blocks, default 20 ms) or
 ``--min-sample-ms`` (whole networks, default 100 ms). Every network is timed in
 ``--rounds`` rounds (default 3), round-robin over the networks, and keeps the
-median; the held-out share is ``--holdout`` (default 0.5).
+median; the held-out share is ``--holdout`` (default 0.5). The table's keys are
+measured in ``profiler.build``'s default shuffled order, so each network's
+blocks are spread over the build.
 
 Networks: ``--gpunet`` Sobol samples of the GPUNet space and ``--genet`` of the
 GENet-normal perturbation space (seed ``--seed``), plus every reference network
@@ -21,7 +23,7 @@ Steps (each a subprocess, exactly what a user runs):
 
 1. write the samples to an archs file (``WORK/archs.json``);
 2. ``python -m profiler.build --device cpu --backend onnxruntime --batch 1
-   --precision fp32 --threads 1 --cpus C --min-sample-ms 10 --networks all
+   --precision fp32 --threads 1 --cpus C --min-sample-ms 20 --networks all
    --archs WORK/archs.json --out WORK``: one table with every key of those networks;
 3. ``python -m profiler.validate --table WORK/cpu_onnxruntime_fp32_b1.parquet
    --networks all --archs WORK/archs.json --holdout H --seed S --rounds R
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="sampling and split seed (default 0)")
     p.add_argument("--holdout", type=float, default=0.5, help="held-out share (default 0.5)")
     p.add_argument("--cpus", default=default_cpus(), help="CPUs to pin to, '' for none (default: %(default)s)")
-    p.add_argument("--table-min-sample-ms", type=float, default=10.0, help="blocks: minimum sample, ms (10)")
+    p.add_argument("--table-min-sample-ms", type=float, default=20.0, help="blocks: minimum sample, ms (20)")
     p.add_argument("--min-sample-ms", type=float, default=100.0, help="networks: minimum sample, ms (100)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per network, round-robin (default 3)")
     p.add_argument(

@@ -12,6 +12,12 @@ Examples::
     python -m profiler.build --device v100 --batch 64 --precision fp16,int8
     python -m profiler.build --device a100 --space gpunet --sample 500 --dry-run
     python -m profiler.build --device cpu --archs my_archs.json --backend torch
+    python -m profiler.build --device cpu --batch 1 --cpus 1 --min-sample-ms 20   # steadier on a busy host
+
+Keys are measured in a shuffled order (``--seed``; ``--order given`` keeps the
+enumeration order), so that the blocks of one network are spread over the
+build and a slow drift of the machine's speed does not move one network's
+whole block sum.
 
 Scale out (see :mod:`profiler.executors`): the measuring is done by an executor,
 while this process alone writes the table and shows one progress bar::
