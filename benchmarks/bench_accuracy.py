@@ -10,7 +10,11 @@ lasts at least ``--table-min-sample-ms`` (blocks, default 20 ms) or
 ``--rounds`` rounds (default 3), round-robin over the networks, and keeps the
 median; the held-out share is ``--holdout`` (default 0.5). The table's keys are
 measured in ``profiler.build``'s default shuffled order, so each network's
-blocks are spread over the build.
+blocks are spread over the build. Both steps use drift correction (the build's
+``--drift-correct``: a reference graph timed before every sample, every key and
+network brought to the table's reference speed) unless ``--no-drift-correct``;
+the table is built in ``--table-rounds`` rounds (default 2: every key measured
+in two passes, each in its own shuffled order, the median kept).
 
 Networks: ``--gpunet`` Sobol samples of the GPUNet space and ``--genet`` of the
 GENet-normal perturbation space (seed ``--seed``), plus every reference network
@@ -23,8 +27,9 @@ Steps (each a subprocess, exactly what a user runs):
 
 1. write the samples to an archs file (``WORK/archs.json``);
 2. ``python -m profiler.build --device cpu --backend onnxruntime --batch 1
-   --precision fp32 --threads 1 --cpus C --min-sample-ms 20 --networks all
-   --archs WORK/archs.json --out WORK``: one table with every key of those networks;
+   --precision fp32 --threads 1 --cpus C --min-sample-ms 20 --drift-correct
+   --rounds 2 --networks all --archs WORK/archs.json --out WORK``: one table with
+   every key of those networks;
 3. ``python -m profiler.validate --table WORK/cpu_onnxruntime_fp32_b1.parquet
    --networks all --archs WORK/archs.json --holdout H --seed S --rounds R
    --min-sample-ms 100``: each network built whole and timed with the same
@@ -135,8 +140,20 @@ def explain(df: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
     )
     lines.append(
         f"calibration model: {cal.get('model')} (a={cal.get('a', 1.0):.4g}, b={cal.get('b', 0.0):.4g} ms, "
-        f"type scales {cal.get('type_scales') or {}}); CV MAPE per model {cal.get('cv_mape_pct')}"
+        f"io {cal.get('io_ms_per_mel') or 0.0:.4g} ms per M elements, type scales {cal.get('type_scales') or {}}); "
+        f"CV MAPE per model { {k: round(v, 2) for k, v in (cal.get('cv_mape_pct') or {}).items()} }"
     )
+    drift = meta.get("drift_reference")
+    if drift:
+        during = drift.get("during_build") or {}
+        ref = [r for rounds in df["reference_rounds_ms"] for r in rounds]
+        lines.append(
+            f"drift reference {drift['key']}: table speed {drift['latency_ms']:.4g} ms; 10th-90th percentile "
+            f"{during.get('p10_ms', float('nan')):.4g}-{during.get('p90_ms', float('nan')):.4g} ms during the build, "
+            f"{np.percentile(ref, 10):.4g}-{np.percentile(ref, 90):.4g} ms during the validation"
+        )
+    else:
+        lines.append("no drift correction")
     ok = df[df["status"] == "ok"].copy()
     ok["group"] = [group_of(n) for n in ok["network"]]
     held = ok[ok["split"] == "holdout"]
@@ -187,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table-min-sample-ms", type=float, default=20.0, help="blocks: minimum sample, ms (20)")
     p.add_argument("--min-sample-ms", type=float, default=100.0, help="networks: minimum sample, ms (100)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per network, round-robin (default 3)")
+    p.add_argument("--no-drift-correct", action="store_true", help="build and validate without a drift reference")
     p.add_argument(
         "--work", type=Path, default=_ROOT / "out" / "bench_accuracy", help="work folder (default out/bench_accuracy)"
     )
@@ -202,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         [py, "-m", "profiler.build", "--device", "cpu", "--backend", "onnxruntime", "--batch", "1"]
         + ["--precision", "fp32", "--threads", "1", "--networks", "all", "--archs", str(archs)]
         + ["--min-sample-ms", str(args.table_min_sample_ms)]
+        + ([] if args.no_drift_correct else ["--drift-correct"])
+        + ["--rounds", str(args.table_rounds), "--seed", str(args.seed)]
         + (["--cpus", args.cpus] if args.cpus else [])
         + ["--out", str(work), "--cache-dir", cache, "--no-progress"],
         "table build",

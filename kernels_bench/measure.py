@@ -7,6 +7,11 @@ Both return a :class:`~kernels_bench.timing.TimingResult` whose ``phases`` hold
 the seconds spent exporting (``export_s``: the backend's ``prepare``), compiling
 (``compile_s``: ``load``), warming up and timing, and whose ``settings`` hold the
 timing settings, the runner's clock and the backend's settings.
+
+:class:`DriftReference` keeps a fixed reference graph loaded on a backend;
+handed to :func:`measure_keys`, one sample of it is timed right before every
+sample of the measured graph (see :mod:`kernels_bench.timing`), which tells how
+fast the machine was while that graph was timed.
 """
 
 from __future__ import annotations
@@ -19,6 +24,70 @@ from kernels_bench.backends.base import Backend, as_key_list, check_batch
 from kernels_bench.timing import TimingResult, TimingSettings, time_runner
 from tables.key import BlockKey
 
+#: The default drift reference: an inverted residual block with SE (1x1 convs, a
+#: depthwise conv, a global pool, element-wise work), about 1 ms per image on one
+#: CPU core, so it slows down with the machine the way the blocks it corrects do.
+DEFAULT_DRIFT_REFERENCE = "irb_i64x28x28_o64_k3_s1_e4_se1_swish"
+
+
+class DriftReference:
+    """A reference graph kept loaded on ``backend`` for one (batch, precision).
+
+    Args:
+        backend: the backend that measures (the reference runs on it, on the same device).
+        key: the reference graph's block key (default :data:`DEFAULT_DRIFT_REFERENCE`).
+        batch: images per inference, as the measured graphs.
+        precision: the precision of the measured graphs.
+        ratio: length of a reference sample over a measured sample (default 1).
+
+    :meth:`measure` times the reference alone with a timing protocol (the
+    table's reference speed); :meth:`runner` is handed to :func:`measure_keys`.
+    Close it with :meth:`close` (or use it as a context manager).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        key: BlockKey | str | None = None,
+        *,
+        batch: int,
+        precision: str,
+        ratio: float = 1.0,
+    ) -> None:
+        from tables.key import parse_key
+
+        self.key = key if isinstance(key, BlockKey) else parse_key(key or DEFAULT_DRIFT_REFERENCE)
+        self.batch = check_batch(batch)
+        self.precision = precision
+        if not (isinstance(ratio, (int, float)) and ratio > 0):
+            raise ValueError(f"drift reference ratio must be a number > 0; got {ratio!r}")
+        self.ratio = float(ratio)
+        backend.check_precision(precision)
+        self._runner = backend.load(backend.prepare([self.key], batch, precision))
+
+    @property
+    def runner(self) -> Any:
+        """The loaded reference graph (a :class:`~kernels_bench.timing.Runner`)."""
+        if self._runner is None:
+            raise RuntimeError("drift reference is closed")
+        return self._runner
+
+    def measure(self, settings: TimingSettings | None = None) -> TimingResult:
+        """Time the reference graph alone with ``settings``: how long it takes now, ms per batch."""
+        return time_runner(self.runner, settings)
+
+    def close(self) -> None:
+        """Release the reference graph (idempotent)."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            runner.close()
+
+    def __enter__(self) -> DriftReference:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _time_prepared(
     backend: Backend,
@@ -26,14 +95,24 @@ def _time_prepared(
     precision: str,
     batch: int,
     settings: TimingSettings | None,
+    reference: DriftReference | None = None,
 ) -> TimingResult:
     backend.check_precision(precision)
+    if reference is not None and (reference.batch, reference.precision) != (batch, precision):
+        raise ValueError(
+            f"drift reference was loaded for batch {reference.batch} {reference.precision}, "
+            f"not batch {batch} {precision}: load one per (batch, precision)"
+        )
     t0 = time.perf_counter()
     prepared = prepare()
     t1 = time.perf_counter()
     with backend.load(prepared) as runner:
         t2 = time.perf_counter()
-        result = time_runner(runner, settings)
+        if reference is None:
+            result = time_runner(runner, settings)
+        else:
+            result = time_runner(runner, settings, reference=reference.runner, reference_ratio=reference.ratio)
+            result.settings["drift_reference"] = str(reference.key)
     result.phases["export_s"] = t1 - t0
     result.phases["compile_s"] = t2 - t1
     result.settings.update(backend.settings())
@@ -48,6 +127,8 @@ def measure_keys(
     batch: int,
     precision: str,
     settings: TimingSettings | None = None,
+    *,
+    reference: DriftReference | None = None,
 ) -> TimingResult:
     """Time the graph of one key, or of a chain of keys run as one network.
 
@@ -57,6 +138,9 @@ def measure_keys(
         batch: images per inference.
         precision: fp32, fp16, bf16 or int8 (the backend may refuse some).
         settings: timing protocol settings; defaults to ``TimingSettings()``.
+        reference: a drift reference loaded on ``backend`` for this batch and
+            precision: its samples are interleaved with the graph's
+            (``result.reference_ms``).
 
     Returns:
         The timing result; samples are ms per inference of the whole batch.
@@ -66,7 +150,9 @@ def measure_keys(
     """
     key_list = as_key_list(keys)
     check_batch(batch)
-    result = _time_prepared(backend, lambda: backend.prepare(key_list, batch, precision), precision, batch, settings)
+    result = _time_prepared(
+        backend, lambda: backend.prepare(key_list, batch, precision), precision, batch, settings, reference
+    )
     result.settings["keys"] = [str(k) for k in key_list]
     return result
 

@@ -18,6 +18,16 @@ The reported figure is the trimmed mean (drop ``trim`` of the samples at each
 end, average the rest); the raw samples, median, min, max and standard deviation
 are kept so that a table can be re-analysed later.
 
+**Drift reference.** On a machine whose speed drifts (a shared cloud VM, a GPU
+whose clocks follow its temperature), :func:`time_runner` can take a second
+runner, a fixed *reference graph*, and time one sample of it right before every
+sample of the graph being measured, each reference sample about as long as the
+measured one (``reference_ratio``). Both see the same machine speed, so the
+reference's trimmed mean over those samples (:attr:`TimingResult.reference_ms`)
+says how fast the machine was while this graph was timed; the caller turns that
+into a correction (see :func:`tables.schema.drift_corrected`). The graph's own samples and
+statistics are never changed.
+
 This module imports nothing heavier than the standard library.
 """
 
@@ -188,6 +198,10 @@ class TimingResult:
             the runner's ``clock`` and ``timer_resolution_ms``, and (through
             :mod:`kernels_bench.measure`) the backend's settings.
         phases: seconds spent in ``export_s``, ``compile_s``, ``warmup_s``, ``timed_s``.
+        reference_samples_ms: with a drift reference: its per-inference time in the
+            sample taken right before each of ``samples_ms``, ms; else empty.
+        reference_ms: trimmed mean of ``reference_samples_ms`` (``None`` without a reference).
+        reference_inner_loop: inferences of the reference per reference sample (``None`` without one).
     """
 
     samples_ms: list[float]
@@ -201,6 +215,9 @@ class TimingResult:
     warmup_runs: int
     settings: dict[str, Any] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    reference_samples_ms: list[float] = field(default_factory=list)
+    reference_ms: float | None = None
+    reference_inner_loop: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain JSON-compatible data."""
@@ -216,6 +233,9 @@ class TimingResult:
             "warmup_runs": self.warmup_runs,
             "settings": dict(self.settings),
             "phases": dict(self.phases),
+            "reference_samples_ms": list(self.reference_samples_ms),
+            "reference_ms": self.reference_ms,
+            "reference_inner_loop": self.reference_inner_loop,
         }
 
 
@@ -263,36 +283,70 @@ def _estimate_single_run_ms(runner: Runner, settings: TimingSettings) -> float:
         iters = min(iters * 2, settings.max_inner)
 
 
-def time_runner(runner: Runner, settings: TimingSettings | None = None) -> TimingResult:
+def time_runner(
+    runner: Runner,
+    settings: TimingSettings | None = None,
+    *,
+    reference: Runner | None = None,
+    reference_ratio: float = 1.0,
+) -> TimingResult:
     """Time a runner with the protocol described in this module's docstring.
 
     Args:
         runner: a loaded graph (see :class:`Runner`); not closed here.
         settings: the protocol's settings; defaults to :class:`TimingSettings()`.
+        reference: a drift reference (another loaded graph on the same device and
+            clock), timed for one sample right before each of ``runner``'s samples;
+            it is warmed up along with ``runner``. Not closed here.
+        reference_ratio: length of a reference sample over the length of a
+            measured sample (> 0; default 1: equal lengths).
 
     Returns:
         A :class:`TimingResult` with ``repeats`` per-inference samples, their
         statistics, the inner loop, the warm-up runs done, the settings
         (including the runner's clock and resolution) and the ``warmup_s`` and
         ``timed_s`` phases (``export_s`` and ``compile_s`` are left at 0 for
-        the caller to fill).
+        the caller to fill); with ``reference``, also the reference's samples,
+        their trimmed mean and inner loop.
     """
     settings = settings or TimingSettings()
     settings.validate()
     if runner.clock not in CLOCKS:
         raise ValueError(f"runner reports unknown clock {runner.clock!r}: expected one of {CLOCKS}")
+    if reference is not None:
+        if reference.clock != runner.clock:
+            raise ValueError(
+                f"the drift reference uses clock {reference.clock!r} and the graph {runner.clock!r}: "
+                "time both on the same device"
+            )
+        if not (_is_number(reference_ratio) and math.isfinite(reference_ratio) and reference_ratio > 0):
+            raise ValueError(f"invalid reference_ratio={reference_ratio!r}: use a number > 0")
 
     t_warm = time.perf_counter()
     warmup_done = 0
     while warmup_done < settings.warmup_runs or (time.perf_counter() - t_warm) * 1e3 < settings.warmup_min_ms:
         runner.timed(1)
+        if reference is not None:
+            reference.timed(1)
         warmup_done += 1
     single_ms = _estimate_single_run_ms(runner, settings)
     inner = settings.inner_loop(single_ms, runner.timer_resolution_ms)
+    ref_inner = None
+    if reference is not None:
+        # one reference sample lasts about reference_ratio x one measured sample
+        target_ms = max(reference_ratio * single_ms * inner, RESOLUTION_FACTOR * reference.timer_resolution_ms)
+        ref_single = _estimate_single_run_ms(reference, settings)
+        ref_inner = math.ceil(target_ms / ref_single) if ref_single > 0 else settings.max_inner
+        ref_inner = min(max(1, ref_inner), settings.max_inner)
     warmup_s = time.perf_counter() - t_warm
 
     t_timed = time.perf_counter()
-    samples = [runner.timed(inner) / inner for _ in range(settings.repeats)]
+    samples: list[float] = []
+    ref_samples: list[float] = []
+    for _ in range(settings.repeats):
+        if reference is not None:
+            ref_samples.append(reference.timed(ref_inner) / ref_inner)
+        samples.append(runner.timed(inner) / inner)
     timed_s = time.perf_counter() - t_timed
 
     stats = summarize(samples, settings.trim)
@@ -300,7 +354,7 @@ def time_runner(runner: Runner, settings: TimingSettings | None = None) -> Timin
     run_settings["clock"] = runner.clock
     run_settings["timer_resolution_ms"] = float(runner.timer_resolution_ms)
     run_settings.update(getattr(runner, "info", {}) or {})
-    return TimingResult(
+    result = TimingResult(
         samples_ms=samples,
         inner_loop=inner,
         warmup_runs=warmup_done,
@@ -308,6 +362,12 @@ def time_runner(runner: Runner, settings: TimingSettings | None = None) -> Timin
         phases={"export_s": 0.0, "compile_s": 0.0, "warmup_s": warmup_s, "timed_s": timed_s},
         **stats,
     )
+    if reference is not None:
+        result.reference_samples_ms = ref_samples
+        result.reference_ms = trimmed_mean(ref_samples, settings.trim)
+        result.reference_inner_loop = ref_inner
+        run_settings["reference_ratio"] = float(reference_ratio)
+    return result
 
 
 def host_clock_resolution_ms(probes: int = 2000) -> float:

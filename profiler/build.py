@@ -14,6 +14,12 @@ Examples::
     python -m profiler.build --device cpu --archs my_archs.json --backend torch
     python -m profiler.build --device cpu --batch 1 --cpus 1 --min-sample-ms 20   # steadier on a busy host
 
+On a machine whose speed drifts (a shared cloud VM), ``--drift-correct`` times
+a fixed reference graph right before every timed sample and brings every key
+to one reference speed (see "Drift correction" in the README)::
+
+    python -m profiler.build --device cpu --batch 1 --cpus 1 --drift-correct
+
 Keys are measured in a shuffled order (``--seed``; ``--order given`` keeps the
 enumeration order), so that the blocks of one network are spread over the
 build and a slow drift of the machine's speed does not move one network's
@@ -51,7 +57,7 @@ from profiler import enumeration, sharding
 from profiler.cli import CliParser, UsageError, report_error, run_cli
 from profiler.devices import DeviceProfile, check_device, detect_device, get_profile
 from profiler.networks import NETWORKS
-from tables.key import BlockKey
+from tables.key import BlockKey, parse_key
 
 if TYPE_CHECKING:
     from profiler.executors import Executor
@@ -110,6 +116,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="minimum length of one timed sample in ms: short inferences are run back to back and averaged "
         "(default 0: only the timer's resolution sets it); longer samples average out a noisy machine",
+    )
+    t.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every key this many times, each round a pass over all keys in its own order, and keep the "
+        "median of the rounds (default 1); on a noisy machine 2-3 rounds steady the table",
+    )
+    t.add_argument(
+        "--drift-correct",
+        action="store_true",
+        help="time a fixed reference graph right before every timed sample and bring each key to the table's "
+        "reference speed (for machines whose speed drifts; about doubles the timed part of a build)",
+    )
+    t.add_argument(
+        "--drift-reference",
+        metavar="KEY",
+        help="block key of the reference graph of --drift-correct (default irb_i64x28x28_o64_k3_s1_e4_se1_swish)",
     )
     b = p.add_argument_group("backend options")
     b.add_argument("--threads", type=int, default=1, help="CPU threads of the onnxruntime/torch CPU runs (default 1)")
@@ -259,6 +283,21 @@ def make_backend(name: str, profile: DeviceProfile, args: argparse.Namespace):
     return get_backend(name, device=device, **backend_options(name, profile, args))
 
 
+def drift_reference_key(args: argparse.Namespace) -> str | None:
+    """The drift reference's key string of ``--drift-correct`` (``None`` without it); a bad key is a usage error."""
+    given = getattr(args, "drift_reference", None)
+    if not getattr(args, "drift_correct", False):
+        if given:
+            raise UsageError("--drift-reference needs --drift-correct")
+        return None
+    from kernels_bench.measure import DEFAULT_DRIFT_REFERENCE
+
+    try:
+        return str(parse_key(given or DEFAULT_DRIFT_REFERENCE))
+    except ValueError as exc:
+        raise UsageError(f"--drift-reference: {exc}") from None
+
+
 def cpu_list(args: argparse.Namespace) -> list[int] | None:
     """The CPUs of ``--cpus`` (``None`` when not given); a malformed list is a usage error."""
     text = getattr(args, "cpus", None)
@@ -308,8 +347,14 @@ def backend_options(name: str, profile: DeviceProfile, args: argparse.Namespace)
 
 
 # --------------------------------------------------------------------------- estimates
-def estimated_key_cost_s(out_dir: Path, table_name: str, backend: str) -> tuple[float, str]:
-    """Per-key wall time: the median of what this output already measured, else a default."""
+def estimated_key_cost_s(
+    out_dir: Path, table_name: str, backend: str, *, drift_correct: bool = False
+) -> tuple[float, str]:
+    """Per-key wall time: the median of what this output already measured, else a default.
+
+    The default assumes the timed runs are about half of a key's cost, which drift
+    correction doubles (the reference is timed as long as the key).
+    """
     try:
         from tables.store import PartStore
 
@@ -322,6 +367,8 @@ def estimated_key_cost_s(out_dir: Path, table_name: str, backend: str) -> tuple[
             cost = (ok["export_s"] + ok["compile_s"] + ok["warmup_s"] + ok["timed_s"]).median()
             if math.isfinite(cost) and cost > 0:
                 return float(cost), f"median of {len(ok)} keys already measured here"
+    if drift_correct:
+        return 1.5 * DEFAULT_KEY_COST_S[backend], "default estimate for this backend with --drift-correct"
     return DEFAULT_KEY_COST_S[backend], "default estimate for this backend (nothing measured yet)"
 
 
@@ -360,6 +407,8 @@ def build_table(
     floor_keys: Sequence[BlockKey] | None = None,
     extra_metadata: dict | None = None,
     order_seed: int | None = None,
+    drift_reference: str | None = None,
+    rounds: int = 1,
 ) -> tuple[Path, int, list[tuple[str, str]]]:
     """Measure the missing keys of one table; returns (table path, keys measured now, failures).
 
@@ -369,21 +418,50 @@ def build_table(
     ``floor_keys`` (default ``keys``) choose the floor's input shape, so that every
     shard of a key set measures the same floor. With ``order_seed`` the keys still
     to measure are taken in a random order drawn from that seed (``None``: the
-    given order); see :func:`measuring_order`.
+    given order); see :func:`measuring_order`. With ``drift_reference`` (a block
+    key; the executor must have been made with it) the reference graph is timed
+    alone once (the table's reference speed, metadata ``drift_reference``) and every
+    key's ``latency_ms`` is brought to that speed (:func:`tables.schema.drift_corrected`).
+
+    With ``rounds`` > 1 every key is measured once per round, each round a pass
+    over all keys in its own shuffled order (``order_seed + round``) kept as its
+    own crash-safe table under ``<table>.rounds/``; the table then holds, per key,
+    the median of its rounds (:func:`tables.store.combine_rounds`). Returns the
+    number of key measurements made now (keys x rounds).
     """
-    from tables.schema import SCHEMA_VERSION, table_filename
-    from tables.store import BuildLock, PartStore
+    from tables.schema import SCHEMA_VERSION, apply_drift_correction, table_filename, write_table
+    from tables.store import BuildLock, PartStore, combine_rounds
 
     name = table_name or table_filename(profile.name, backend_name, precision, batch)
     with BuildLock(out_dir / f"{name}.lock"):
-        store = PartStore(out_dir, name, None)
-        status = store.done_keys()
-        todo = [k for k in keys if str(k) not in status or (retry_failed and status[str(k)] == "failed")]
-        todo = measuring_order(todo, order_seed)
-        previous = store.metadata()
+        final = PartStore(out_dir, name, None)
+        # one round: the table itself; several: one store per round, combined into the table at the end
+        stores = [final]
+        if rounds > 1:
+            stores = [PartStore(rounds_dir(out_dir, name), round_name(r), None) for r in range(rounds)]
+        previous = final.metadata() or stores[0].metadata()
+        check_rounds(previous, rounds, out_dir / name)
+        drift = check_drift_reference(previous, drift_reference, out_dir / name)
+        statuses = [store.done_keys() for store in stores]
+        wanted = [str(k) for k in keys]
+
+        def pending(r: int, skip: set[str]) -> list[BlockKey]:
+            status = statuses[r]
+            return [
+                k
+                for k, text in zip(keys, wanted)
+                if text not in skip and (text not in status or (retry_failed and status[text] == "failed"))
+            ]
+
+        # a key that failed in a round is not measured in the later ones (unless --retry-failed)
+        failed_before = set() if retry_failed else {k for st in statuses for k, v in st.items() if v == "failed"}
+        plan = [len(pending(r, failed_before)) for r in range(rounds)]
+        planned = sum(plan)
         floor = (previous or {}).get("floor")
-        if floor is None and todo:
+        if floor is None and planned:
             floor = executor.floor(floor_shape(floor_keys or keys, batch), batch, precision)
+        if drift_reference is not None and drift is None and planned:
+            drift = executor.reference(batch, precision)
         env = info["environment"]
         metadata = {
             "schema_version": SCHEMA_VERSION,
@@ -405,33 +483,157 @@ def build_table(
             "source": source,
             "opset": info["opset"],
             "key_order": {"order": "given"} if order_seed is None else {"order": "shuffled", "seed": order_seed},
+            "drift_reference": drift,
+            "rounds": rounds,
             **(extra_metadata or {}),
         }
-        store.set_metadata(metadata)
-        failures: list[tuple[str, str]] = []
+        for store in stores:
+            store.set_metadata(metadata)
+        failures: dict[str, str] = {}
+        measured = 0
         bar = None
-        if progress and todo:
+        if progress and planned:
             from tqdm import tqdm
 
             label = f"{precision} b{batch}" + (f" x{executor.workers}" if executor.workers > 1 else "")
-            bar = tqdm(total=len(todo), desc=label, unit="key", dynamic_ncols=True, file=sys.stderr)
+            bar = tqdm(total=planned, desc=label, unit="key", dynamic_ncols=True, file=sys.stderr)
         try:
-            for rows in executor.measure([str(k) for k in todo], batch, precision):
-                store.append(rows)
-                failures.extend((r["key"], r["error"]) for r in rows if r["status"] == "failed")
-                if bar is not None:
-                    bar.set_postfix_str(rows[-1]["block"], refresh=False)
-                    bar.update(len(rows))
+            for r, store in enumerate(stores):
+                todo = pending(r, failed_before)
+                todo = measuring_order(todo, None if order_seed is None else order_seed + r)
+                if bar is not None and rounds > 1:
+                    bar.total -= plan[r] - len(todo)  # keys that failed in an earlier round of this run
+                    bar.set_description(f"{label} round {r + 1}/{rounds}", refresh=False)
+                for rows in executor.measure([str(k) for k in todo], batch, precision):
+                    if drift is not None:
+                        rows = [apply_drift_correction(row, float(drift["latency_ms"])) for row in rows]
+                    store.append(rows)
+                    for row in rows:
+                        if row["status"] == "failed":
+                            failures.setdefault(row["key"], row["error"])
+                            if not retry_failed:
+                                failed_before.add(row["key"])
+                    if bar is not None:
+                        bar.set_postfix_str(rows[-1]["block"], refresh=False)
+                        bar.update(len(rows))
+                measured += len(todo)
+                if rounds > 1:
+                    store.compact()
         finally:
             if bar is not None:
                 bar.close()
-        path = store.compact()
+        if rounds == 1:
+            path = final.compact({"drift_reference": drift_summary(drift, final.rows())} if drift else None)
+        else:
+            import pandas as pd
+
+            per_round = [store.rows() for store in stores]
+            table_md = final.metadata() or metadata
+            if drift:
+                all_rows = pd.concat(per_round, ignore_index=True)
+                table_md = {**table_md, "drift_reference": drift_summary(drift, all_rows)}
+            path = write_table(combine_rounds(per_round), out_dir / name, table_md)
         # failures of earlier runs that were not retried still count for the summary
-        wanted = {str(k) for k in keys}
-        for k, st in status.items():
-            if st == "failed" and not retry_failed and k in wanted:
-                failures.append((k, "failed in an earlier run (use --retry-failed to measure it again)"))
-        return path, len(todo), failures
+        for status in statuses:
+            for k, st in status.items():
+                if st == "failed" and not retry_failed and k in set(wanted):
+                    failures.setdefault(k, "failed in an earlier run (use --retry-failed to measure it again)")
+        return path, measured, list(failures.items())
+
+
+def rounds_dir(out_dir: Path, name: str) -> Path:
+    """Where the rounds of a table built in rounds are kept: ``<out>/<table>.rounds/``."""
+    return out_dir / f"{name}.rounds"
+
+
+def round_name(r: int) -> str:
+    """File name of round ``r`` (numbered from 0) in :func:`rounds_dir`: ``round-1.parquet``, ..."""
+    return f"round-{r + 1}.parquet"
+
+
+def check_rounds(previous: dict | None, rounds: int, table: Path) -> None:
+    """Refuse resuming a table with another number of rounds than it was built with."""
+    if previous is None:
+        return
+    stored = int(previous.get("rounds") or 1)
+    if stored != rounds:
+        raise UsageError(
+            f"{table} was built with --rounds {stored}; this build asks for {rounds}: "
+            "repeat the original options or choose another --out"
+        )
+
+
+def check_drift_reference(previous: dict | None, drift_reference: str | None, table: Path) -> dict | None:
+    """The stored ``drift_reference`` entry when resuming ``table``; refuses a build that changes it.
+
+    Keys brought to one reference speed and keys measured without one (or with
+    another reference graph) cannot share a table.
+    """
+    if previous is None:
+        return None
+    stored = previous.get("drift_reference")
+    if (stored is None) != (drift_reference is None) or (stored and stored.get("key") != drift_reference):
+        was = f"with drift reference {stored.get('key')}" if stored else "without --drift-correct"
+        now = f"with drift reference {drift_reference}" if drift_reference else "without --drift-correct"
+        raise UsageError(
+            f"{table} was built {was}; this build is {now}: repeat the original options or choose another --out"
+        )
+    return dict(stored) if stored else None
+
+
+def drift_summary(drift: dict, rows) -> dict:  # rows: pandas.DataFrame of the table
+    """The ``drift_reference`` entry with how fast the reference ran while the keys were timed.
+
+    ``during_build``: the median, 10th and 90th percentile of every ok row's
+    ``reference_ms`` (ms per batch) and their count: how much the machine's speed
+    moved during the build, which the correction took out.
+    """
+    import numpy as np
+
+    ok = rows[(rows["status"] == "ok") & rows["reference_ms"].notna()]["reference_ms"].to_numpy(float)
+    out = dict(drift)
+    if len(ok):
+        out["during_build"] = {
+            "median_ms": float(np.median(ok)),
+            "p10_ms": float(np.percentile(ok, 10)),
+            "p90_ms": float(np.percentile(ok, 90)),
+            "n": len(ok),
+        }
+    return out
+
+
+#: Median coefficient of variation of a build's keys above which the build suggests --drift-correct.
+UNSTEADY_CV = 0.03
+
+
+def stability_note(path: Path) -> str | None:
+    """One line on how steady the machine was during the build of the table at ``path``, or ``None``.
+
+    With drift correction: how far the reference's speed moved (10th to 90th
+    percentile). Without: a hint to use ``--drift-correct`` when the median
+    coefficient of variation of the keys' samples exceeds :data:`UNSTEADY_CV`.
+    """
+    from tables.schema import read_table
+
+    try:
+        frame, md = read_table(path)
+    except ValueError:
+        return None
+    during = (md.get("drift_reference") or {}).get("during_build")
+    if during:
+        spread = (during["p90_ms"] - during["p10_ms"]) / during["median_ms"] * 100
+        return (
+            f"  drift reference: {during['p10_ms']:.4g}-{during['p90_ms']:.4g} ms (10th-90th percentile) while the "
+            f"keys were timed, a {spread:.1f}% swing of the machine's speed; every key was brought to "
+            f"{md['drift_reference']['latency_ms']:.4g} ms"
+        )
+    cv = frame.loc[frame["status"] == "ok", "cv"].median()
+    if md.get("drift_reference") is None and cv == cv and cv > UNSTEADY_CV:
+        return (
+            f"  note: the timed runs varied by a median {cv * 100:.1f}% (coefficient of variation); on a machine "
+            "this unsteady --drift-correct (and --cpus) make the table steadier"
+        )
+    return None
 
 
 def measuring_order(keys: Sequence[BlockKey], seed: int | None) -> list[BlockKey]:
@@ -539,8 +741,9 @@ def make_executor(
         read_timing_cache_seed,
     )
 
+    drift = drift_reference_key(args)
     if plan.executor == "serial":
-        return SerialExecutor(make_backend(backend_name, profile, args), backend_name, settings)
+        return SerialExecutor(make_backend(backend_name, profile, args), backend_name, settings, drift_reference=drift)
     cpu = profile.kind == "cpu"
     options = backend_options(backend_name, profile, args)
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
@@ -558,6 +761,7 @@ def make_executor(
         env=env,
         timing_cache_dir=cache_dir,
         timing_cache_seed=read_timing_cache_seed(cache_dir),
+        drift_reference=drift,
     )
     try:
         fault = fault_from_environment()
@@ -614,6 +818,9 @@ def run(args: argparse.Namespace) -> int:
             shard = sharding.parse_shard(args.shard)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    drift = drift_reference_key(args)
+    if args.rounds < 1:
+        raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
     source = collect_keys(args)
     if not source.keys:
         raise UsageError("no keys to profile: the chosen space, networks or archs file is empty")
@@ -644,12 +851,14 @@ def run(args: argparse.Namespace) -> int:
         pending = 0
         for p in precisions:
             name = name_of(p)
-            done = _done_count(out_dir, name, keys)
-            cost, why = estimated_key_cost_s(out_dir, name, backend_name)
-            todo = len(keys) - done
+            done = _done_counts(out_dir, name, keys, args.rounds)
+            where, first = (out_dir, name) if args.rounds == 1 else (rounds_dir(out_dir, name), round_name(0))
+            cost, why = estimated_key_cost_s(where, first, backend_name, drift_correct=drift is not None)
+            todo = len(keys) * args.rounds - sum(done)
             total += todo * cost
             pending += todo
-            print(f"  {out_dir / name}: {done} done, {todo} to measure at {cost:.2f} s/key ({why})")
+            what = f"{done[0]} done" if args.rounds == 1 else f"{'+'.join(map(str, done))} done in {args.rounds} rounds"
+            print(f"  {out_dir / name}: {what}, {todo} to measure at {cost:.2f} s/key ({why})")
         print(f"estimated time: {_fmt_duration(total)} on one worker ({total / 3600:.2f} device-hours)")
         if plan.executor != "serial":
             _print_plan(plan, pending, total)
@@ -695,11 +904,16 @@ def run(args: argparse.Namespace) -> int:
                 floor_keys=source.keys,
                 extra_metadata=extra_metadata,
                 order_seed=None if args.order == "given" else args.seed,
+                drift_reference=drift,
+                rounds=args.rounds,
             )
             wall = time.perf_counter() - t0
             ok = len(keys) - len(failures)
             rate = f", {measured / wall * 3600:.0f} keys/h" if measured and wall > 0 else ""
             print(f"{path}: {ok} ok, {len(failures)} failed; measured {measured} now in {_fmt_duration(wall)}{rate}")
+            note = stability_note(path)
+            if note:
+                print(note)
             for k, msg in failures[:10]:
                 print(f"  failed {k}: {msg}")
             if len(failures) > 10:
@@ -710,16 +924,19 @@ def run(args: argparse.Namespace) -> int:
     return 1 if any_failed else 0
 
 
-def _done_count(out_dir: Path, name: str, keys: Sequence[BlockKey]) -> int:
-    if not out_dir.is_dir():
-        return 0
+def _done_counts(out_dir: Path, name: str, keys: Sequence[BlockKey], rounds: int = 1) -> list[int]:
+    """Keys of ``keys`` already stored, per round (one entry for a table built in one round)."""
     from tables.store import PartStore
 
-    try:
-        status = PartStore(out_dir, name, None).done_keys()
-    except (OSError, ValueError):
-        return 0
-    return sum(1 for k in keys if str(k) in status)
+    places = [(out_dir, name)] if rounds == 1 else [(rounds_dir(out_dir, name), round_name(r)) for r in range(rounds)]
+    counts = []
+    for folder, file in places:
+        try:
+            status = PartStore(folder, file, None).done_keys() if folder.is_dir() else {}
+        except (OSError, ValueError):
+            status = {}
+        counts.append(sum(1 for k in keys if str(k) in status))
+    return counts
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,9 @@ progress bar. An executor only measures. Three of them share one interface,
   (``num_gpus=1``), or per CPU worker (``num_cpus=1``) on the cpu profile.
 
 Every worker (:class:`KeyWorker`) creates its backend once and keeps it warm
-between keys; with TensorRT each worker has its own timing cache file, and the
+between keys (and, with drift correction, its drift reference graph: one per
+batch and precision, timed between the samples of every key it measures); with
+TensorRT each worker has its own timing cache file, and the
 caches are combined into one file when the executor closes. Keys go out in small
 chunks (``--chunk-size``), at most ``in_flight`` chunks per worker, so a free
 worker always has the next chunk at hand. A key whose measurement raises an
@@ -91,6 +93,9 @@ class WorkerSpec:
         env: environment variables every worker sets before importing an engine.
         timing_cache_dir: TensorRT: folder of the per-worker timing caches and of the combined one.
         timing_cache_seed: TensorRT: bytes of the combined cache of earlier runs, each worker's start.
+        drift_reference: the drift reference graph's key, timed between the samples of
+            every key (``None``: no drift reference).
+        drift_ratio: length of a reference sample over a measured sample.
     """
 
     backend: str
@@ -100,6 +105,8 @@ class WorkerSpec:
     env: dict[str, str] = field(default_factory=dict)
     timing_cache_dir: str | None = None
     timing_cache_seed: bytes | None = None
+    drift_reference: str | None = None
+    drift_ratio: float = 1.0
 
 
 #: Environment variable naming the CPUs a local worker pins its backend to (set per worker by the driver).
@@ -134,6 +141,21 @@ def floor_entry(result: Any, shape: Sequence[int]) -> dict[str, Any]:
     }
 
 
+def reference_entry(result: Any, key: str, ratio: float) -> dict[str, Any]:
+    """The metadata ``drift_reference`` of a table: the reference graph timed alone (ms per batch)."""
+    return {
+        "key": key,
+        "ratio": ratio,
+        "latency_ms": result.trimmed_mean_ms,
+        "median_ms": result.median_ms,
+        "min_ms": result.min_ms,
+        "max_ms": result.max_ms,
+        "std_ms": result.std_ms,
+        "cv": result.cv,
+        "n_samples": len(result.samples_ms),
+    }
+
+
 def backend_opset(backend: Any, backend_name: str, env: Mapping[str, Any]) -> int | None:
     """The ONNX opset the backend's graphs are exported with (``None`` for the torch backend)."""
     if backend_name == "torch":
@@ -152,10 +174,21 @@ class KeyWorker:
         timing: the timing protocol settings (``TimingSettings``).
         index: the worker's number (fault injection, timing-cache file).
         fault: the fault-injection hook for this worker, if any.
+        drift_reference: key of the drift reference graph timed between the samples
+            of every key (``None``: none).
+        drift_ratio: length of a reference sample over a measured sample.
     """
 
     def __init__(
-        self, backend: Any, backend_name: str, timing: Any, *, index: int = 0, fault: FaultInjection | None = None
+        self,
+        backend: Any,
+        backend_name: str,
+        timing: Any,
+        *,
+        index: int = 0,
+        fault: FaultInjection | None = None,
+        drift_reference: str | None = None,
+        drift_ratio: float = 1.0,
     ) -> None:
         self.backend = backend
         self.backend_name = backend_name
@@ -163,6 +196,9 @@ class KeyWorker:
         self.index = index
         self.fault = fault if fault is not None and fault.worker == index else None
         self.keys_started = 0
+        self.drift_reference = drift_reference
+        self.drift_ratio = drift_ratio
+        self._references: dict[tuple[int, str], Any] = {}
 
     @classmethod
     def from_spec(cls, spec: WorkerSpec, index: int, fault: FaultInjection | None = None) -> KeyWorker:
@@ -186,7 +222,15 @@ class KeyWorker:
                 write_atomic(path, spec.timing_cache_seed)
             options["timing_cache"] = path
         backend = get_backend(spec.backend, device=spec.device, **options)
-        return cls(backend, spec.backend, TimingSettings(**spec.timing), index=index, fault=fault)
+        return cls(
+            backend,
+            spec.backend,
+            TimingSettings(**spec.timing),
+            index=index,
+            fault=fault,
+            drift_reference=spec.drift_reference,
+            drift_ratio=spec.drift_ratio,
+        )
 
     def info(self, precisions: Sequence[str]) -> dict[str, Any]:
         """Environment, settings and opset of the backend, and why it refuses any of ``precisions``."""
@@ -211,8 +255,40 @@ class KeyWorker:
         result = measure_floor(self.backend, tuple(shape), batch, precision, self.timing)
         return floor_entry(result, shape)
 
+    def _reference(self, batch: int, precision: str) -> Any:
+        """The drift reference loaded for (batch, precision), or ``None`` without drift correction."""
+        if self.drift_reference is None:
+            return None
+        ref = self._references.get((batch, precision))
+        if ref is None:
+            from kernels_bench.measure import DriftReference
+
+            ref = DriftReference(
+                self.backend, self.drift_reference, batch=batch, precision=precision, ratio=self.drift_ratio
+            )
+            self._references[(batch, precision)] = ref
+        return ref
+
+    def reference(self, batch: int, precision: str) -> dict[str, Any]:
+        """Time the drift reference alone: the table's reference speed (its ``drift_reference`` entry).
+
+        Three times the protocol's repeats, so that the speed every key is brought to
+        is known better than any one key's.
+        """
+        import dataclasses
+
+        ref = self._reference(batch, precision)
+        if ref is None:
+            raise ValueError("this worker has no drift reference: start it with drift_reference=KEY")
+        result = ref.measure(dataclasses.replace(self.timing, repeats=3 * self.timing.repeats))
+        return reference_entry(result, str(ref.key), self.drift_ratio)
+
     def measure_one(self, key: str, batch: int, precision: str) -> dict[str, Any]:
-        """One key -> its table row; an ordinary exception gives a failed row carrying the error."""
+        """One key -> its table row; an ordinary exception gives a failed row carrying the error.
+
+        With a drift reference the row's ``reference_ms`` holds its speed while the
+        key was timed; ``latency_ms`` is left as measured (the driver corrects it).
+        """
         import kernels_bench.measure as measure
         from tables.key import parse_key
         from tables.schema import result_row
@@ -222,7 +298,8 @@ class KeyWorker:
         self.keys_started += 1
         block_key = parse_key(key)
         try:
-            result = measure.measure_keys(self.backend, [block_key], batch, precision, self.timing)
+            reference = self._reference(batch, precision)
+            result = measure.measure_keys(self.backend, [block_key], batch, precision, self.timing, reference=reference)
             return result_row(block_key, result)
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -258,6 +335,10 @@ class KeyWorker:
         return combined.serialize()
 
     def close(self) -> None:
+        for ref in self._references.values():
+            with contextlib.suppress(Exception):
+                ref.close()
+        self._references.clear()
         self.backend.close()
 
 
@@ -393,6 +474,10 @@ class Executor(ABC):
         """The floor entry (identity graph of ``shape``) measured by one worker."""
 
     @abstractmethod
+    def reference(self, batch: int, precision: str) -> dict[str, Any]:
+        """The drift reference timed alone by one worker (the table's ``drift_reference`` entry)."""
+
+    @abstractmethod
     def measure(self, keys: Sequence[str], batch: int, precision: str) -> Iterator[list[dict[str, Any]]]:
         """Measure every key once; yields lists of rows (one row per key overall) as they complete."""
 
@@ -412,8 +497,16 @@ class SerialExecutor(Executor):
 
     name = "serial"
 
-    def __init__(self, backend: Any, backend_name: str, timing: Any) -> None:
-        self.worker = KeyWorker(backend, backend_name, timing)
+    def __init__(
+        self,
+        backend: Any,
+        backend_name: str,
+        timing: Any,
+        *,
+        drift_reference: str | None = None,
+        drift_ratio: float = 1.0,
+    ) -> None:
+        self.worker = KeyWorker(backend, backend_name, timing, drift_reference=drift_reference, drift_ratio=drift_ratio)
         self.workers = 1
 
     def start(self, precisions: Sequence[str]) -> dict[str, Any]:
@@ -423,6 +516,9 @@ class SerialExecutor(Executor):
 
     def floor(self, shape: Sequence[int], batch: int, precision: str) -> dict[str, Any]:
         return self.worker.floor(shape, batch, precision)
+
+    def reference(self, batch: int, precision: str) -> dict[str, Any]:
+        return self.worker.reference(batch, precision)
 
     def measure(self, keys: Sequence[str], batch: int, precision: str) -> Iterator[list[dict[str, Any]]]:
         for key in keys:
@@ -471,6 +567,8 @@ def _process_main(index: int, spec: WorkerSpec, slot_env: dict[str, str], conn: 
                     conn.send(("done", chunk_id, None))
                 elif kind == "floor":
                     conn.send(("floor", None, worker.floor(*message[1:])))
+                elif kind == "reference":
+                    conn.send(("reference", None, worker.reference(*message[1:])))
                 elif kind == "cache":
                     conn.send(("cache", None, worker.timing_cache_bytes()))
                 elif kind == "combine":
@@ -625,6 +723,9 @@ class LocalExecutor(Executor):
     # ----- measuring
     def floor(self, shape: Sequence[int], batch: int, precision: str) -> dict[str, Any]:
         return self._request(("floor", list(shape), batch, precision), "floor")
+
+    def reference(self, batch: int, precision: str) -> dict[str, Any]:
+        return self._request(("reference", batch, precision), "reference")
 
     def measure(self, keys: Sequence[str], batch: int, precision: str) -> Iterator[list[dict[str, Any]]]:
         from multiprocessing.connection import wait
@@ -787,6 +888,9 @@ class _ActorBody:
     def floor(self, shape: Sequence[int], batch: int, precision: str) -> dict[str, Any]:
         return self.worker.floor(shape, batch, precision)
 
+    def reference(self, batch: int, precision: str) -> dict[str, Any]:
+        return self.worker.reference(batch, precision)
+
     def timing_cache_bytes(self) -> bytes:
         return self.worker.timing_cache_bytes()
 
@@ -924,6 +1028,9 @@ class RayExecutor(Executor):
 
     def floor(self, shape: Sequence[int], batch: int, precision: str) -> dict[str, Any]:
         return self._call_one("floor", list(shape), batch, precision)
+
+    def reference(self, batch: int, precision: str) -> dict[str, Any]:
+        return self._call_one("reference", batch, precision)
 
     def measure(self, keys: Sequence[str], batch: int, precision: str) -> Iterator[list[dict[str, Any]]]:
         ray = self.ray

@@ -8,7 +8,11 @@ Examples::
 Inputs are table files, or folders of parts (``<table>.parquet.parts/``) left by
 a build that did not finish. They must describe the same table: same device
 profile, backend, engine version, precision and batch; otherwise the merge is
-refused (``--force`` merges anyway and says what differs).
+refused (``--force`` merges anyway and says what differs). Tables built with
+``--drift-correct`` must share the drift reference graph too; each brought its
+keys to its own reference speed, so the rows of every other input are brought
+to the first input's (latency x first reference / its reference), and the merge
+says so.
 
 A key found more than once keeps one row: an ok row beats a failed one; among ok
 rows the one with the lower coefficient of variation (cv) wins; among failed rows
@@ -89,6 +93,7 @@ class MergeReport:
     duplicated_keys: int = 0
     reasons: dict[str, int] = field(default_factory=dict)  # why the kept row won, per duplicated key
     conflicts: list[Conflict] = field(default_factory=list)
+    rescaled: list[str] = field(default_factory=list)  # inputs brought to the first input's reference speed
     identity_differences: list[str] = field(default_factory=list)
 
 
@@ -102,7 +107,15 @@ def identity(md: dict[str, Any]) -> dict[str, Any]:
         "engine version": engine.get("version") if isinstance(engine, dict) else None,
         "precision": md.get("precision"),
         "batch": md.get("batch"),
+        "drift reference": (md.get("drift_reference") or {}).get("key"),
     }
+
+
+def reference_ms(md: dict[str, Any]) -> float | None:
+    """The table's reference speed (its drift reference's latency, ms), or ``None`` without drift correction."""
+    drift = md.get("drift_reference") or {}
+    value = drift.get("latency_ms")
+    return float(value) if value is not None else None
 
 
 def load_source(path: str | Path) -> Source:
@@ -221,9 +234,15 @@ def merge_sources(sources: Sequence[Source], *, force: bool = False) -> tuple[pd
     report = MergeReport(inputs=len(sources))
     report.identity_differences = check_identities(sources, force)
     frames = []
+    target = reference_ms(sources[0].metadata)
     for i, src in enumerate(sources):
         frame = src.frame.copy()
         frame["_src"] = i
+        own = reference_ms(src.metadata)
+        same_graph = identity(src.metadata)["drift reference"] == identity(sources[0].metadata)["drift reference"]
+        if target is not None and own is not None and own != target and same_graph:
+            frame["latency_ms"] = frame["latency_ms"] * (target / own)
+            report.rescaled.append(f"{src.label}: x{target / own:.4f} (reference {own:.4g} -> {target:.4g} ms)")
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
     report.rows_in = len(frame)
@@ -248,6 +267,8 @@ def merge_sources(sources: Sequence[Source], *, force: bool = False) -> tuple[pd
     metadata["merged_at"] = utc_now().isoformat()
     if report.identity_differences:
         metadata["merge_forced"] = report.identity_differences
+    if report.rescaled:
+        metadata["merge_rescaled"] = report.rescaled
     return merged, metadata, report
 
 
@@ -257,6 +278,8 @@ def summary_lines(report: MergeReport, out: Path) -> list[str]:
         f"{out}: {report.keys} keys ({report.failed} failed) from {report.inputs} inputs, {report.rows_in} rows; "
         f"{report.duplicated_keys} keys appeared more than once, {len(report.conflicts)} of them conflicting"
     ]
+    for line in report.rescaled:
+        lines.append(f"  brought to the first input's drift reference speed: {line}")
     for reason, n in sorted(report.reasons.items(), key=lambda x: -x[1]):
         lines.append(f"  duplicates: kept one row of {n} keys because {reason}")
     for c in report.conflicts[:MAX_CONFLICT_LINES]:

@@ -9,6 +9,13 @@ chain of keys. With ``--rounds R`` every network is timed R times, round-robin
 over the networks, and its figure is the median of the rounds. Its prediction
 is the sum of its block entries in the table.
 
+A table built with ``--drift-correct`` brought every key to one reference speed
+of the machine; its networks are timed the same way (the same reference graph
+timed right before every sample) and brought to the same reference speed, the
+one stored in the table, so that a machine that has become faster or slower
+since the build compares like with like (``--no-drift-correct`` compares the
+raw figures instead).
+
 The networks are split, with a seeded permutation inside each source
 (reference networks, GPUNet/GENet samples, file entries) so that every source
 is represented on both sides, into a *fit* part that calibrates the sum
@@ -19,8 +26,12 @@ rho, before and after calibration. The calibration is saved next to the table
 default, unless ``--no-save-calibration``.
 
 Output: a Parquet file, one row per network (``network``, ``source``,
-``encoding``, ``n_blocks``, ``sum_ms``, ``predicted_ms``, ``measured_ms``,
-``measured_std_ms``, ``measured_rounds_ms`` (each round's figure), ``split``,
+``encoding``, ``n_blocks``, ``io_mel`` (the blocks' input plus output, millions
+of elements per batch), ``sum_ms``, ``predicted_ms``, ``measured_ms``,
+``measured_std_ms``, ``measured_rounds_ms`` (each round's figure),
+``measured_raw_ms`` (the median of the rounds before drift correction; equal to
+``measured_ms`` without it), ``reference_rounds_ms`` (the drift reference's
+figure in each round, empty without it), ``split``,
 ``error_pct``, ``error_uncal_pct``, ``status``, ``error``; latencies in ms per
 batch, errors in %), with the table's metadata plus ``calibration`` and
 ``metrics`` under the Parquet key ``b"nas_latency"``; ``python -m
@@ -65,11 +76,14 @@ COLUMNS: tuple[str, ...] = (
     "source",
     "encoding",
     "n_blocks",
+    "io_mel",
     "sum_ms",
     "predicted_ms",
     "measured_ms",
     "measured_std_ms",
     "measured_rounds_ms",
+    "measured_raw_ms",
+    "reference_rounds_ms",
     "split",
     "error_pct",
     "error_uncal_pct",
@@ -95,12 +109,17 @@ class Measured:
 
     With several rounds ``latency_ms`` is the median of the rounds' trimmed means
     (``rounds_ms``) and ``std_ms`` the median of their sample standard deviations.
+    With a drift reference each round's figure is drift-corrected; ``raw_ms`` is the
+    median of the rounds as measured and ``reference_rounds_ms`` the reference's
+    figure in each round.
     """
 
     latency_ms: float = math.nan
     std_ms: float = math.nan
     error: str | None = None
     rounds_ms: list[float] = field(default_factory=list)
+    raw_ms: float = math.nan
+    reference_rounds_ms: list[float] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -139,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cpus",
         help="pin the measuring process to these CPUs, e.g. 1 or 0-3 (default: the table's pinning, if any)",
+    )
+    p.add_argument(
+        "--no-drift-correct",
+        action="store_true",
+        help="a table built with --drift-correct: compare the networks' raw figures, without bringing them to the "
+        "table's reference speed",
     )
     p.add_argument(
         "--no-save-calibration", action="store_true", help="do not write <table>.calibration.json next to the table"
@@ -259,6 +284,12 @@ def build_command(md: Mapping[str, Any], archs_file: Path, out_dir: Path) -> str
     threads = settings.get("intra_op_threads", settings.get("threads"))
     if threads is not None and md.get("backend") in ("onnxruntime", "torch"):
         cmd += f" --threads {threads}"
+    pinned = settings.get("cpu_affinity")
+    if pinned and md.get("backend") in ("onnxruntime", "torch"):
+        cmd += " --cpus " + ",".join(str(int(c)) for c in pinned)
+    drift = md.get("drift_reference")
+    if drift:
+        cmd += f" --drift-correct --drift-reference {drift['key']}"
     return cmd + f" --archs {archs_file} --out {out_dir}"
 
 
@@ -322,7 +353,14 @@ def settings_for(md: Mapping[str, Any], args: argparse.Namespace):  # -> kernels
 
 
 def measure_networks(
-    backend, archs: Sequence[Architecture], batch: int, precision: str, settings, progress: bool, rounds: int = 1
+    backend,
+    archs: Sequence[Architecture],
+    batch: int,
+    precision: str,
+    settings,
+    progress: bool,
+    rounds: int = 1,
+    drift: Mapping[str, Any] | None = None,
 ) -> list[Measured]:
     """Time each network whole with ``measure_keys``; a network the backend cannot build is recorded as failed.
 
@@ -330,9 +368,21 @@ def measure_networks(
     the networks (round 1 of all, then round 2 of all, ...), so that a slow drift
     of the machine's speed touches every network alike; each network's figure is
     the median of its rounds. A network that fails once is not timed again.
-    """
-    from kernels_bench.measure import measure_keys
 
+    ``drift``: the table's ``drift_reference`` entry (``key``, ``ratio``,
+    ``latency_ms``): its graph is timed between the samples of every network and
+    each round's figure is brought to the speed where it takes ``latency_ms``.
+    """
+    from kernels_bench.measure import DriftReference, measure_keys
+    from tables.schema import drift_corrected
+
+    reference = None
+    if drift is not None:
+        reference = DriftReference(
+            backend, str(drift["key"]), batch=batch, precision=precision, ratio=float(drift.get("ratio", 1.0))
+        )
+    raws: list[list[float]] = [[] for _ in archs]
+    refs: list[list[float]] = [[] for _ in archs]
     figures: list[list[float]] = [[] for _ in archs]
     stds: list[list[float]] = [[] for _ in archs]
     errors: list[str | None] = [None] * len(archs)
@@ -348,9 +398,15 @@ def measure_networks(
                     bar.set_postfix_str(arch.name if rounds == 1 else f"round {r + 1}/{rounds} {arch.name}", False)
                 if errors[i] is None:
                     try:
-                        result = measure_keys(backend, list(arch.keys), batch, precision, settings)
-                        figures[i].append(float(result.trimmed_mean_ms))
+                        result = measure_keys(backend, list(arch.keys), batch, precision, settings, reference=reference)
+                        raw = float(result.trimmed_mean_ms)
+                        raws[i].append(raw)
                         stds[i].append(float(result.std_ms))
+                        if reference is None:
+                            figures[i].append(raw)
+                        else:
+                            refs[i].append(float(result.reference_ms))
+                            figures[i].append(drift_corrected(raw, refs[i][-1], float(drift["latency_ms"])))
                     except (KeyboardInterrupt, SystemExit):
                         raise
                     except Exception as exc:  # one network the backend cannot build must not end the run
@@ -360,12 +416,22 @@ def measure_networks(
     finally:
         if bar is not None:
             bar.close()
+        if reference is not None:
+            reference.close()
     out: list[Measured] = []
-    for fig, std, err in zip(figures, stds, errors):
+    for fig, std, err, raw, ref in zip(figures, stds, errors, raws, refs):
         if err is not None:
             out.append(Measured(error=err))
         else:
-            out.append(Measured(float(np.median(fig)), float(np.median(std)), rounds_ms=list(fig)))
+            out.append(
+                Measured(
+                    float(np.median(fig)),
+                    float(np.median(std)),
+                    rounds_ms=list(fig),
+                    raw_ms=float(np.median(raw)),
+                    reference_rounds_ms=list(ref),
+                )
+            )
     return out
 
 
@@ -376,6 +442,7 @@ def build_frame(
     sums: np.ndarray,
     n_blocks: np.ndarray,
     split: np.ndarray,
+    io_mel: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The validation rows without predictions (``predicted_ms`` and ``error_pct`` NaN until calibrated)."""
     m = np.asarray([x.latency_ms for x in measured], dtype=np.float64)
@@ -385,11 +452,14 @@ def build_frame(
             "source": [a.source for a in archs],
             "encoding": [encoding_text(a) for a in archs],
             "n_blocks": np.asarray(n_blocks, dtype=np.int64),
+            "io_mel": np.asarray(io_mel if io_mel is not None else np.full(len(archs), np.nan), dtype=np.float64),
             "sum_ms": np.asarray(sums, dtype=np.float64),
             "predicted_ms": np.full(len(archs), np.nan),
             "measured_ms": m,
             "measured_std_ms": np.asarray([x.std_ms for x in measured], dtype=np.float64),
             "measured_rounds_ms": [list(x.rounds_ms) for x in measured],
+            "measured_raw_ms": np.asarray([x.raw_ms for x in measured], dtype=np.float64),
+            "reference_rounds_ms": [list(x.reference_rounds_ms) for x in measured],
             "split": [str(s) for s in split],
             "error_pct": np.full(len(archs), np.nan),
             "error_uncal_pct": (np.asarray(sums, dtype=np.float64) - m) / m * 100.0,
@@ -421,16 +491,18 @@ def calibrate(
     types = {t: np.asarray(v, dtype=np.float64) for t, v in type_sums.items()}
     sums = frame["sum_ms"].to_numpy(np.float64)
     n_blocks = frame["n_blocks"].to_numpy(np.int64)
+    io = frame["io_mel"].to_numpy(np.float64)
     cal = fit(
         sums[fit_rows],
         frame["measured_ms"].to_numpy(np.float64)[fit_rows],
         n_blocks=n_blocks[fit_rows],
         type_sums={t: v[fit_rows] for t, v in types.items()},
         floor_ms=table.floor_ms,
+        io_mel=io[fit_rows] if np.all(np.isfinite(io)) else None,
         seed=seed,
         table=table.metadata,
     )
-    predicted = np.asarray(cal.apply(sums, n_blocks, types), dtype=np.float64)
+    predicted = np.asarray(cal.apply(sums, n_blocks, types, io), dtype=np.float64)
     measured = frame["measured_ms"].to_numpy(np.float64)
     frame["predicted_ms"] = predicted
     frame["error_pct"] = (predicted - measured) / measured * 100.0
@@ -487,7 +559,7 @@ def run(args: argparse.Namespace) -> int:
     """Validate; returns 0 when every network was measured, 1 when some failed (the rest is still reported)."""
     check_args(args)
     from tables.calibration import calibration_path
-    from tables.predictor import block_sums
+    from tables.predictor import network_features
 
     table_path = Path(args.table)
     table = load_table(table_path)
@@ -500,19 +572,21 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out_path} is a folder: give a .parquet file name")
     archs = collect_architectures(args, md.get("source"))
     check_coverage(table, archs, tfile, out_path)
-    sums, n_blocks, type_sums = block_sums(table, archs)
+    features = network_features(table, archs)
+    sums, n_blocks, type_sums = features.sum_ms, features.n_blocks, features.type_sums
 
     profile = get_profile(table.device)
     mismatch = check_device(profile, detect_device(), force=args.force_device)
     if mismatch:
         print(f"warning: {mismatch.split('; pass')[0]} (forced)", file=sys.stderr)
     settings = settings_for(md, args)
+    drift = None if args.no_drift_correct else md.get("drift_reference")
     backend = make_backend(table.backend, profile, backend_args(md, args.cache_dir, args.cpus))
     t0 = time.perf_counter()
     try:
         backend.check_precision(table.precision)
         measured = measure_networks(
-            backend, archs, table.batch, table.precision, settings, not args.no_progress, args.rounds
+            backend, archs, table.batch, table.precision, settings, not args.no_progress, args.rounds, drift
         )
     finally:
         backend.close()
@@ -525,7 +599,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     split = split_networks([a.source for a in archs], args.holdout, args.seed)
-    frame = build_frame(archs, measured, sums, n_blocks, split)
+    frame = build_frame(archs, measured, sums, n_blocks, split, features.io_mel)
     cal, metrics = calibrate(frame, type_sums, table, args.seed)
 
     saved = None
@@ -545,6 +619,7 @@ def run(args: argparse.Namespace) -> int:
         "timing": settings.to_dict(),
         "rounds": args.rounds,
         "cpu_affinity": backend.settings().get("cpu_affinity"),
+        "drift_reference": drift,
         "wall_s": wall,
     }
     write_validation(frame, doc, out_path)
@@ -555,6 +630,13 @@ def run(args: argparse.Namespace) -> int:
         f"{len(archs) - len(failed)} of {len(archs)} networks measured in {wall:.0f} s "
         f"({n_fit} fit, {n_held} held out); {table.backend} {table.precision} batch {table.batch}"
     )
+    if drift is not None:
+        ref = [r for m in measured for r in m.reference_rounds_ms]
+        lo, hi = np.percentile(ref, [10, 90]) if ref else (math.nan, math.nan)
+        print(
+            f"drift-corrected to the table's reference speed ({drift['key']} in {float(drift['latency_ms']):.4g} ms); "
+            f"it took {lo:.4g}-{hi:.4g} ms (10th-90th percentile) while the networks were timed"
+        )
     print(cal.summary())
     print(summary_table(metrics))
     for name, error in failed:

@@ -11,7 +11,12 @@ predicted end-to-end latency (ms per batch). Candidate models:
 - ``floor_linear``: total = a * (sum - n_blocks * floor) + b, the per-block call
   overhead removed first;
 - ``per_type``: total = sum over block types t of c_t * sum_t + b with every
-  c_t >= 0 (bounded least squares), for engines that fuse some block types better.
+  c_t >= 0 (bounded least squares), for engines that fuse some block types better;
+- ``io_linear``: total = a * sum + c * io + b, where io is what the blocks take
+  in and give out (millions of elements per batch, :attr:`tables.key.BlockKey.io_elements`):
+  a block timed alone moves its input and output across the engine's boundary
+  (a copy, a layout change such as onnxruntime's NCHW <-> NCHWc reorders, a
+  TensorRT reformat), which a whole network does once, not at every block.
 
 :func:`fit` chooses the model with the lowest cross-validated mean absolute
 percentage error. A calibration is stored as JSON next to its table
@@ -36,7 +41,7 @@ from tables.metrics import accuracy_metrics
 from tables.schema import utc_now
 
 #: Calibration models, simplest first (ties in cross-validated error go to the simpler one).
-MODELS: tuple[str, ...] = ("none", "linear", "floor_linear", "per_type")
+MODELS: tuple[str, ...] = ("none", "linear", "floor_linear", "per_type", "io_linear")
 
 #: Metadata fields a calibration shares with the table it was fitted for.
 TABLE_IDENTITY: tuple[str, ...] = ("device_profile", "backend", "precision", "batch")
@@ -58,8 +63,9 @@ class Calibration:
 
     Attributes:
         model: one of :data:`MODELS`.
-        a, b: slope (no unit) and intercept (ms per batch) of ``linear`` and
-            ``floor_linear``; ``b`` is also the intercept of ``per_type``.
+        a, b: slope (no unit) and intercept (ms per batch) of ``linear``,
+            ``floor_linear`` and ``io_linear``; ``b`` is also the intercept of ``per_type``.
+        io_ms_per_mel: ``io_linear``: ms per batch per million elements of block input and output.
         floor_ms: the backend floor used by ``floor_linear`` (ms per batch per block).
         type_scales: block type -> scale of ``per_type`` (types not listed get 1.0).
         table: device_profile, backend, precision and batch of the table it belongs to.
@@ -73,6 +79,7 @@ class Calibration:
     a: float = 1.0
     b: float = 0.0
     floor_ms: float | None = None
+    io_ms_per_mel: float = 0.0
     type_scales: dict[str, float] = field(default_factory=dict)
     table: dict[str, Any] = field(default_factory=dict)
     n_fit: int = 0
@@ -96,17 +103,24 @@ class Calibration:
         """True when :meth:`apply` needs ``type_sums``."""
         return self.model == "per_type"
 
+    @property
+    def needs_io(self) -> bool:
+        """True when :meth:`apply` needs ``io_mel``."""
+        return self.model == "io_linear"
+
     def apply(
         self,
         sum_ms: float | np.ndarray,
         n_blocks: int | np.ndarray | None = None,
         type_sums: Mapping[str, float | np.ndarray] | None = None,
+        io_mel: float | np.ndarray | None = None,
     ) -> float | np.ndarray:
         """Calibrated latency (ms per batch) from the raw block sum ``sum_ms`` (ms per batch).
 
         Works on one network (floats) or many (arrays of the same length).
         ``n_blocks`` (blocks per network) is needed by ``floor_linear``;
-        ``type_sums`` (block type -> summed ms per batch of that type) by ``per_type``.
+        ``type_sums`` (block type -> summed ms per batch of that type) by ``per_type``;
+        ``io_mel`` (the blocks' input plus output, millions of elements per batch) by ``io_linear``.
         """
         scalar = np.ndim(sum_ms) == 0
         s = np.asarray(sum_ms, dtype=np.float64)
@@ -118,6 +132,10 @@ class Calibration:
             if n_blocks is None:
                 raise ValueError("calibration model floor_linear needs n_blocks (blocks per network)")
             out = self.a * (s - np.asarray(n_blocks, dtype=np.float64) * float(self.floor_ms)) + self.b
+        elif self.model == "io_linear":
+            if io_mel is None:
+                raise ValueError("calibration model io_linear needs io_mel (block input + output, M elements)")
+            out = self.a * s + self.io_ms_per_mel * np.asarray(io_mel, dtype=np.float64) + self.b
         else:
             if type_sums is None:
                 raise ValueError("calibration model per_type needs type_sums (summed ms per block type)")
@@ -136,6 +154,7 @@ class Calibration:
             "a": self.a,
             "b": self.b,
             "floor_ms": self.floor_ms,
+            "io_ms_per_mel": self.io_ms_per_mel,
             "type_scales": dict(self.type_scales),
             "table": dict(self.table),
             "n_fit": self.n_fit,
@@ -159,6 +178,7 @@ class Calibration:
             a=float(data.get("a", 1.0)),
             b=float(data.get("b", 0.0)),
             floor_ms=None if data.get("floor_ms") is None else float(data["floor_ms"]),
+            io_ms_per_mel=float(data.get("io_ms_per_mel") or 0.0),
             type_scales={str(k): float(v) for k, v in (data.get("type_scales") or {}).items()},
             table=dict(data.get("table") or {}),
             n_fit=int(data.get("n_fit", 0)),
@@ -217,6 +237,8 @@ class Calibration:
             params = f"scales {scales}; b={self.b:.4g} ms"
         elif self.model == "floor_linear":
             params = f"a={self.a:.4g}, b={self.b:.4g} ms, floor {self.floor_ms:.4g} ms/block"
+        elif self.model == "io_linear":
+            params = f"a={self.a:.4g}, io {self.io_ms_per_mel:.4g} ms per M elements, b={self.b:.4g} ms"
         else:
             params = f"a={self.a:.4g}, b={self.b:.4g} ms"
         raw = self.accuracy.get("uncalibrated", {}).get("mape_pct", math.nan)
@@ -232,6 +254,7 @@ class _Data:
     n_blocks: np.ndarray | None
     types: list[str]
     type_sums: np.ndarray | None  # (n, n_types)
+    io_mel: np.ndarray | None = None
 
     def take(self, idx: np.ndarray) -> _Data:
         return _Data(
@@ -240,6 +263,7 @@ class _Data:
             None if self.n_blocks is None else self.n_blocks[idx],
             self.types,
             None if self.type_sums is None else self.type_sums[idx],
+            None if self.io_mel is None else self.io_mel[idx],
         )
 
     def type_dict(self) -> dict[str, np.ndarray] | None:
@@ -260,6 +284,10 @@ def _fit_model(model: str, d: _Data, floor_ms: float | None) -> Calibration:
         design = np.column_stack([x, np.ones(n)])
         (a, b), *_ = np.linalg.lstsq(design * w[:, None], d.measured * w, rcond=None)
         return Calibration(model, a=float(a), b=float(b), floor_ms=floor_ms if model == "floor_linear" else None)
+    if model == "io_linear":
+        design = np.column_stack([d.sum_ms, d.io_mel, np.ones(n)])
+        (a, c, b), *_ = np.linalg.lstsq(design * w[:, None], d.measured * w, rcond=None)
+        return Calibration(model, a=float(a), b=float(b), io_ms_per_mel=float(c))
     design = np.column_stack([d.type_sums, np.ones(n)])
     k = d.type_sums.shape[1]
     lower = np.r_[np.zeros(k), -np.inf]
@@ -270,7 +298,7 @@ def _fit_model(model: str, d: _Data, floor_ms: float | None) -> Calibration:
 
 
 def _apply(cal: Calibration, d: _Data) -> np.ndarray:
-    return np.asarray(cal.apply(d.sum_ms, d.n_blocks, d.type_dict()), dtype=np.float64)
+    return np.asarray(cal.apply(d.sum_ms, d.n_blocks, d.type_dict(), d.io_mel), dtype=np.float64)
 
 
 def _folds(n: int, folds: int, seed: int) -> list[np.ndarray]:
@@ -291,7 +319,7 @@ def _held_out_predictions(model: str, d: _Data, floor_ms: float | None, folds: i
 
 def _min_points(model: str, n_types: int) -> int:
     # enough points that every training fold over-determines the model
-    return {"none": 1, "linear": 4, "floor_linear": 4, "per_type": n_types + 4}[model]
+    return {"none": 1, "linear": 4, "floor_linear": 4, "per_type": n_types + 4, "io_linear": 6}[model]
 
 
 def fit(
@@ -301,6 +329,7 @@ def fit(
     n_blocks: Sequence[int] | np.ndarray | None = None,
     type_sums: Mapping[str, Sequence[float] | np.ndarray] | None = None,
     floor_ms: float | None = None,
+    io_mel: Sequence[float] | np.ndarray | None = None,
     models: Sequence[str] | None = None,
     folds: int = 5,
     seed: int = 0,
@@ -312,7 +341,9 @@ def fit(
     ``measured_ms`` the end-to-end measurements (both ms per batch); optional
     ``n_blocks`` (blocks per network, enables ``floor_linear`` together with
     ``floor_ms``, the backend floor in ms per batch) and ``type_sums`` (block type ->
-    per-network sums of that type in ms per batch, enables ``per_type``).
+    per-network sums of that type in ms per batch, enables ``per_type``) and
+    ``io_mel`` (the blocks' input plus output per network, millions of elements
+    per batch, enables ``io_linear``).
     ``models`` restricts the candidates; ``folds``-fold cross-validation
     (leave-one-out when there are fewer networks). ``table`` is the identity
     (device_profile, backend, precision, batch) stored with the result.
@@ -339,7 +370,10 @@ def fit(
             raise ValueError(f"type_sums must have one entry per network ({len(s)}) for every block type")
     if floor_ms is not None and not (math.isfinite(floor_ms) and floor_ms >= 0):
         raise ValueError(f"floor_ms must be a non-negative number of ms per batch; got {floor_ms!r}")
-    d = _Data(s, m, nb, types, ts)
+    io = None if io_mel is None else np.asarray(io_mel, dtype=np.float64).ravel()
+    if io is not None and (io.shape != s.shape or not np.all(np.isfinite(io))):
+        raise ValueError(f"io_mel must have one finite entry per network ({len(s)})")
+    d = _Data(s, m, nb, types, ts, io)
 
     wanted = list(models) if models is not None else list(MODELS)
     for name in wanted:
@@ -350,6 +384,7 @@ def fit(
         "linear": True,
         "floor_linear": nb is not None and floor_ms is not None,
         "per_type": ts is not None,
+        "io_linear": io is not None,
     }
     candidates = [
         name for name in MODELS if name in wanted and usable[name] and len(s) >= _min_points(name, len(types))
@@ -357,7 +392,7 @@ def fit(
     if not candidates:
         raise ValueError(
             f"none of the models {', '.join(wanted)} can be fitted on {len(s)} networks with the inputs given; "
-            "measure more networks or pass n_blocks/floor_ms/type_sums"
+            "measure more networks or pass n_blocks/floor_ms/type_sums/io_mel"
         )
     cv_pred = {name: _held_out_predictions(name, d, floor_ms, folds, seed) for name in candidates}
     cv_mape = {name: float(np.mean(np.abs(cv_pred[name] - m) / m) * 100.0) for name in candidates}
@@ -387,15 +422,16 @@ def fit_for_table(
     ``options`` go to :func:`fit`. Save the result with
     ``cal.save(calibration_path(table.path))`` to have ``LatencyTable.load`` apply it.
     """
-    from tables.predictor import block_sums
+    from tables.predictor import network_features
 
-    sums, n_blocks, type_sums = block_sums(table, archs)
+    f = network_features(table, archs)
     return fit(
-        sums,
+        f.sum_ms,
         measured_ms,
-        n_blocks=n_blocks,
-        type_sums=type_sums,
+        n_blocks=f.n_blocks,
+        type_sums=f.type_sums,
         floor_ms=table.floor_ms,
+        io_mel=f.io_mel,
         table=table.metadata,
         **options,
     )

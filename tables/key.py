@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 #: Activation names accepted in keys ("swish" is SiLU).
 ACTIVATIONS: tuple[str, ...] = ("relu", "swish", "relu6")
@@ -204,6 +208,14 @@ class BlockKey:
             return self.s == 1 and self.cin == self.cout
         return False
 
+    @property
+    def io_elements(self) -> int:
+        """Elements of the block's input plus its output, per image (see :func:`io_elements`)."""
+        out = 1
+        for d in self.output_shape:
+            out *= d
+        return self.cin * self.h * self.w + out
+
     def next_input(self) -> tuple[int, int, int]:
         """(channels, height, width) that the next block of a chain receives."""
         return (self.cout, *self.out_hw)
@@ -295,3 +307,20 @@ def chain_keys(keys: list[BlockKey] | tuple[BlockKey, ...]) -> None:
                 f"blocks do not chain at position {i}: block {i - 1} ({prev}) outputs "
                 f"{prev.next_input()} but block {i} ({cur}) expects {cur.input_shape}"
             )
+
+
+def io_elements(block: Sequence[str], cin: Any, h: Any, w: Any, cout: Any, s: Any) -> np.ndarray:
+    """Input plus output elements per image of many keys at once (int64), from their fields.
+
+    The vectorized twin of :attr:`BlockKey.io_elements`: what a block graph takes
+    in and gives out, which a block timed alone moves across its boundaries and a
+    whole network does not at every block.
+    """
+    block = np.asarray(block, dtype=object)
+    cin, h, w, cout, s = (np.asarray(v, dtype=np.int64) for v in (cin, h, w, cout, s))
+    oh, ow = -(-h // s), -(-w // s)
+    pooled = block == "conv_pool"
+    oh = np.where(pooled, -(-oh // 2), oh)
+    ow = np.where(pooled, -(-ow // 2), ow)
+    out = np.where(block == "tail", NUM_CLASSES, np.where(block == "pool_fc", cout, cout * oh * ow))
+    return cin * h * w + out

@@ -22,8 +22,10 @@ from tables.table import LatencyTable, MissingKeysError, arch_keys, as_key, writ
 
 __all__ = [
     "MissingKeysError",
+    "NetworkFeatures",
     "Prediction",
     "block_sums",
+    "network_features",
     "predict",
     "predict_many",
     "write_archs_file",
@@ -43,6 +45,8 @@ class Prediction:
             ``latency_ms`` (ms per batch).
         calibrated: whether a calibration was applied.
         batch: the table's batch size.
+        io_mel: the blocks' input plus output, millions of elements per batch
+            (what the ``io_linear`` calibration charges).
     """
 
     ms_per_batch: float
@@ -51,6 +55,7 @@ class Prediction:
     breakdown: pd.DataFrame = field(repr=False)
     calibrated: bool = False
     batch: int = 1
+    io_mel: float = 0.0
 
     @property
     def n_blocks(self) -> int:
@@ -110,11 +115,12 @@ def _calibrate(
     n_blocks: int | np.ndarray,
     type_sums: Mapping[str, Any],
     calibrated: bool,
+    io_mel: float | np.ndarray | None = None,
 ) -> tuple[float | np.ndarray, bool]:
     cal = table.calibration
     if not calibrated or cal is None:
         return sums, False
-    return cal.apply(sums, n_blocks, type_sums), True
+    return cal.apply(sums, n_blocks, type_sums, io_mel), True
 
 
 def predict(table: LatencyTable, arch: Any, *, calibrated: bool = True) -> Prediction:
@@ -141,13 +147,31 @@ def predict(table: LatencyTable, arch: Any, *, calibrated: bool = True) -> Predi
         }
     )
     type_sums = {str(k): float(v) for k, v in breakdown.groupby("block", sort=True)["latency_ms"].sum().items()}
-    total, done = _calibrate(table, sum_ms, len(keys), type_sums, calibrated)
+    io_mel = _run_sum(pos, table.io_array[pos])  # summed as predict_many sums it
+    total, done = _calibrate(table, sum_ms, len(keys), type_sums, calibrated, io_mel)
     total = float(total)
-    return Prediction(total, total / table.batch, sum_ms, breakdown, done, table.batch)
+    return Prediction(total, total / table.batch, sum_ms, breakdown, done, table.batch, io_mel)
 
 
-def block_sums(table: LatencyTable, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Raw block sums of several architectures: (sum_ms, n_blocks, per-type sums), ms per batch.
+@dataclass
+class NetworkFeatures:
+    """What a calibration is fitted on, one entry per network (see :func:`network_features`).
+
+    Attributes:
+        sum_ms: raw block sums, ms per batch.
+        n_blocks: blocks per network.
+        type_sums: block type -> summed latency of that type, ms per batch.
+        io_mel: the blocks' input plus output, millions of elements per batch.
+    """
+
+    sum_ms: np.ndarray
+    n_blocks: np.ndarray
+    type_sums: dict[str, np.ndarray]
+    io_mel: np.ndarray
+
+
+def network_features(table: LatencyTable, archs: Sequence[Any]) -> NetworkFeatures:
+    """Block sums, block counts, per-type sums and block I/O of several architectures.
 
     Used to fit a calibration. Raises :class:`MissingKeysError` listing every
     missing key of all architectures together.
@@ -165,7 +189,18 @@ def block_sums(table: LatencyTable, archs: Sequence[Any]) -> tuple[np.ndarray, n
         str(t): np.bincount(owner[blocks == t], weights=lat[blocks == t], minlength=n).astype(np.float64)
         for t in sorted(set(blocks.tolist()))
     }
-    return sums, n_blocks, type_sums
+    io_mel = np.bincount(owner, weights=table.io_array[pos], minlength=n).astype(np.float64)
+    return NetworkFeatures(sums, n_blocks, type_sums, io_mel)
+
+
+def block_sums(table: LatencyTable, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Raw block sums of several architectures: (sum_ms, n_blocks, per-type sums), ms per batch.
+
+    :func:`network_features` without the block I/O. Raises :class:`MissingKeysError`
+    listing every missing key of all architectures together.
+    """
+    f = network_features(table, archs)
+    return f.sum_ms, f.n_blocks, f.type_sums
 
 
 # --------------------------------------------------------------------------- vectorized
@@ -344,7 +379,7 @@ class _SpaceLookup:
     cell; per stage two gathers give what the stage adds to the sum.
     """
 
-    def __init__(self, table: LatencyTable, space: Any) -> None:
+    def __init__(self, table: LatencyTable, space: Any, values: np.ndarray | None = None) -> None:
         self.table = table
         self.space = space
         sp = space
@@ -364,7 +399,7 @@ class _SpaceLookup:
             lut[j * width + np.asarray(codes, dtype=np.intp)] = np.arange(len(codes))
         resolutions = sorted(int(r) for r in sp.resolutions)
         index = table.key_index
-        latency = table.latency_array
+        latency = table.latency_array if values is None else values  # what is summed: latencies, or a key feature
         weights = np.zeros((len(sp.stages), n_cols), dtype=np.float64)
         self.stages: list[_StageGrid] = []
         cins: list[int] = [self.in_channels]
@@ -674,24 +709,32 @@ class _SpaceLookup:
                     missing.setdefault(texts[cell % len(texts)], None)
 
 
-def _lookup_for(table: LatencyTable, space: Any) -> _SpaceLookup:
+def _lookup_for(table: LatencyTable, space: Any, feature: str = "latency") -> _SpaceLookup:
     # kept on the table: a NAS loop calls predict_many many times with one table and space
     cache = table.__dict__.setdefault("_space_lookups", {})
-    entry = cache.get(id(space))
+    entry = cache.get((id(space), feature))
     if entry is None or entry.space is not space:
-        entry = cache[id(space)] = _SpaceLookup(table, space)
+        values = None if feature == "latency" else table.io_array
+        entry = cache[(id(space), feature)] = _SpaceLookup(table, space, values)
     return entry
 
 
 def _many_sums(
-    table: LatencyTable, encodings: Any, space: Any, want_blocks: bool = True, want_types: bool = True
-) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray] | None]:
+    table: LatencyTable,
+    encodings: Any,
+    space: Any,
+    want_blocks: bool = True,
+    want_types: bool = True,
+    want_io: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray] | None, np.ndarray | None]:
     sp = resolve_space(space)
     length = int(sp.length)
     arr = np.asarray(encodings)
     if arr.ndim != 2 or arr.shape[1] != length or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"encodings must be an (N, {length}) integer array; got shape {arr.shape} {arr.dtype}")
-    return _lookup_for(table, sp).sums(arr, want_blocks, want_types)
+    total, n_blocks, types = _lookup_for(table, sp).sums(arr, want_blocks, want_types)
+    io = _lookup_for(table, sp, "io").sums(arr, False, False)[0] if want_io else None
+    return total, n_blocks, types, io
 
 
 def predict_many(
@@ -720,8 +763,13 @@ def predict_many(
     """
     cal = table.calibration if calibrated else None
     model = cal.model if cal is not None else "none"
-    total, n_blocks, type_sums = _many_sums(
-        table, encodings, space, want_blocks=model == "floor_linear", want_types=model == "per_type"
+    total, n_blocks, type_sums, io = _many_sums(
+        table,
+        encodings,
+        space,
+        want_blocks=model == "floor_linear",
+        want_types=model == "per_type",
+        want_io=model == "io_linear",
     )
-    out, _ = _calibrate(table, total, n_blocks, type_sums or {}, calibrated)  # type: ignore[arg-type]
+    out, _ = _calibrate(table, total, n_blocks, type_sums or {}, calibrated, io)  # type: ignore[arg-type]
     return np.asarray(out, dtype=np.float64)

@@ -10,6 +10,16 @@ A table is one Parquet file with one row per block key. Columns:
   ``max_ms``, ``std_ms``, ``cv`` (std / mean, no unit), ``inner_loop``
   (inferences per timed sample), ``warmup_runs``, ``n_samples`` and
   ``samples_ms`` (the raw samples, ms per batch);
+- drift correction: ``raw_latency_ms`` (the trimmed mean as measured) and
+  ``reference_ms`` (the trimmed mean of the drift reference's samples taken
+  between this key's samples, null when the build had no drift reference). With
+  a drift reference ``latency_ms`` is ``raw_latency_ms`` brought to the table's
+  reference speed (:func:`drift_corrected`), else it equals ``raw_latency_ms``;
+  the other statistics and the samples are always as measured;
+- ``round_latency_ms``: a table built in rounds (``profiler.build --rounds R``)
+  times every key once per round; this lists each round's ``latency_ms``, and
+  the row's ``latency_ms`` (and ``raw_latency_ms``, ``reference_ms``) is their
+  median, its samples those of every round; empty for a table built in one round;
 - phases of the measurement in seconds: ``export_s``, ``compile_s``,
   ``warmup_s``, ``timed_s``;
 - ``status`` ("ok" or "failed"), ``error`` (text of a failure, else null) and
@@ -72,10 +82,14 @@ REQUIRED_METADATA: tuple[str, ...] = (
 
 #: Metadata fields that may be null: the floor (not measured yet), the ONNX opset
 #: (torch backend) and the source (a hand-built table); absent ones are written as null.
-OPTIONAL_METADATA: tuple[str, ...] = ("floor", "opset", "source")
+OPTIONAL_METADATA: tuple[str, ...] = ("floor", "opset", "source", "drift_reference")
 
 STAT_COLUMNS: tuple[str, ...] = ("latency_ms", "median_ms", "min_ms", "max_ms", "std_ms", "cv")
 PHASE_COLUMNS: tuple[str, ...] = ("export_s", "compile_s", "warmup_s", "timed_s")
+#: Columns added after the first tables were written: a file without them still reads (filled in).
+DRIFT_COLUMNS: tuple[str, ...] = ("raw_latency_ms", "reference_ms")
+#: Also added later, and also filled in when absent: each round's latency of a table built in rounds.
+ROUND_COLUMN = "round_latency_ms"
 
 
 def arrow_schema() -> pa.Schema:
@@ -99,6 +113,8 @@ def arrow_schema() -> pa.Schema:
         pa.field("warmup_runs", int32),
         pa.field("n_samples", int32, nullable=False),
         pa.field("samples_ms", pa.list_(f64), nullable=False),
+        *(pa.field(name, f64) for name in DRIFT_COLUMNS),
+        pa.field(ROUND_COLUMN, pa.list_(f64)),
         *(pa.field(name, f64) for name in PHASE_COLUMNS),
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string()),
@@ -130,6 +146,7 @@ def result_row(
     error: str | BaseException | None = None,
     *,
     measured_at: datetime | None = None,
+    reference_ms: float | None = None,
 ) -> dict[str, Any]:
     """One table row for ``key``.
 
@@ -139,6 +156,11 @@ def result_row(
     ms per batch, phases in seconds. Without a result, or with ``error``, the row
     is a failed one: NaN statistics (stored as nulls), no samples, status "failed"
     and the error text.
+
+    ``raw_latency_ms`` is the trimmed mean and ``reference_ms`` the result's
+    ``reference_ms`` (the drift reference's speed while the key was timed), if any.
+    With ``reference_ms`` (the table's reference speed: the drift reference's
+    latency in ms) ``latency_ms`` is drift-corrected to it (see :func:`drift_corrected`).
     """
     k = _as_key(key)
     row: dict[str, Any] = {"key": str(k)}
@@ -164,6 +186,12 @@ def result_row(
         row["warmup_runs"] = int(result.warmup_runs)
         row["n_samples"] = len(samples)
         row["samples_ms"] = samples
+    row["raw_latency_ms"] = row["latency_ms"]
+    row[ROUND_COLUMN] = []
+    now = getattr(result, "reference_ms", None) if not failed else None
+    row["reference_ms"] = _float(now)
+    if reference_ms is not None and not failed:
+        row["latency_ms"] = drift_corrected(row["raw_latency_ms"], row["reference_ms"], reference_ms)
     phases = dict(getattr(result, "phases", None) or {}) if result is not None else {}
     for name in PHASE_COLUMNS:
         row[name] = _float(phases.get(name))
@@ -175,6 +203,34 @@ def result_row(
         row["error"] = None
     row["measured_at"] = measured_at or utc_now()
     return row
+
+
+def drift_corrected(latency_ms: float, reference_now_ms: float, reference_ms: float) -> float:
+    """A latency brought to the table's reference speed.
+
+    ``latency_ms`` was measured while the drift reference took
+    ``reference_now_ms``; the result is the latency at the speed where it takes
+    ``reference_ms``. The machine was ``reference_now_ms / reference_ms`` times slower than in the
+    reference state while the latency was measured; dividing by that factor gives
+    the latency in the reference state. All three in the same unit; raises
+    ``ValueError`` unless all are finite and positive.
+    """
+    for name, value in (("latency", latency_ms), ("reference_now", reference_now_ms), ("reference", reference_ms)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"drift correction needs a finite positive {name} latency (ms); got {value!r}")
+    return float(latency_ms) * float(reference_ms) / float(reference_now_ms)
+
+
+def apply_drift_correction(row: Mapping[str, Any], reference_ms: float) -> dict[str, Any]:
+    """A copy of a row from :func:`result_row` (without a table reference) with ``latency_ms`` drift-corrected.
+
+    Rows of failed keys, and rows without a ``reference_ms`` measurement, are returned unchanged.
+    """
+    out = dict(row)
+    now, raw = out.get("reference_ms"), out.get("raw_latency_ms")
+    if out.get("status") == STATUS_OK and not _is_missing(now) and not _is_missing(raw):
+        out["latency_ms"] = drift_corrected(float(raw), float(now), reference_ms)
+    return out
 
 
 def _error_text(error: str | BaseException) -> str:
@@ -342,12 +398,24 @@ def rows_to_arrow(
     schema = arrow_schema()
     if not isinstance(rows, pd.DataFrame):
         rows = pd.DataFrame([dict(r) for r in rows], columns=list(schema.names))
+    if any(name not in rows.columns for name in DRIFT_COLUMNS):  # rows made before the drift columns existed
+        rows = rows.copy()
+        if "reference_ms" not in rows.columns:
+            rows["reference_ms"] = math.nan
+        if "raw_latency_ms" not in rows.columns and "latency_ms" in rows.columns:
+            rows["raw_latency_ms"] = rows["latency_ms"]
+    if ROUND_COLUMN not in rows.columns:
+        rows = rows.copy()
+        rows[ROUND_COLUMN] = [[] for _ in range(len(rows))]
     missing = [name for name in schema.names if name not in rows.columns]
     if missing:
         raise ValueError("table rows lack column(s) " + ", ".join(missing) + "; make rows with result_row()")
     frame = rows.loc[:, list(schema.names)].copy()
     frame["samples_ms"] = pd.Series(
         [[] if _is_missing(v) else [float(x) for x in v] for v in frame["samples_ms"]], index=frame.index, dtype=object
+    )
+    frame[ROUND_COLUMN] = pd.Series(
+        [[] if _is_missing(v) else [float(x) for x in v] for v in frame[ROUND_COLUMN]], index=frame.index, dtype=object
     )
     frame["error"] = pd.Series(
         [None if _is_missing(v) else str(v) for v in frame["error"]], index=frame.index, dtype=object
@@ -471,6 +539,13 @@ def read_table(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, An
     except (pa.ArrowException, OSError) as exc:
         raise ValueError(f"not a Parquet file or truncated: {path} ({_one_line(exc)})") from None
     expected = arrow_schema()
+    for name in DRIFT_COLUMNS:  # tables written before these columns existed
+        if name not in table.schema.names:
+            fill = table.column("latency_ms") if name == "raw_latency_ms" else pa.nulls(len(table), pa.float64())
+            table = table.append_column(pa.field(name, pa.float64()), fill)
+    if ROUND_COLUMN not in table.schema.names:
+        empty = pa.array([[] for _ in range(len(table))], type=pa.list_(pa.float64()))
+        table = table.append_column(pa.field(ROUND_COLUMN, pa.list_(pa.float64())), empty)
     missing = [name for name in expected.names if name not in table.schema.names]
     if missing:
         raise ValueError(f"{path} lacks table column(s) {', '.join(missing)}; rebuild the table")
@@ -481,6 +556,7 @@ def table_to_frame(table: pa.Table) -> pd.DataFrame:
     """An Arrow table of :func:`arrow_schema` -> DataFrame (``samples_ms`` as lists of float)."""
     frame = table.to_pandas()
     frame["samples_ms"] = [list(v) if v is not None else [] for v in frame["samples_ms"]]
+    frame[ROUND_COLUMN] = [list(v) if v is not None else [] for v in frame[ROUND_COLUMN]]
     for name in ("cin", "h", "w", "cout", "k", "s", "n_samples"):
         frame[name] = frame[name].astype(np.int64)
     for name in ("inner_loop", "warmup_runs"):

@@ -30,6 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tables.schema import (
+    PHASE_COLUMNS,
+    ROUND_COLUMN,
     STATUS_OK,
     empty_frame,
     read_metadata,
@@ -72,6 +74,59 @@ def dedup_rows(frame: pd.DataFrame) -> pd.DataFrame:
     keep = rank.drop_duplicates("key", keep="last")["order"].to_numpy()
     out = work.iloc[keep].sort_values("key", kind="stable").reset_index(drop=True)
     return out
+
+
+def combine_rounds(rounds: list[pd.DataFrame]) -> pd.DataFrame:
+    """One row per key from the rows of several rounds of one build (each round one row per key at most).
+
+    A key measured ok in at least one round gets one ok row: ``latency_ms``,
+    ``raw_latency_ms`` and ``reference_ms`` are the medians over its ok rounds,
+    ``round_latency_ms`` lists each ok round's ``latency_ms`` in round order,
+    the samples of every ok round are pooled (``samples_ms``, ``n_samples``) and
+    ``median_ms``, ``min_ms``, ``max_ms``, ``std_ms`` and ``cv`` describe the pooled
+    samples; phases are summed, ``inner_loop`` and ``warmup_runs`` are the first
+    ok round's, ``measured_at`` the last. A key that failed in every round keeps
+    its newest failed row. Rows come back sorted by key.
+    """
+    frames = []
+    for r, frame in enumerate(rounds):
+        if len(frame):
+            f = dedup_rows(frame).copy()
+            f["_round"] = r
+            frames.append(f)
+    if not frames:
+        return empty_frame()
+    work = pd.concat(frames, ignore_index=True)
+    ok = work[work["status"] == STATUS_OK].sort_values(["key", "_round"], kind="stable")
+    out_rows: list[dict[str, Any]] = []
+    for _, group in ok.groupby("key", sort=True):
+        first = group.iloc[0]
+        row = {name: first[name] for name in work.columns if name != "_round"}
+        if len(group) > 1:
+            samples = [float(x) for v in group["samples_ms"] for x in v]
+            pooled = pd.Series(samples, dtype=float)
+            mean = float(pooled.mean())
+            std = float(pooled.std(ddof=1)) if len(samples) > 1 else 0.0
+            row.update(
+                latency_ms=float(group["latency_ms"].median()),
+                raw_latency_ms=float(group["raw_latency_ms"].median()),
+                reference_ms=float(group["reference_ms"].median()) if group["reference_ms"].notna().any() else None,
+                median_ms=float(pooled.median()),
+                min_ms=float(pooled.min()),
+                max_ms=float(pooled.max()),
+                std_ms=std,
+                cv=std / mean if mean > 0 else 0.0,
+                n_samples=len(samples),
+                samples_ms=samples,
+                measured_at=group["measured_at"].max(),
+                **{name: float(group[name].sum(min_count=1)) for name in PHASE_COLUMNS},
+            )
+        row[ROUND_COLUMN] = [float(v) for v in group["latency_ms"]]
+        out_rows.append(row)
+    combined = pd.DataFrame(out_rows, columns=[c for c in work.columns if c != "_round"])
+    failed = work[~work["key"].isin(set(ok["key"]))].drop(columns="_round")
+    merged = pd.concat([combined, failed], ignore_index=True) if len(failed) else combined
+    return dedup_rows(merged)
 
 
 def check_same_identity(a: Mapping[str, Any], b: Mapping[str, Any], what_a: str, what_b: str) -> None:
@@ -282,13 +337,21 @@ class PartStore:
             return empty_frame()
         return dedup_rows(pd.concat(frames, ignore_index=True))
 
-    def compact(self) -> Path:
+    def compact(self, metadata_update: Mapping[str, Any] | None = None) -> Path:
         """Merge the final table and all parts into ``out_dir/<table_name>`` atomically; delete the merged parts.
 
-        Returns the table's path. Parts written while this runs are kept for the next compaction.
+        ``metadata_update``: fields replaced in the stored metadata (e.g. a summary of
+        the build); the identity fields cannot be changed this way. Returns the
+        table's path. Parts written while this runs are kept for the next compaction.
         """
         parts = self.part_paths()
         metadata = self._table_metadata()
+        if metadata_update:
+            changed = [name for name in IDENTITY_FIELDS if name in metadata_update]
+            if changed:
+                raise ValueError(f"compact() cannot change the table's identity fields ({', '.join(changed)})")
+            metadata = {**metadata, **metadata_update}
+            validate_metadata(metadata)
         unreadable: list[Path] = []
         frames = self._frames(parts, unreadable=unreadable)
         merged = dedup_rows(pd.concat(frames, ignore_index=True)) if frames else empty_frame()

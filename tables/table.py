@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from tables.calibration import Calibration, calibration_path
-from tables.key import BlockKey, parse_key
+from tables.key import BlockKey, io_elements, parse_key
 from tables.schema import STATUS_FAILED, STATUS_OK, floor_latency_ms, read_table, table_filename, validate_metadata
 from tables.store import IDENTITY_FIELDS, check_same_identity, dedup_rows
 
@@ -386,6 +386,22 @@ class LatencyTable:
     def latency_array(self) -> np.ndarray:
         """Latencies in ms per batch (read-only float64), aligned with :attr:`keys`."""
         return self._latency
+
+    @property
+    def io_array(self) -> np.ndarray:
+        """Block input plus output, millions of elements per batch (read-only float64), aligned with :attr:`keys`.
+
+        What a block timed alone moves across its boundaries; the ``io_linear``
+        calibration charges it (see :mod:`tables.calibration`).
+        """
+        cached = self.__dict__.get("_io_array")
+        if cached is None:
+            rows = self._frame.set_index("key").loc[self._keys]
+            elements = io_elements(rows["block"], rows["cin"], rows["h"], rows["w"], rows["cout"], rows["s"])
+            cached = elements.astype(np.float64) * self.batch / 1e6
+            cached.setflags(write=False)
+            self.__dict__["_io_array"] = cached
+        return cached
 
     def indices(self, keys: Iterable[BlockKey | str], *, missing: str = "raise") -> np.ndarray:
         """Positions of ``keys`` in :attr:`latency_array` (int64).

@@ -344,3 +344,37 @@ def test_a_cpu_this_process_cannot_use_is_refused_naming_the_usable_ones() -> No
         get_backend("onnxruntime", cpus=[100000])
     assert str(usable) in str(info.value)
     assert os.sched_getaffinity(0) == set(usable)
+
+
+# ----- drift reference -------------------------------------------------------------
+
+
+def test_a_drift_reference_is_timed_between_the_samples_of_a_key(ort_cpu: Backend) -> None:
+    from kernels_bench.measure import DEFAULT_DRIFT_REFERENCE, DriftReference
+
+    settings = TimingSettings(repeats=6, warmup_runs=1, warmup_min_ms=0.0, min_sample_ms=2.0)
+    with DriftReference(ort_cpu, batch=2, precision="fp32") as ref:
+        assert str(ref.key) == DEFAULT_DRIFT_REFERENCE
+        alone = ref.measure(settings)
+        assert alone.reference_ms is None and alone.trimmed_mean_ms > 0
+        result = measure_keys(ort_cpu, KEY, 2, "fp32", settings, reference=ref)
+    assert len(result.reference_samples_ms) == 6 and result.reference_ms > 0
+    assert result.settings["drift_reference"] == DEFAULT_DRIFT_REFERENCE
+    # a reference sample lasts about as long as a sample of the key
+    key_sample = result.trimmed_mean_ms * result.inner_loop
+    ref_sample = result.reference_ms * result.reference_inner_loop
+    assert 0.3 < ref_sample / key_sample < 3.0
+
+
+def test_a_drift_reference_loaded_for_another_batch_or_a_closed_one_is_refused(ort_cpu: Backend) -> None:
+    from kernels_bench.measure import DriftReference
+
+    ref = DriftReference(ort_cpu, "conv_i8x8x8_o8_k3_s1_e1_se0_relu", batch=1, precision="fp32")
+    with pytest.raises(ValueError, match="batch 1"):
+        measure_keys(ort_cpu, KEY, 2, "fp32", FAST, reference=ref)
+    ref.close()
+    ref.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        ref.measure(FAST)
+    with pytest.raises(ValueError, match="ratio"):
+        DriftReference(ort_cpu, batch=1, precision="fp32", ratio=0)

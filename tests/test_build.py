@@ -350,3 +350,97 @@ def test_keys_are_measured_in_a_seeded_shuffled_order_unless_given_order_is_aske
         assert measured == [str(k) for k in expected]
         assert meta["key_order"]["order"] == mode
     assert order != keys
+
+
+# ----- drift correction ----------------------------------------------------------
+
+
+def test_drift_correct_brings_every_key_to_the_tables_reference_speed(tmp_path, capsys):
+    keys = tiny_keys(3)
+    archs = write_archs(tmp_path / "archs.json", keys)
+    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
+    assert build.main([*argv, *FAST, "--drift-correct"]) == 0
+    frame, meta = read(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")
+    drift = meta["drift_reference"]
+    assert drift["key"] == "irb_i64x28x28_o64_k3_s1_e4_se1_swish" and drift["ratio"] == 1.0
+    assert drift["latency_ms"] > 0 and drift["n_samples"] == 15  # three times the protocol's 5 repeats
+    assert (frame["reference_ms"] > 0).all()
+    for row in frame.itertuples():
+        assert row.latency_ms == pytest.approx(row.raw_latency_ms * drift["latency_ms"] / row.reference_ms)
+    during = drift["during_build"]
+    assert during["n"] == 3 and during["p10_ms"] <= during["median_ms"] <= during["p90_ms"]
+    assert "drift reference:" in capsys.readouterr().out
+
+
+def test_without_drift_correct_latency_is_the_raw_trimmed_mean_and_there_is_no_reference(tmp_path):
+    archs = write_archs(tmp_path / "archs.json", tiny_keys(2))
+    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
+    assert build.main([*argv, *FAST]) == 0
+    frame, meta = read(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")
+    assert meta["drift_reference"] is None
+    assert (frame["latency_ms"] == frame["raw_latency_ms"]).all()
+    assert frame["reference_ms"].isna().all()
+
+
+def test_a_chosen_drift_reference_is_used_and_recorded(tmp_path):
+    archs = write_archs(tmp_path / "archs.json", tiny_keys(1))
+    ref = "conv_i16x32x32_o16_k3_s1_e1_se0_relu"
+    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
+    assert build.main([*argv, *FAST, "--drift-correct", "--drift-reference", ref]) == 0
+    _, meta = read(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")
+    assert meta["drift_reference"]["key"] == ref
+
+
+def test_resuming_with_another_drift_setting_is_refused_and_keeps_the_table(tmp_path):
+    keys = tiny_keys(3)
+    first = write_archs(tmp_path / "first.json", keys[:2])
+    both = write_archs(tmp_path / "both.json", keys)
+    base = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--out", str(tmp_path / "o"), *FAST]
+    assert build.main([*base, "--archs", str(first), "--drift-correct"]) == 0
+    table = tmp_path / "o" / "cpu_onnxruntime_fp32_b1.parquet"
+    before = table.read_bytes()
+    for extra in ([], ["--drift-correct", "--drift-reference", "conv_i16x32x32_o16_k3_s1_e1_se0_relu"]):
+        result = run_cli([*base, "--archs", str(both), *extra])
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "drift" in lines[0] and "--out" in lines[0]
+    assert table.read_bytes() == before
+    assert build.main([*base, "--archs", str(both), "--drift-correct"]) == 0  # the same options resume
+    frame, meta = read(table)
+    assert len(frame) == 3 and frame["reference_ms"].notna().all()
+    assert meta["drift_reference"]["during_build"]["n"] == 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--drift-reference", "conv_i16x32x32_o16_k3_s1_e1_se0_relu"], "--drift-correct"),
+        (["--drift-correct", "--drift-reference", "lstm_i8x8x8_o8_k3_s1_e1_se0_relu"], "--drift-reference"),
+    ],
+)
+def test_bad_drift_options_are_one_line(tmp_path, extra, message):
+    result = run_cli(["--device", "cpu", "--batch", "1", "--out", str(tmp_path / "o"), *FAST, *extra])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_a_build_on_an_unsteady_machine_suggests_drift_correction(tmp_path, monkeypatch):
+    archs = write_archs(tmp_path / "archs.json", tiny_keys(2))
+    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
+    assert build.main([*argv, *FAST]) == 0
+    path = tmp_path / "cpu_onnxruntime_fp32_b1.parquet"
+    monkeypatch.setattr(build, "UNSTEADY_CV", -1.0)  # any spread counts as unsteady
+    assert "--drift-correct" in build.stability_note(path)
+    monkeypatch.setattr(build, "UNSTEADY_CV", 10.0)
+    assert build.stability_note(path) is None
+
+
+def test_dry_run_with_drift_correction_estimates_more_time(tmp_path, capsys):
+    argv = ["--device", "cpu", "--batch", "1", "--networks", "resnet-18", "--out", str(tmp_path), "--dry-run"]
+    assert build.main(argv) == 0
+    plain = capsys.readouterr().out
+    assert build.main([*argv, "--drift-correct"]) == 0
+    corrected = capsys.readouterr().out
+    assert "with --drift-correct" in corrected and "with --drift-correct" not in plain

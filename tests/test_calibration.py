@@ -74,3 +74,34 @@ def test_malformed_calibration_file_is_a_one_line_error(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         Calibration.load(path)
+
+
+def test_io_model_recovers_the_boundary_cost_of_blocks_timed_alone():
+    rng = np.random.default_rng(3)
+    work = rng.uniform(2.0, 20.0, 50)
+    io = rng.uniform(0.5, 8.0, 50)  # M elements moved across the blocks' boundaries
+    sums = work + 0.3 * io  # each block timed alone also moved its input and output
+    measured = 1.05 * work + 0.2
+    cal = fit(sums, measured, io_mel=io)
+    assert cal.model == "io_linear"
+    assert cal.a == pytest.approx(1.05) and cal.b == pytest.approx(0.2)
+    assert cal.io_ms_per_mel == pytest.approx(-1.05 * 0.3)
+    assert cal.apply(float(sums[0]), io_mel=float(io[0])) == pytest.approx(measured[0])
+    assert "ms per M elements" in cal.summary()
+    with pytest.raises(ValueError, match="io_mel"):
+        cal.apply(float(sums[0]))
+    back = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert back.io_ms_per_mel == cal.io_ms_per_mel and back.model == "io_linear"
+
+
+def test_io_model_is_only_tried_with_the_io_of_every_network():
+    sums = np.linspace(1.0, 5.0, 20)
+    assert "io_linear" not in fit(sums, 1.1 * sums).cv_mape_pct
+    with pytest.raises(ValueError, match="io_mel"):
+        fit(sums, 1.1 * sums, io_mel=np.ones(19))
+
+
+def test_a_calibration_file_written_before_the_io_model_still_loads():
+    old = Calibration("linear", a=2.0, b=1.0).to_dict()
+    del old["io_ms_per_mel"]
+    assert Calibration.from_dict(old).io_ms_per_mel == 0.0

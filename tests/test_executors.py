@@ -235,3 +235,35 @@ def test_local_workers_are_pinned_to_their_own_cpus(tmp_path, archs, serial_keys
     _, meta = read_table(out / TABLE)
     assert meta["backend_settings"]["cpu_affinity"] in ([cpus[0]], [cpus[1]])  # one worker's own share
     assert os.sched_getaffinity(0) == before  # the driver itself is not pinned
+
+
+# --------------------------------------------------------------------------- drift reference
+def drift_rows_are_corrected(out: Path) -> None:
+    frame, meta = read_table(out / TABLE)
+    ref = meta["drift_reference"]["latency_ms"]
+    assert (frame["reference_ms"] > 0).all()
+    for row in frame.itertuples():
+        assert row.latency_ms == pytest.approx(row.raw_latency_ms * ref / row.reference_ms)
+
+
+def test_two_local_workers_each_time_their_own_drift_reference(tmp_path, archs, serial_keys):
+    out = tmp_path / "local-drift"
+    extra = ("--executor", "local", "--workers", "2", "--chunk-size", "2", "--drift-correct")
+    assert build.main(build_args(archs, out, *extra)) == 0
+    assert table_keys(out) == serial_keys
+    drift_rows_are_corrected(out)
+
+
+@pytest.mark.ray
+def test_ray_workers_time_the_drift_reference_too(tmp_path, archs, serial_keys, local_ray):
+    out = tmp_path / "ray-drift"
+    extra = ("--executor", "ray", "--workers", "2", "--chunk-size", "2", "--drift-correct")
+    assert build.main(build_args(archs, out, *extra)) == 0
+    assert table_keys(out) == serial_keys
+    drift_rows_are_corrected(out)
+
+
+def test_a_worker_without_a_drift_reference_refuses_to_time_one():
+    worker = KeyWorker(backend=None, backend_name="onnxruntime", timing=None)
+    with pytest.raises(ValueError, match="no drift reference"):
+        worker.reference(1, "fp32")

@@ -156,3 +156,29 @@ def test_tables_imports_without_heavy_dependencies():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_io_elements_of_every_block_type_and_the_vectorized_twin_agree():
+    import numpy as np
+
+    from tables.key import io_elements
+
+    keys = [
+        BlockKey("conv", 3, 224, 224, 32, 3, 2),
+        BlockKey("conv_pool", 3, 224, 224, 64, 7, 2),
+        BlockKey("xx", 64, 56, 56, 64, 3, 1),
+        BlockKey("bl", 64, 57, 57, 256, 3, 2, e=0.25),
+        BlockKey("dw", 96, 28, 28, 96, 5, 1, e=2),
+        BlockKey("irb", 32, 15, 15, 64, 5, 2, e=6, se=True, act="swish"),
+        BlockKey("fused_irb", 24, 56, 56, 48, 3, 2, e=4),
+        BlockKey("tail", 320, 7, 7, 1280, 1, 1),
+        BlockKey("pool_fc", 2048, 7, 7, 1000, 1, 1),
+    ]
+    assert keys[0].io_elements == 3 * 224 * 224 + 32 * 112 * 112
+    assert keys[1].io_elements == 3 * 224 * 224 + 64 * 56 * 56
+    assert keys[3].io_elements == 64 * 57 * 57 + 256 * 29 * 29
+    assert keys[7].io_elements == 320 * 49 + 1000
+    assert keys[8].io_elements == 2048 * 49 + 1000
+    vec = io_elements(*zip(*[(k.block, k.cin, k.h, k.w, k.cout, k.s) for k in keys]))
+    assert vec.tolist() == [k.io_elements for k in keys]
+    assert vec.dtype == np.int64

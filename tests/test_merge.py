@@ -194,3 +194,38 @@ def test_a_missing_input_is_one_line(tmp_path, capsys):
     assert merge.main([str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "m.parquet")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope.parquet" in err[0]
+
+
+# ----- drift reference ---------------------------------------------------------
+
+
+REF = "irb_i64x28x28_o64_k3_s1_e4_se1_swish"
+
+
+def drift(ms: float, key: str = REF) -> dict:
+    return {"key": key, "ratio": 1.0, "latency_ms": ms}
+
+
+def test_a_drift_corrected_table_and_an_uncorrected_one_are_refused(tmp_path):
+    a = table(tmp_path / "a.parquet", [ok(KEYS[0], 1.0)], drift_reference=drift(1.0))
+    b = table(tmp_path / "b.parquet", [ok(KEYS[1], 1.0)])
+    with pytest.raises(merge.MergeRefused, match="drift reference"):
+        merge.merge_sources([merge.load_source(a), merge.load_source(b)])
+    other = drift(1.0, "conv_i8x8x8_o8_k3_s1_e1_se0_relu")
+    c = table(tmp_path / "c.parquet", [ok(KEYS[1], 1.0)], drift_reference=other)
+    with pytest.raises(merge.MergeRefused, match="drift reference"):
+        merge.merge_sources([merge.load_source(a), merge.load_source(c)])
+
+
+def test_shards_with_their_own_reference_speed_are_brought_to_the_first_inputs(tmp_path, capsys):
+    a = table(tmp_path / "a.parquet", [ok(KEYS[0], 2.0)], drift_reference=drift(1.0))
+    b = table(tmp_path / "b.parquet", [ok(KEYS[1], 3.0)], drift_reference=drift(1.2))  # a 20% slower reference state
+    out = tmp_path / "m.parquet"
+    assert merge.main([str(a), str(b), "--out", str(out)]) == 0
+    frame, md = read_table(out)
+    latency = dict(zip(frame["key"], frame["latency_ms"]))
+    assert latency[KEYS[0]] == 2.0
+    assert latency[KEYS[1]] == pytest.approx(3.0 / 1.2)
+    assert md["drift_reference"]["latency_ms"] == 1.0
+    assert len(md["merge_rescaled"]) == 1 and "b.parquet" in md["merge_rescaled"][0]
+    assert "brought to the first input's drift reference speed" in capsys.readouterr().out

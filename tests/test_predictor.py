@@ -128,6 +128,7 @@ def test_predict_many_applies_every_calibration_model_like_predict(gpunet_case):
         Calibration("linear", a=0.9, b=0.25),
         Calibration("floor_linear", a=1.1, b=0.5, floor_ms=0.0625),
         Calibration("per_type", b=0.125, type_scales={"irb": 0.5, "fused_irb": 2.0, "conv": 1.0, "tail": 0.25}),
+        Calibration("io_linear", a=1.05, b=0.375, io_ms_per_mel=-0.25),
     ):
         table.calibration = cal
         loop = np.array([predict(table, a).ms_per_batch for a in archs])
@@ -317,3 +318,41 @@ def test_grid_key_strings_equal_the_space_keys(space):
                         assert rests[i] == str(rest)
                     i += 1
     assert i == len(firsts) and len(rests) == len(firsts) // 2
+
+
+# ----- block input/output (the io_linear calibration) ----------------------------------------------------
+def test_predict_reports_the_blocks_input_and_output_and_io_linear_charges_it(gpunet_case):
+    enc, table = gpunet_case
+    keys = gpunet.arch_keys(enc[0])
+    raw = predict(table, keys, calibrated=False)
+    expected = table.batch * sum(k.io_elements for k in keys) / 1e6
+    assert raw.io_mel == pytest.approx(expected, rel=1e-12)
+    table.calibration = Calibration("io_linear", a=0.9, b=0.5, io_ms_per_mel=-0.2)
+    try:
+        p = predict(table, keys)
+        assert p.calibrated and p.ms_per_batch == pytest.approx(0.9 * raw.sum_ms - 0.2 * expected + 0.5, rel=1e-12)
+    finally:
+        table.calibration = None
+
+
+def test_predict_many_with_io_linear_is_bit_identical_to_predict():
+    keys = {k for e in merging_gpunet_encodings(300, 5) for k in gpunet.arch_keys(e)}
+    table = odd_table(keys)
+    enc = merging_gpunet_encodings(300, 5)
+    table.calibration = Calibration("io_linear", a=1.0 / 3.0, b=0.1, io_ms_per_mel=-1.0 / 7.0)
+    loop = np.array([predict(table, gpunet.arch_keys(e)).ms_per_batch for e in enc])
+    assert np.array_equal(predict_many(table, enc), loop)
+
+
+def test_network_features_match_predict(gpunet_case):
+    from tables.predictor import network_features
+
+    enc, table = gpunet_case
+    archs = [gpunet.arch_keys(e) for e in enc[:20]]
+    f = network_features(table, archs)
+    for i, a in enumerate(archs):
+        p = predict(table, a, calibrated=False)
+        assert f.sum_ms[i] == pytest.approx(p.sum_ms, rel=1e-12)
+        assert f.io_mel[i] == pytest.approx(p.io_mel, rel=1e-12)
+        assert f.n_blocks[i] == p.n_blocks
+    assert set(f.type_sums) == {k.block for a in archs for k in a}

@@ -171,3 +171,57 @@ def test_table_filename_is_predictable():
     assert table_filename("V100", "tensorrt", "fp16", 64) == "v100_tensorrt_fp16_b64.parquet"
     with pytest.raises(ValueError, match="batch"):
         table_filename("v100", "tensorrt", "fp16", 0)
+
+
+# ----- drift correction --------------------------------------------------------
+
+
+def test_row_without_a_drift_reference_has_raw_latency_equal_to_latency_and_no_reference():
+    row = result_row(KEY, timing(2.0))
+    assert row["raw_latency_ms"] == row["latency_ms"] == 2.0
+    assert math.isnan(row["reference_ms"])
+
+
+def test_row_with_a_drift_reference_is_brought_to_the_table_reference_speed():
+    t = timing(2.0)
+    t.reference_ms = 1.2  # the reference took 1.2 ms while the key was timed: 20% slower than its 1.0 ms
+    row = result_row(KEY, t, reference_ms=1.0)
+    assert row["raw_latency_ms"] == 2.0 and row["reference_ms"] == 1.2
+    assert row["latency_ms"] == pytest.approx(2.0 / 1.2)
+    assert row["median_ms"] == 2.0 and row["samples_ms"] == [1.9, 2.0, 2.1]  # statistics stay as measured
+
+
+def test_apply_drift_correction_matches_result_row_and_leaves_failed_rows_alone():
+    from tables.schema import apply_drift_correction
+
+    t = timing(3.0)
+    t.reference_ms = 0.8
+    plain = result_row(KEY, t)
+    assert plain["latency_ms"] == 3.0 and plain["reference_ms"] == 0.8
+    corrected = apply_drift_correction(plain, 1.0)
+    assert corrected["latency_ms"] == pytest.approx(result_row(KEY, t, reference_ms=1.0)["latency_ms"])
+    assert corrected["latency_ms"] == pytest.approx(3.75) and plain["latency_ms"] == 3.0  # a copy
+    failed = result_row(KEY, error="boom")
+    assert apply_drift_correction(failed, 1.0) == failed
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), None, True])
+def test_drift_corrected_refuses_non_positive_or_non_finite_figures(bad):
+    from tables.schema import drift_corrected
+
+    assert drift_corrected(2.0, 1.25, 1.0) == pytest.approx(1.6)
+    with pytest.raises(ValueError, match="finite positive"):
+        drift_corrected(2.0, bad, 1.0)
+    with pytest.raises(ValueError, match="finite positive"):
+        drift_corrected(2.0, 1.0, bad)
+
+
+def test_a_table_written_before_the_drift_columns_reads_with_them_filled(tmp_path):
+    path = write_table([result_row(KEY, timing(2.0))], tmp_path / "t.parquet", metadata())
+    table = pq.read_table(path)
+    old = table.drop_columns(["raw_latency_ms", "reference_ms"])
+    pq.write_table(old, tmp_path / "old.parquet")
+    frame, _ = read_table(tmp_path / "old.parquet")
+    assert frame["raw_latency_ms"].tolist() == [2.0]
+    assert frame["reference_ms"].isna().all()
+    assert list(frame.columns) == arrow_schema().names

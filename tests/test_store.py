@@ -184,3 +184,14 @@ def test_an_unreadable_part_is_skipped_with_a_warning_and_set_aside_at_compactio
         store.compact()
     assert bad.with_name(bad.name + ".corrupt").exists()
     assert read_table(tmp_path / NAME)[0]["key"].tolist() == [key(1)]
+
+
+def test_compaction_can_update_metadata_fields_but_not_the_tables_identity(tmp_path):
+    store = PartStore(tmp_path, NAME, metadata())
+    store.append([ok(1, 1.0)])
+    path = store.compact({"drift_reference": {"key": "k", "latency_ms": 1.0, "during_build": {"n": 1}}})
+    _, md = read_table(path)
+    assert md["drift_reference"]["during_build"] == {"n": 1}
+    with pytest.raises(ValueError, match="identity"):
+        store.compact({"batch": 4})
+    assert read_table(path)[1]["batch"] == 8

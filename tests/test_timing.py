@@ -247,10 +247,117 @@ def test_timing_result_has_the_attribute_names_the_table_writer_uses() -> None:
         "warmup_runs",
         "settings",
         "phases",
+        "reference_samples_ms",
+        "reference_ms",
+        "reference_inner_loop",
     }
+    assert data["reference_ms"] is None and data["reference_samples_ms"] == []
     assert json.loads(json.dumps(data)) == data
     assert isinstance(result, TimingResult)
 
 
 def test_host_clock_resolution_is_positive_and_sub_millisecond() -> None:
     assert 0 < host_clock_resolution_ms() < 0.1
+
+
+# ----- drift reference ---------------------------------------------------------
+
+
+class DriftingMachine:
+    """A machine whose speed changes over (simulated) time; runners on it advance its clock.
+
+    ``slowdown(t)`` is the factor by which every inference is slower at time ``t``
+    (ms since start); a runner's inference costs ``per_run_ms * slowdown(t)``.
+    """
+
+    def __init__(self, slowdown) -> None:
+        self.now_ms = 0.0
+        self.slowdown = slowdown
+
+    def runner(self, per_run_ms: float) -> DriftingRunner:
+        return DriftingRunner(self, per_run_ms)
+
+
+class DriftingRunner(FakeRunner):
+    def __init__(self, machine: DriftingMachine, per_run_ms: float) -> None:
+        super().__init__(per_run_ms)
+        self.machine = machine
+
+    def timed(self, iters: int) -> float:
+        self.calls.append(iters)
+        total = 0.0
+        for _ in range(iters):
+            step = self.per_run_ms * self.machine.slowdown(self.machine.now_ms)
+            self.machine.now_ms += step
+            total += step
+        return total
+
+
+def test_time_runner_interleaves_one_reference_sample_before_each_sample() -> None:
+    log: list[tuple[str, int]] = []
+
+    class Tagged(FakeRunner):
+        def __init__(self, tag: str, per_run_ms: float) -> None:
+            super().__init__(per_run_ms)
+            self.tag = tag
+
+        def timed(self, iters: int) -> float:
+            log.append((self.tag, iters))
+            return super().timed(iters)
+
+    graph, ref = Tagged("g", 2.0), Tagged("r", 0.5)
+    settings = TimingSettings(repeats=5, warmup_runs=2, warmup_min_ms=0.0, min_sample_ms=10.0)
+    result = time_runner(graph, settings, reference=ref)
+    # a 10 ms sample of the graph is 5 runs of 2 ms; the reference's sample as long: 20 runs of 0.5 ms
+    assert (result.inner_loop, result.reference_inner_loop) == (5, 20)
+    assert log[-10:] == [("r", 20), ("g", 5)] * 5
+    assert ("r", 1) in log[:-10]  # warmed up along with the graph
+    assert result.reference_samples_ms == [0.5] * 5
+    assert result.reference_ms == 0.5
+    assert result.samples_ms == [2.0] * 5
+    assert result.settings["reference_ratio"] == 1.0
+
+
+def test_reference_ratio_sets_the_length_of_a_reference_sample() -> None:
+    graph, ref = FakeRunner(4.0), FakeRunner(1.0)
+    settings = TimingSettings(repeats=3, warmup_min_ms=0.0, min_sample_ms=8.0)
+    result = time_runner(graph, settings, reference=ref, reference_ratio=0.5)
+    assert result.inner_loop == 2  # 8 ms of graph per sample
+    assert result.reference_inner_loop == 4  # half of it: 4 ms of reference
+
+
+def test_reference_with_another_clock_or_a_bad_ratio_is_refused() -> None:
+    graph = FakeRunner(1.0)
+    other = FakeRunner(1.0)
+    other.clock = "host"
+    with pytest.raises(ValueError, match="same device"):
+        time_runner(graph, TimingSettings(warmup_min_ms=0.0), reference=other)
+    with pytest.raises(ValueError, match="reference_ratio"):
+        time_runner(graph, TimingSettings(warmup_min_ms=0.0), reference=FakeRunner(1.0), reference_ratio=0.0)
+
+
+@pytest.mark.parametrize("slowdown", [1.0, 1.3])
+def test_reference_sees_the_machine_speed_the_graph_saw(slowdown: float) -> None:
+    # the machine runs at a constant speed during each measurement, another one each time:
+    # graph / reference stays the ratio of their latencies
+    machine = DriftingMachine(lambda t: slowdown)
+    graph, ref = machine.runner(3.0), machine.runner(1.5)
+    result = time_runner(graph, TimingSettings(warmup_min_ms=0.0, min_sample_ms=6.0), reference=ref)
+    assert result.trimmed_mean_ms == pytest.approx(3.0 * slowdown)
+    assert result.reference_ms == pytest.approx(1.5 * slowdown)
+    assert result.trimmed_mean_ms / result.reference_ms == pytest.approx(2.0)
+
+
+def test_interleaving_cancels_a_drift_that_a_separate_reference_measurement_misses() -> None:
+    # speed ramps down by 40% over the run: timing the reference before the graph would
+    # see the early, faster machine; interleaved samples see the same machine as the graph
+    machine = DriftingMachine(lambda t: 1.0 + 0.4 * min(t / 2000.0, 1.0))
+    ref = machine.runner(1.0)
+    settings = TimingSettings(warmup_min_ms=0.0, min_sample_ms=5.0, trim=0.0)
+    before = time_runner(ref, settings).trimmed_mean_ms
+    graph = machine.runner(2.0)
+    result = time_runner(graph, settings, reference=ref)
+    interleaved_ratio = result.trimmed_mean_ms / result.reference_ms
+    separate_ratio = result.trimmed_mean_ms / before
+    assert interleaved_ratio == pytest.approx(2.0, rel=0.02)
+    assert abs(separate_ratio - 2.0) > 0.1

@@ -274,3 +274,64 @@ def test_min_sample_override_and_pinning_follow_the_table(table):
     pinned = {**md, "backend_settings": {**md["backend_settings"], "cpu_affinity": [0]}}
     assert validate.backend_args(pinned, None).cpus == "0"
     assert validate.backend_args(pinned, None, "1").cpus == "1"  # --cpus wins
+
+
+# ----- drift correction ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built_drift(tmp_path_factory):
+    root = tmp_path_factory.mktemp("drift-table")
+    archs = write_archs(root / "archs.json")
+    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(root)]
+    assert build.main([*argv, *FAST, "--drift-correct"]) == 0
+    return root
+
+
+@pytest.fixture
+def drift_table(built_drift, tmp_path):
+    shutil.copy(built_drift / TABLE, tmp_path / TABLE)
+    shutil.copy(built_drift / "archs.json", tmp_path / "archs.json")
+    return tmp_path / TABLE
+
+
+def test_networks_of_a_drift_corrected_table_are_brought_to_its_reference_speed(drift_table, tmp_path, capsys):
+    out = tmp_path / "v.parquet"
+    assert validate.main(["--table", str(drift_table), "--out", str(out), "--rounds", "2", *FAST]) == 0
+    assert "drift-corrected to the table's reference speed" in capsys.readouterr().out
+    ref = LatencyTable.load(drift_table).metadata["drift_reference"]["latency_ms"]
+    df = pd.read_parquet(out)
+    for row in df.itertuples():
+        assert len(row.reference_rounds_ms) == 2 and min(row.reference_rounds_ms) > 0
+        # each round's figure is brought to the table's reference speed; the network's is their median
+        assert row.measured_ms == pytest.approx(float(np.median(row.measured_rounds_ms)))
+        raw = [m * r / ref for m, r in zip(row.measured_rounds_ms, row.reference_rounds_ms)]
+        assert row.measured_raw_ms == pytest.approx(float(np.median(raw)))
+    meta = json.loads(pq.read_schema(out).metadata[b"nas_latency"])
+    assert meta["validation"]["drift_reference"]["latency_ms"] == ref
+
+
+def test_no_drift_correct_compares_the_raw_figures(drift_table, tmp_path):
+    out = tmp_path / "v.parquet"
+    assert validate.main(["--table", str(drift_table), "--out", str(out), "--no-drift-correct", *FAST]) == 0
+    df = pd.read_parquet(out)
+    assert (df["measured_ms"] == df["measured_raw_ms"]).all()
+    assert (df["reference_rounds_ms"].map(len) == 0).all()
+    meta = json.loads(pq.read_schema(out).metadata[b"nas_latency"])
+    assert meta["validation"]["drift_reference"] is None
+
+
+def test_a_table_without_drift_correction_is_validated_raw(table, tmp_path):
+    out = tmp_path / "v.parquet"
+    assert validate.main(["--table", str(table), "--out", str(out), *FAST]) == 0
+    df = pd.read_parquet(out)
+    assert (df["measured_ms"] == df["measured_raw_ms"]).all()
+    assert (df["reference_rounds_ms"].map(len) == 0).all()
+
+
+def test_missing_keys_of_a_drift_corrected_table_suggest_a_build_with_the_same_options(drift_table, tmp_path, capsys):
+    extra = [{"name": "bigger", "blocks": tiny_network(32, 1, "relu")}]
+    archs = write_archs(tmp_path / "more.json", extra)
+    assert validate.main(["--table", str(drift_table), "--archs", str(archs), *FAST]) == 2
+    err = one_line_error(capsys)
+    assert "--drift-correct --drift-reference irb_i64x28x28_o64_k3_s1_e4_se1_swish" in err
