@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-sample-ms", type=float, default=100.0, help="networks: minimum sample, ms (100)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per network, round-robin (default 3)")
     p.add_argument("--no-drift-correct", action="store_true", help="build and validate without a drift reference")
+    p.add_argument("--table-rounds", type=int, default=2, help="rounds of the table build (default 2)")
     p.add_argument(
         "--work", type=Path, default=_ROOT / "out" / "bench_accuracy", help="work folder (default out/bench_accuracy)"
     )

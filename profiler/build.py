@@ -534,9 +534,10 @@ def build_table(
                 table_md = {**table_md, "drift_reference": drift_summary(drift, all_rows)}
             path = write_table(combine_rounds(per_round), out_dir / name, table_md)
         # failures of earlier runs that were not retried still count for the summary
+        wanted_set = set(wanted)
         for status in statuses:
             for k, st in status.items():
-                if st == "failed" and not retry_failed and k in set(wanted):
+                if st == "failed" and not retry_failed and k in wanted_set:
                     failures.setdefault(k, "failed in an earlier run (use --retry-failed to measure it again)")
         return path, measured, list(failures.items())
 

@@ -231,6 +231,12 @@ def calibration_text(calibration: dict) -> str:
     if model in ("linear", "floor_linear") and a is not None and b is not None:
         x = "sum" if model == "linear" else f"(sum - blocks x {floor:.3g} ms floor)"
         return f"{model}: {a:.4g} x {x} {'+' if b >= 0 else '-'} {abs(b):.3g} ms"
+    io = calibration.get("io_ms_per_mel")
+    if model == "io_linear" and a is not None and b is not None and io is not None:
+        return (
+            f"{model}: {a:.4g} x sum {'+' if io >= 0 else '-'} {abs(io):.3g} ms x block I/O (M elements) "
+            f"{'+' if b >= 0 else '-'} {abs(b):.3g} ms"
+        )
     if model == "per_type" and scales:
         parts = ", ".join(f"{t} x{v:.3g}" for t, v in sorted(scales.items()))
         return f"per block type: {parts}, {'+' if (b or 0) >= 0 else '-'} {abs(b or 0):.3g} ms"

@@ -352,7 +352,8 @@ def test_a_cpu_this_process_cannot_use_is_refused_naming_the_usable_ones() -> No
 def test_a_drift_reference_is_timed_between_the_samples_of_a_key(ort_cpu: Backend) -> None:
     from kernels_bench.measure import DEFAULT_DRIFT_REFERENCE, DriftReference
 
-    settings = TimingSettings(repeats=6, warmup_runs=1, warmup_min_ms=0.0, min_sample_ms=2.0)
+    # samples long enough that one reference sample holds several runs of the reference
+    settings = TimingSettings(repeats=6, warmup_runs=1, warmup_min_ms=0.0, min_sample_ms=12.0)
     with DriftReference(ort_cpu, batch=2, precision="fp32") as ref:
         assert str(ref.key) == DEFAULT_DRIFT_REFERENCE
         alone = ref.measure(settings)
@@ -363,6 +364,7 @@ def test_a_drift_reference_is_timed_between_the_samples_of_a_key(ort_cpu: Backen
     # a reference sample lasts about as long as a sample of the key
     key_sample = result.trimmed_mean_ms * result.inner_loop
     ref_sample = result.reference_ms * result.reference_inner_loop
+    assert result.reference_inner_loop > 1
     assert 0.3 < ref_sample / key_sample < 3.0
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -444,3 +445,89 @@ def test_dry_run_with_drift_correction_estimates_more_time(tmp_path, capsys):
     assert build.main([*argv, "--drift-correct"]) == 0
     corrected = capsys.readouterr().out
     assert "with --drift-correct" in corrected and "with --drift-correct" not in plain
+
+
+# ----- rounds ----------------------------------------------------------------------
+
+
+def test_rounds_measure_every_key_once_per_round_and_keep_the_median(tmp_path, capsys):
+    keys = tiny_keys(3)
+    archs = write_archs(tmp_path / "archs.json", keys)
+    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
+    assert build.main([*argv, *FAST, "--rounds", "3"]) == 0
+    assert "measured 9 now" in capsys.readouterr().out
+    frame, meta = read(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")
+    assert meta["rounds"] == 3 and sorted(frame["key"]) == sorted(map(str, keys))
+    rounds = [read(tmp_path / f"cpu_onnxruntime_fp32_b1.parquet.rounds/round-{r}.parquet")[0] for r in (1, 2, 3)]
+    for row in frame.itertuples():
+        per_round = [float(r.set_index("key").loc[row.key, "latency_ms"]) for r in rounds]
+        assert list(row.round_latency_ms) == per_round
+        assert row.latency_ms == float(np.median(per_round))
+        assert row.n_samples == 15 and len(row.samples_ms) == 15  # every round's 5 samples
+    # each round is a pass over all keys in its own shuffled order
+    orders = [list(r.sort_values("measured_at", kind="stable")["key"]) for r in rounds]
+    assert orders[0] == [str(k) for k in build.measuring_order(keys, 0)]
+    assert orders[1] == [str(k) for k in build.measuring_order(keys, 1)]
+
+
+def test_a_table_built_in_one_round_lists_no_round_figures(tmp_path):
+    archs = write_archs(tmp_path / "archs.json", tiny_keys(2))
+    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
+    assert build.main([*argv, *FAST]) == 0
+    frame, meta = read(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")
+    assert meta["rounds"] == 1 and (frame["round_latency_ms"].map(len) == 0).all()
+    assert not (tmp_path / "cpu_onnxruntime_fp32_b1.parquet.rounds").exists()
+
+
+def test_rounds_resume_only_what_is_missing_and_refuse_another_count(tmp_path):
+    keys = tiny_keys(4)
+    first = write_archs(tmp_path / "first.json", keys[:2])
+    both = write_archs(tmp_path / "both.json", keys)
+    base = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--out", str(tmp_path / "o"), *FAST]
+    assert build.main([*base, "--archs", str(first), "--rounds", "2"]) == 0
+    again = run_cli([*base, "--archs", str(both), "--rounds", "2"])
+    assert again.returncode == 0, again.stderr
+    assert "measured 4 now" in again.stdout  # the two new keys, twice
+    frame, _ = read(tmp_path / "o" / "cpu_onnxruntime_fp32_b1.parquet")
+    assert len(frame) == 4 and (frame["round_latency_ms"].map(len) == 2).all()
+    refused = run_cli([*base, "--archs", str(both), "--rounds", "3"])
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--rounds 2" in lines[0]
+
+
+def test_a_key_that_fails_in_a_round_is_not_measured_in_the_next(tmp_path, monkeypatch):
+    import kernels_bench.measure as measure
+
+    keys = tiny_keys(3)
+    bad = keys[2]
+    real = measure.measure_keys
+    calls: list[str] = []
+
+    def flaky(backend, ks, *args, **kwargs):
+        calls.append(str(ks[0]))
+        if list(ks) == [bad]:
+            raise RuntimeError("no kernel")
+        return real(backend, ks, *args, **kwargs)
+
+    monkeypatch.setattr(measure, "measure_keys", flaky)
+    archs = write_archs(tmp_path / "archs.json", keys)
+    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
+    assert build.main([*argv, *FAST, "--rounds", "2", "--order", "given"]) == 1
+    assert calls.count(str(bad)) == 1 and len(calls) == 5
+    frame, _ = read(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")
+    status = dict(zip(frame["key"], frame["status"]))
+    assert status[str(bad)] == "failed" and status[str(keys[0])] == "ok"
+
+
+def test_dry_run_counts_every_round(tmp_path, capsys):
+    archs = write_archs(tmp_path / "archs.json", tiny_keys(3))
+    argv = ["--device", "cpu", "--batch", "1", "--archs", str(archs), "--out", str(tmp_path), "--precision", "fp32"]
+    assert build.main([*argv, "--rounds", "2", "--dry-run"]) == 0
+    assert "0+0 done in 2 rounds, 6 to measure" in capsys.readouterr().out
+
+
+def test_rounds_below_one_are_one_line(tmp_path):
+    result = run_cli(["--device", "cpu", "--batch", "1", "--rounds", "0", "--out", str(tmp_path / "o")])
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --rounds must be at least 1, got 0"

@@ -64,3 +64,12 @@ def test_empty_validation_file_is_one_line(tmp_path: Path, capsys: pytest.Captur
 
 def test_missing_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert_one_line_error(main([str(tmp_path / "nope.parquet")]), capsys, "does not exist")
+
+
+def test_calibration_text_names_every_model_in_words() -> None:
+    from reports.validation import calibration_text
+
+    assert calibration_text({"model": "linear", "a": 0.95, "b": -0.3}) == "linear: 0.95 x sum - 0.3 ms"
+    io = calibration_text({"model": "io_linear", "a": 1.03, "b": 0.5, "io_ms_per_mel": -0.26})
+    assert io == "io_linear: 1.03 x sum - 0.26 ms x block I/O (M elements) + 0.5 ms"
+    assert "irb x0.9" in calibration_text({"model": "per_type", "b": 0.1, "type_scales": {"irb": 0.9}})

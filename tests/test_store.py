@@ -195,3 +195,38 @@ def test_compaction_can_update_metadata_fields_but_not_the_tables_identity(tmp_p
     with pytest.raises(ValueError, match="identity"):
         store.compact({"batch": 4})
     assert read_table(path)[1]["batch"] == 8
+
+
+def test_combine_rounds_keeps_the_median_of_each_keys_rounds_and_pools_their_samples():
+    import pandas as pd
+
+    from tables.store import combine_rounds
+
+    def row(c, ms, minutes, reference=None, samples=None):
+        r = ok(c, ms, minutes)
+        r["samples_ms"] = samples or [ms, ms]
+        r["n_samples"] = len(r["samples_ms"])
+        r["reference_ms"] = reference
+        r["timed_s"] = 0.5
+        return r
+
+    rounds = [
+        pd.DataFrame([row(1, 1.0, 0, 2.0, [1.0, 1.5]), row(2, 5.0, 1), failed(3, 2)]),
+        pd.DataFrame([row(1, 3.0, 10, 4.0, [3.0]), failed(2, 11), failed(3, 12)]),
+        pd.DataFrame([row(1, 2.0, 20, 3.0, [2.0, 2.5])]),
+    ]
+    combined = combine_rounds(rounds).set_index("key")
+    one = combined.loc[key(1)]
+    assert one["status"] == "ok" and list(one["round_latency_ms"]) == [1.0, 3.0, 2.0]
+    assert one["latency_ms"] == 2.0 and one["reference_ms"] == 3.0
+    assert list(one["samples_ms"]) == [1.0, 1.5, 3.0, 2.0, 2.5] and one["n_samples"] == 5
+    assert (one["min_ms"], one["max_ms"], one["median_ms"]) == (1.0, 3.0, 2.0)
+    assert one["timed_s"] == pytest.approx(1.5)
+    assert one["measured_at"] == T0 + timedelta(minutes=20)
+    # an ok round beats failed ones; a key that failed in every round keeps its newest failed row
+    two = combined.loc[key(2)]
+    assert two["status"] == "ok" and list(two["round_latency_ms"]) == [5.0] and two["latency_ms"] == 5.0
+    three = combined.loc[key(3)]
+    assert three["status"] == "failed" and three["measured_at"] == T0 + timedelta(minutes=12)
+    assert list(combined.index) == sorted(combined.index)
+    assert combine_rounds([]).empty
