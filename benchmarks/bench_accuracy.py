@@ -40,8 +40,11 @@ It then prints the held-out metrics before and after calibration against the
 targets (share within +-5% after calibration >= 95%, Kendall tau >= 0.9,
 RMSPE <= 3%) and, to explain the errors, the backend floor, the calibration
 model and the held-out errors per source and against the number of blocks.
-A second run with the same ``--work`` reuses the table (``profiler.build``
-resumes) and the exported graphs.
+With drift correction it also prints how much steadier the corrected figures are
+than the raw ones, from the same measurements: per key between the table's
+rounds, per network between the validation's rounds. A second run with the same
+``--work`` reuses the table (``profiler.build`` resumes) and the exported graphs;
+``--report-only`` measures nothing and prints the figures of a finished run.
 
 Run from the repository root::
 
@@ -192,6 +195,55 @@ def explain(df: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
     return lines
 
 
+def drift_figures(work: Path, df: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
+    """Raw against drift-corrected figures, from the same measurements (lines to print).
+
+    Per key: the table's rounds (``<table>.rounds/round-N.parquet``, each its own
+    shuffled pass over every key) compared pairwise, |log ratio| of the raw trimmed
+    mean and of the figure brought to the table's reference speed. Per network:
+    the std over the validation rounds of the log figure, raw (the corrected
+    figure times the reference's speed ratio) and corrected.
+    """
+    drift = meta.get("drift_reference")
+    if not drift:
+        return []
+    lines = ["raw -> drift-corrected, same measurements:"]
+    files = sorted((work / f"{TABLE_NAME}.rounds").glob("round-*.parquet"))
+    files = [f for f in files if f.is_file()]
+    if len(files) >= 2:
+        rounds = [pd.read_parquet(f).set_index("key") for f in files]
+        rounds = [r[r["status"] == "ok"] for r in rounds]
+        for column, label in (("raw_latency_ms", "raw"), ("latency_ms", "corrected")):
+            diffs = []
+            for i in range(len(rounds)):
+                for j in range(i + 1, len(rounds)):
+                    keys = rounds[i].index.intersection(rounds[j].index)
+                    a = rounds[i].loc[keys, column].to_numpy(float)
+                    b = rounds[j].loc[keys, column].to_numpy(float)
+                    diffs.append(np.abs(np.log(a / b)) * 100)
+            d = np.concatenate(diffs)
+            lines.append(
+                f"  per key, table round vs round ({len(files)} rounds, {len(d)} pairs), {label:<9}: "
+                f"median |difference| {np.median(d):.2f}%, 90th percentile {np.percentile(d, 90):.2f}%"
+            )
+    ok = df[df["status"] == "ok"]
+    table_ref = float(drift["latency_ms"])
+    stds: dict[str, list[float]] = {"raw": [], "corrected": []}
+    for corrected, ref in zip(ok["measured_rounds_ms"], ok["reference_rounds_ms"]):
+        corrected = np.asarray(corrected, dtype=float)
+        ref = np.asarray(ref, dtype=float)
+        if len(corrected) < 2 or len(ref) != len(corrected):
+            continue
+        stds["corrected"].append(float(np.std(np.log(corrected), ddof=1) * 100))
+        stds["raw"].append(float(np.std(np.log(corrected * ref / table_ref), ddof=1) * 100))
+    if stds["raw"]:
+        lines.append(
+            f"  per network, validation round to round ({len(stds['raw'])} networks): median std "
+            f"{np.median(stds['raw']):.2f}% raw -> {np.median(stds['corrected']):.2f}% corrected"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 0 (the figures are printed whatever they are)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -210,10 +262,21 @@ def main(argv: list[str] | None = None) -> int:
         "--work", type=Path, default=_ROOT / "out" / "bench_accuracy", help="work folder (default out/bench_accuracy)"
     )
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="measure nothing: print the figures of the table and validation already in --work",
+    )
     args = p.parse_args(argv)
 
     work = args.work.resolve()
     archs = work / "archs.json"
+    out = work / "validation.parquet"
+    if args.report_only:
+        if not out.is_file():
+            sys.exit(f"error: no validation in {work}: run without --report-only first")
+        n = len(json.loads(archs.read_text(encoding="utf-8"))["architectures"])
+        return report(work, out, n, None, None, args.json)
     n = write_archs(archs, args.gpunet, args.genet, args.seed, args.gpunet_resolution)
     py = sys.executable
     cache = str(work / "graphs")
@@ -227,7 +290,6 @@ def main(argv: list[str] | None = None) -> int:
         + ["--out", str(work), "--cache-dir", cache, "--no-progress"],
         "table build",
     )
-    out = work / "validation.parquet"
     t_val = run_step(
         [py, "-m", "profiler.validate", "--table", str(work / TABLE_NAME), "--networks", "all"]
         + ["--archs", str(archs), "--holdout", str(args.holdout), "--seed", str(args.seed)]
@@ -235,7 +297,11 @@ def main(argv: list[str] | None = None) -> int:
         + ["--out", str(out), "--cache-dir", cache, "--no-progress"],
         "validation",
     )
+    return report(work, out, n, t_build, t_val, args.json)
 
+
+def report(work: Path, out: Path, n: int, t_build: float | None, t_val: float | None, json_out: Path | None) -> int:
+    """Print (and optionally save) the figures of a finished run; returns 0."""
     import pyarrow.parquet as pq
 
     df = pq.read_table(out).to_pandas()
@@ -244,13 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"accuracy on {platform.processor() or platform.machine()} ({os.cpu_count()} logical cores), "
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: onnxruntime "
+        f"{datetime.datetime.fromtimestamp(out.stat().st_mtime, datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
+        "(validation written): onnxruntime "
         f"{(meta.get('engine') or {}).get('version')} CPU, fp32, batch 1, 1 thread, "
         f"pinned to CPUs {(meta.get('validation') or {}).get('cpu_affinity')}, "
         f"{(meta.get('validation') or {}).get('rounds')} rounds per network"
     )
     print(f"{n} sampled + reference networks; {len(df)} validated, {int((df['status'] != 'ok').sum())} failed")
-    print(f"table build {t_build / 60:.1f} min, validation {t_val / 60:.1f} min")
+    if t_build is not None and t_val is not None:
+        print(f"table build {t_build / 60:.1f} min, validation {t_val / 60:.1f} min")
     print(f"{'held-out (' + metrics.get('evaluated_on', '?') + ')':<24}{'uncal':>10}{'cal':>10}{'target':>10}")
     for name, label in (
         ("within_5_pct", "within +-5% (%)"),
@@ -271,10 +339,10 @@ def main(argv: list[str] | None = None) -> int:
             met = f"{target[0]}{target[1]:g} {'met' if ok else 'MISSED'}"
         print(f"{label:<24}{cells[0]:>10}{cells[1]:>10}  {met}")
     print()
-    for line in explain(df, meta):
+    for line in explain(df, meta) + drift_figures(work, df, meta):
         print(line)
-    if args.json:
-        args.json.write_text(
+    if json_out:
+        json_out.write_text(
             json.dumps(
                 {"metrics": metrics, "calibration": meta.get("calibration"), "build_s": t_build, "validate_s": t_val},
                 indent=1,

@@ -14,7 +14,9 @@ table's reference speed (``latency_ms``, ``measured_rounds_ms``). The two are
 compared side by side on the same measurements:
 
 - per key: the relative difference between the two builds (median and 90th
-  percentile of |log ratio|);
+  percentile of |log ratio|); the corrected figures of build 2 are first brought
+  to build 1's reference speed, as ``profiler.merge`` does (each build measures
+  its own reference speed once, at its start);
 - per network: the spread of its block sum between the two builds (std of the
   log ratio over the networks);
 - per network: the spread of its end-to-end figure between rounds (median over
@@ -25,7 +27,7 @@ compared side by side on the same measurements:
 The raw figures here were taken with the reference's samples in between; a build
 without ``--drift-correct`` times its samples back to back, otherwise the same.
 
-    python benchmarks/bench_drift.py [--rounds 4] [--cpus 1] [--work DIR] [--json out.json]
+    python benchmarks/bench_drift.py [--rounds 4] [--cpus 1] [--work DIR] [--json out.json] [--report-only]
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def main() -> int:
     parser.add_argument("--min-sample-ms", type=float, default=20.0, help="minimum sample length, ms (default 20)")
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "bench_drift", help="work folder")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--report-only", action="store_true", help="measure nothing: report the run in --work")
     args = parser.parse_args()
 
     import numpy as np
@@ -84,20 +87,25 @@ def main() -> int:
     py = sys.executable
     pin = ["--cpus", args.cpus] if args.cpus else []
     started = datetime.datetime.now(datetime.timezone.utc)
-    walls = {}
-    for seed in (1, 2):
+    walls: dict[str, float] = {}
+    validation = work / "validation.parquet"
+    if args.report_only:
+        if not validation.is_file():
+            sys.exit(f"error: no validation in {work}: run without --report-only first")
+        started = datetime.datetime.fromtimestamp(validation.stat().st_mtime, datetime.timezone.utc)
+    for seed in () if args.report_only else (1, 2):
         walls[f"build {seed}"] = run(
             [py, "-m", "profiler.build", "--device", "cpu", "--batch", "1", "--precision", "fp32", "--threads", "1"]
             + ["--networks", "all", "--drift-correct", "--min-sample-ms", str(args.min_sample_ms), *pin]
             + ["--seed", str(seed), "--out", str(work / f"build{seed}"), "--cache-dir", str(work / "graphs")]
             + ["--no-progress"]
         )
-    validation = work / "validation.parquet"
-    walls["validation"] = run(
-        [py, "-m", "profiler.validate", "--table", str(work / "build1" / TABLE), "--networks", "all"]
-        + ["--rounds", str(args.rounds), "--min-sample-ms", str(args.min_sample_ms), "--holdout", "0"]
-        + ["--out", str(validation), "--cache-dir", str(work / "graphs"), "--no-save-calibration", "--no-progress"]
-    )
+    if not args.report_only:
+        walls["validation"] = run(
+            [py, "-m", "profiler.validate", "--table", str(work / "build1" / TABLE), "--networks", "all"]
+            + ["--rounds", str(args.rounds), "--min-sample-ms", str(args.min_sample_ms), "--holdout", "0"]
+            + ["--out", str(validation), "--cache-dir", str(work / "graphs"), "--no-save-calibration", "--no-progress"]
+        )
 
     frames = [pd.read_parquet(work / f"build{s}" / TABLE).set_index("key") for s in (1, 2)]
     keys = frames[0].index.intersection(frames[1].index)
@@ -111,8 +119,12 @@ def main() -> int:
     ordered = [archs[n] for n in val["network"]]
 
     figures: dict[str, dict[str, float]] = {}
+    # build 2's corrected figures brought to build 1's reference speed (what profiler.merge does)
+    speeds = [float(t.metadata["drift_reference"]["latency_ms"]) for t in tables]
     for mode, column in (("raw", "raw_latency_ms"), ("corrected", "latency_ms")):
         a, b = frames[0].loc[keys, column], frames[1].loc[keys, column]
+        if mode == "corrected":
+            b = b * (speeds[0] / speeds[1])
         key_diff = np.abs(np.log(a.to_numpy() / b.to_numpy())) * 100
         if mode == "raw":  # block sums from the raw column: a table whose latency is the raw figure
             sums = [
@@ -146,7 +158,9 @@ def main() -> int:
         f"1 thread, pinned to CPU {args.cpus or 'none'}; samples >= {args.min_sample_ms:g} ms; "
         f"{len(keys)} keys in two builds, {len(val)} networks x {args.rounds} rounds"
     )
-    print("wall: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in walls.items()))
+    if walls:
+        print("wall: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in walls.items()))
+    print(f"reference speed of each build (its start): {speeds[0]:.4g} ms, {speeds[1]:.4g} ms")
     print("drift reference (10th/50th/90th percentile, ms): " + "; ".join(f"{k} {v}" for k, v in spread.items()))
     print("| figure | raw | drift-corrected | ratio |")
     print("|---|---|---|---|")

@@ -229,7 +229,7 @@ class Calibration:
             )
 
     def summary(self) -> str:
-        """One line: the model, its parameters and the held-out error with and without it."""
+        """One line: the model, its parameters and its fit networks' MAPE, raw and cross-validated."""
         if self.model == "none":
             params = "raw block sum"
         elif self.model == "per_type":
@@ -243,7 +243,10 @@ class Calibration:
             params = f"a={self.a:.4g}, b={self.b:.4g} ms"
         raw = self.accuracy.get("uncalibrated", {}).get("mape_pct", math.nan)
         cv = self.accuracy.get("calibrated_cv", {}).get("mape_pct", math.nan)
-        return f"calibration {self.model} ({params}), n={self.n_fit}: MAPE {raw:.2f}% raw, {cv:.2f}% held-out"
+        return (
+            f"calibration {self.model} ({params}), n={self.n_fit}: "
+            f"MAPE on the fit networks {raw:.2f}% raw, {cv:.2f}% cross-validated"
+        )
 
 
 # --------------------------------------------------------------------------- fitting
