@@ -12,7 +12,8 @@ median; the held-out share is ``--holdout`` (default 0.5). The table's keys are
 measured in ``profiler.build``'s default shuffled order, so each network's
 blocks are spread over the build. Both steps use drift correction (the build's
 ``--drift-correct``: a reference graph timed before every sample, every key and
-network brought to the table's reference speed) unless ``--no-drift-correct``;
+network brought to the table's reference speed; the reference graph is
+``--drift-reference``, default ``profiler.build``'s) unless ``--no-drift-correct``;
 the table is built in ``--table-rounds`` rounds (default 2: every key measured
 in two passes, each in its own shuffled order, the median kept).
 
@@ -258,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds per network, round-robin (default 3)")
     p.add_argument("--no-drift-correct", action="store_true", help="build and validate without a drift reference")
     p.add_argument("--table-rounds", type=int, default=2, help="rounds of the table build (default 2)")
+    p.add_argument("--drift-reference", help="the drift reference key (default: profiler.build's)")
     p.add_argument(
         "--work", type=Path, default=_ROOT / "out" / "bench_accuracy", help="work folder (default out/bench_accuracy)"
     )
@@ -285,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         + ["--precision", "fp32", "--threads", "1", "--networks", "all", "--archs", str(archs)]
         + ["--min-sample-ms", str(args.table_min_sample_ms)]
         + ([] if args.no_drift_correct else ["--drift-correct"])
+        + (["--drift-reference", args.drift_reference] if args.drift_reference and not args.no_drift_correct else [])
         + ["--rounds", str(args.table_rounds), "--seed", str(args.seed)]
         + (["--cpus", args.cpus] if args.cpus else [])
         + ["--out", str(work), "--cache-dir", cache, "--no-progress"],
