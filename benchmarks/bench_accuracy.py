@@ -101,15 +101,6 @@ def write_archs(path: Path, n_gpunet: int, n_genet: int, seed: int, gpunet_resol
     return len(entries)
 
 
-def default_cpus() -> str:
-    """The last CPU this process may use, when it may use two or more (the rest is left to the OS); else ''."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return ""
-    return str(cpus[-1]) if len(cpus) >= 2 else ""
-
-
 def run_step(cmd: list[str], label: str) -> float:
     """Run one CLI step, streaming its output; returns its wall time in s (exits on failure)."""
     print(f"$ {' '.join(cmd)}", flush=True)
@@ -247,13 +238,17 @@ def drift_figures(work: Path, df: pd.DataFrame, meta: dict[str, Any]) -> list[st
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 0 (the figures are printed whatever they are)."""
+    from kernels_bench.backends.base import spare_cpu
+
+    cpu = spare_cpu()
+    spare = "" if cpu is None else str(cpu)  # default --cpus: the last CPU, when there are two or more
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--gpunet", type=int, default=20, help="GPUNet samples (default 20)")
     p.add_argument("--genet", type=int, default=20, help="GENet-normal samples (default 20)")
     p.add_argument("--gpunet-resolution", type=int, default=224, help="input size of the GPUNet samples, px (224)")
     p.add_argument("--seed", type=int, default=0, help="sampling and split seed (default 0)")
     p.add_argument("--holdout", type=float, default=0.5, help="held-out share (default 0.5)")
-    p.add_argument("--cpus", default=default_cpus(), help="CPUs to pin to, '' for none (default: %(default)s)")
+    p.add_argument("--cpus", default=spare, help="CPUs to pin to, '' for none (default: %(default)s)")
     p.add_argument("--table-min-sample-ms", type=float, default=20.0, help="blocks: minimum sample, ms (20)")
     p.add_argument("--min-sample-ms", type=float, default=100.0, help="networks: minimum sample, ms (100)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per network, round-robin (default 3)")

@@ -47,15 +47,6 @@ sys.path.insert(0, str(ROOT))
 TABLE = "cpu_onnxruntime_fp32_b1.parquet"
 
 
-def default_cpus() -> str:
-    """The last CPU this process may use, when it may use two or more; else ''."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:
-        return ""
-    return str(cpus[-1]) if len(cpus) >= 2 else ""
-
-
 def run(cmd: list[str]) -> float:
     print("$ " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()
@@ -66,9 +57,13 @@ def run(cmd: list[str]) -> float:
 
 
 def main() -> int:
+    from kernels_bench.backends.base import spare_cpu
+
+    cpu = spare_cpu()
+    spare = "" if cpu is None else str(cpu)  # default --cpus: the last CPU, when there are two or more
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4, help="rounds per network in the validation (default 4)")
-    parser.add_argument("--cpus", default=default_cpus(), help="CPUs to pin to, '' for none (default: %(default)s)")
+    parser.add_argument("--cpus", default=spare, help="CPUs to pin to, '' for none (default: %(default)s)")
     parser.add_argument("--min-sample-ms", type=float, default=20.0, help="minimum sample length, ms (default 20)")
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "bench_drift", help="work folder")
     parser.add_argument("--json", type=Path, help="also write the figures here")

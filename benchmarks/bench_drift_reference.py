@@ -38,16 +38,11 @@ DENSE_REFERENCE = "xx_i128x28x28_o128_k3_s1_e1_se0_relu"
 WINDOWS = (1, 10, 30)
 
 
-def default_cpus() -> str:
-    """The last CPU this process may use, when it may use two or more; else ''."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:
-        return ""
-    return str(cpus[-1]) if len(cpus) >= 2 else ""
-
-
 def main() -> int:
+    from kernels_bench.backends.base import spare_cpu
+
+    cpu = spare_cpu()
+    spare = "" if cpu is None else str(cpu)  # default --cpus: the last CPU, when there are two or more
     from kernels_bench.measure import DEFAULT_DRIFT_REFERENCE
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -59,7 +54,7 @@ def main() -> int:
         help=f"a reference key (repeatable; default {DEFAULT_DRIFT_REFERENCE} and {DENSE_REFERENCE})",
     )
     parser.add_argument("--networks", default=DEFAULT_NETWORKS, help="comma-separated reference networks")
-    parser.add_argument("--cpus", default=default_cpus(), help="CPUs to pin to, '' for none (default: %(default)s)")
+    parser.add_argument("--cpus", default=spare, help="CPUs to pin to, '' for none (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="also write every sample and the figures here")
     args = parser.parse_args()
 
@@ -67,13 +62,13 @@ def main() -> int:
     from scipy import stats
 
     from kernels_bench.backends import get_backend
-    from kernels_bench.backends.base import cpu_model
+    from kernels_bench.backends.base import cpu_model, parse_cpus
     from profiler.enumeration import architectures_for_networks
     from tables import parse_key
 
     references = args.reference or [DEFAULT_DRIFT_REFERENCE, DENSE_REFERENCE]
     nets = [n.strip() for n in args.networks.split(",") if n.strip()]
-    cpus = [int(c) for c in args.cpus.split(",")] if args.cpus else None
+    cpus = parse_cpus(args.cpus) if args.cpus else None
     backend = get_backend("onnxruntime", threads=1, cpus=cpus)
     runners = {a.name: backend.load(backend.prepare(list(a.keys), 1, "fp32")) for a in architectures_for_networks(nets)}
     for key in references:

@@ -436,9 +436,7 @@ def build_table(
     with BuildLock(out_dir / f"{name}.lock"):
         final = PartStore(out_dir, name, None)
         # one round: the table itself; several: one store per round, combined into the table at the end
-        stores = [final]
-        if rounds > 1:
-            stores = [PartStore(rounds_dir(out_dir, name), round_name(r), None) for r in range(rounds)]
+        stores = [final] if rounds == 1 else [PartStore(d, f, None) for d, f in round_places(out_dir, name, rounds)]
         previous = final.metadata() or stores[0].metadata()
         check_rounds(previous, rounds, out_dir / name)
         drift = check_drift_reference(previous, drift_reference, out_dir / name)
@@ -542,14 +540,12 @@ def build_table(
         return path, measured, list(failures.items())
 
 
-def rounds_dir(out_dir: Path, name: str) -> Path:
-    """Where the rounds of a table built in rounds are kept: ``<out>/<table>.rounds/``."""
-    return out_dir / f"{name}.rounds"
-
-
-def round_name(r: int) -> str:
-    """File name of round ``r`` (numbered from 0) in :func:`rounds_dir`: ``round-1.parquet``, ..."""
-    return f"round-{r + 1}.parquet"
+def round_places(out_dir: Path, name: str, rounds: int) -> list[tuple[Path, str]]:
+    """(folder, file name) of each round's store of table ``name``: the table itself for one round,
+    else ``<out>/<table>.rounds/round-1.parquet``, ``round-2.parquet``, ..."""
+    if rounds == 1:
+        return [(out_dir, name)]
+    return [(out_dir / f"{name}.rounds", f"round-{r + 1}.parquet") for r in range(rounds)]
 
 
 def check_rounds(previous: dict | None, rounds: int, table: Path) -> None:
@@ -853,7 +849,7 @@ def run(args: argparse.Namespace) -> int:
         for p in precisions:
             name = name_of(p)
             done = _done_counts(out_dir, name, keys, args.rounds)
-            where, first = (out_dir, name) if args.rounds == 1 else (rounds_dir(out_dir, name), round_name(0))
+            where, first = round_places(out_dir, name, args.rounds)[0]
             cost, why = estimated_key_cost_s(where, first, backend_name, drift_correct=drift is not None)
             todo = len(keys) * args.rounds - sum(done)
             total += todo * cost
@@ -929,9 +925,8 @@ def _done_counts(out_dir: Path, name: str, keys: Sequence[BlockKey], rounds: int
     """Keys of ``keys`` already stored, per round (one entry for a table built in one round)."""
     from tables.store import PartStore
 
-    places = [(out_dir, name)] if rounds == 1 else [(rounds_dir(out_dir, name), round_name(r)) for r in range(rounds)]
     counts = []
-    for folder, file in places:
+    for folder, file in round_places(out_dir, name, rounds):
         try:
             status = PartStore(folder, file, None).done_keys() if folder.is_dir() else {}
         except (OSError, ValueError):

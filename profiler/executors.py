@@ -128,17 +128,14 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:2000]
 
 
+def _spread(result: Any) -> dict[str, Any]:
+    """The statistics of a timing result besides its trimmed mean, as stored in metadata entries."""
+    return {name: getattr(result, name) for name in ("median_ms", "min_ms", "max_ms", "std_ms", "cv")}
+
+
 def floor_entry(result: Any, shape: Sequence[int]) -> dict[str, Any]:
     """The metadata ``floor`` of a table from the identity graph's timing result (ms per batch)."""
-    return {
-        "input_shape": [int(d) for d in shape],
-        "trimmed_mean_ms": result.trimmed_mean_ms,
-        "median_ms": result.median_ms,
-        "min_ms": result.min_ms,
-        "max_ms": result.max_ms,
-        "std_ms": result.std_ms,
-        "cv": result.cv,
-    }
+    return {"input_shape": [int(d) for d in shape], "trimmed_mean_ms": result.trimmed_mean_ms, **_spread(result)}
 
 
 def reference_entry(result: Any, key: str, ratio: float) -> dict[str, Any]:
@@ -147,11 +144,7 @@ def reference_entry(result: Any, key: str, ratio: float) -> dict[str, Any]:
         "key": key,
         "ratio": ratio,
         "latency_ms": result.trimmed_mean_ms,
-        "median_ms": result.median_ms,
-        "min_ms": result.min_ms,
-        "max_ms": result.max_ms,
-        "std_ms": result.std_ms,
-        "cv": result.cv,
+        **_spread(result),
         "n_samples": len(result.samples_ms),
     }
 

@@ -380,3 +380,16 @@ def test_a_drift_reference_loaded_for_another_batch_or_a_closed_one_is_refused(o
         ref.measure(FAST)
     with pytest.raises(ValueError, match="ratio"):
         DriftReference(ort_cpu, batch=1, precision="fp32", ratio=0)
+
+
+def test_spare_cpu_is_the_last_usable_cpu_when_there_are_two_or_more(monkeypatch) -> None:
+    import os
+
+    from kernels_bench.backends.base import spare_cpu
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5, 0, 3}, raising=False)
+    assert spare_cpu() == 5
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert spare_cpu() is None
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    assert spare_cpu() is None

@@ -46,21 +46,30 @@ def write_archs(path, extra: list[dict] | None = None):
     return path
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("table")
+def build_into(root, *extra: str):
+    """Build the test table of ``write_archs`` into ``root`` (with ``extra`` build options); returns ``root``."""
     archs = write_archs(root / "archs.json")
     argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(root)]
-    assert build.main([*argv, *FAST]) == 0
+    assert build.main([*argv, *FAST, *extra]) == 0
     return root
+
+
+def copy_table(built, tmp_path):
+    """A fresh copy of a built table (and its archs file) in ``tmp_path``; returns the table's path."""
+    shutil.copy(built / TABLE, tmp_path / TABLE)
+    shutil.copy(built / "archs.json", tmp_path / "archs.json")
+    return tmp_path / TABLE
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return build_into(tmp_path_factory.mktemp("table"))
 
 
 @pytest.fixture
 def table(built, tmp_path):
     """A fresh copy of the built table (and its archs file) in this test's folder."""
-    shutil.copy(built / TABLE, tmp_path / TABLE)
-    shutil.copy(built / "archs.json", tmp_path / "archs.json")
-    return tmp_path / TABLE
+    return copy_table(built, tmp_path)
 
 
 def one_line_error(capsys) -> str:
@@ -281,18 +290,12 @@ def test_min_sample_override_and_pinning_follow_the_table(table):
 
 @pytest.fixture(scope="module")
 def built_drift(tmp_path_factory):
-    root = tmp_path_factory.mktemp("drift-table")
-    archs = write_archs(root / "archs.json")
-    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(root)]
-    assert build.main([*argv, *FAST, "--drift-correct"]) == 0
-    return root
+    return build_into(tmp_path_factory.mktemp("drift-table"), "--drift-correct")
 
 
 @pytest.fixture
 def drift_table(built_drift, tmp_path):
-    shutil.copy(built_drift / TABLE, tmp_path / TABLE)
-    shutil.copy(built_drift / "archs.json", tmp_path / "archs.json")
-    return tmp_path / TABLE
+    return copy_table(built_drift, tmp_path)
 
 
 def test_networks_of_a_drift_corrected_table_are_brought_to_its_reference_speed(drift_table, tmp_path, capsys):

@@ -112,6 +112,19 @@ def parse_cpus(text: str) -> list[int]:
     return sorted(cpus)
 
 
+def spare_cpu() -> int | None:
+    """The last CPU this process may use, when it may use two or more (the rest is left to the OS).
+
+    ``None`` on a single-CPU process or where the platform cannot tell (not Linux):
+    the CPU to pin a measurement to, away from the OS and the rest of the process.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return None
+    return cpus[-1] if len(cpus) >= 2 else None
+
+
 class CpuPinning:
     """Pins the calling process (its main thread and the threads it starts later) to some CPUs.
 
