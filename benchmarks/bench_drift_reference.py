@@ -34,7 +34,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_NETWORKS = "resnet-34,resnet-18,gpunet-1,mobilenetv2-1.0,efficientnet-b0"
-DENSE_REFERENCE = "xx_i128x28x28_o128_k3_s1_e1_se0_relu"
 WINDOWS = (1, 10, 30)
 
 
@@ -43,7 +42,7 @@ def main() -> int:
 
     cpu = spare_cpu()
     spare = "" if cpu is None else str(cpu)  # default --cpus: the last CPU, when there are two or more
-    from kernels_bench.measure import DEFAULT_DRIFT_REFERENCE
+    from kernels_bench.measure import DEFAULT_DRIFT_REFERENCE, INVERTED_RESIDUAL_REFERENCE
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=360.0, help="seconds of sampling (default 360)")
@@ -51,7 +50,7 @@ def main() -> int:
     parser.add_argument(
         "--reference",
         action="append",
-        help=f"a reference key (repeatable; default {DEFAULT_DRIFT_REFERENCE} and {DENSE_REFERENCE})",
+        help=f"a reference key (repeatable; default {INVERTED_RESIDUAL_REFERENCE} and {DEFAULT_DRIFT_REFERENCE})",
     )
     parser.add_argument("--networks", default=DEFAULT_NETWORKS, help="comma-separated reference networks")
     parser.add_argument("--cpus", default=spare, help="CPUs to pin to, '' for none (default: %(default)s)")
@@ -66,7 +65,7 @@ def main() -> int:
     from profiler.enumeration import architectures_for_networks
     from tables import parse_key
 
-    references = args.reference or [DEFAULT_DRIFT_REFERENCE, DENSE_REFERENCE]
+    references = args.reference or [INVERTED_RESIDUAL_REFERENCE, DEFAULT_DRIFT_REFERENCE]
     nets = [n.strip() for n in args.networks.split(",") if n.strip()]
     cpus = parse_cpus(args.cpus) if args.cpus else None
     backend = get_backend("onnxruntime", threads=1, cpus=cpus)

@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--drift-reference",
         metavar="KEY",
-        help="block key of the reference graph of --drift-correct (default irb_i64x28x28_o64_k3_s1_e4_se1_swish)",
+        help="block key of the reference graph of --drift-correct (default xx_i128x28x28_o128_k3_s1_e1_se0_relu)",
     )
     b = p.add_argument_group("backend options")
     b.add_argument("--threads", type=int, default=1, help="CPU threads of the onnxruntime/torch CPU runs (default 1)")

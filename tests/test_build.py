@@ -363,7 +363,7 @@ def test_drift_correct_brings_every_key_to_the_tables_reference_speed(tmp_path, 
     assert build.main([*argv, *FAST, "--drift-correct"]) == 0
     frame, meta = read(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")
     drift = meta["drift_reference"]
-    assert drift["key"] == "irb_i64x28x28_o64_k3_s1_e4_se1_swish" and drift["ratio"] == 1.0
+    assert drift["key"] == "xx_i128x28x28_o128_k3_s1_e1_se0_relu" and drift["ratio"] == 1.0
     assert drift["latency_ms"] > 0 and drift["n_samples"] == 15  # three times the protocol's 5 repeats
     assert (frame["reference_ms"] > 0).all()
     for row in frame.itertuples():

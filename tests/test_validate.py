@@ -337,4 +337,4 @@ def test_missing_keys_of_a_drift_corrected_table_suggest_a_build_with_the_same_o
     archs = write_archs(tmp_path / "more.json", extra)
     assert validate.main(["--table", str(drift_table), "--archs", str(archs), *FAST]) == 2
     err = one_line_error(capsys)
-    assert "--drift-correct --drift-reference irb_i64x28x28_o64_k3_s1_e4_se1_swish" in err
+    assert "--drift-correct --drift-reference xx_i128x28x28_o128_k3_s1_e1_se0_relu" in err
