@@ -354,7 +354,7 @@ def test_a_drift_reference_is_timed_between_the_samples_of_a_key(ort_cpu: Backen
 
     # samples long enough that one reference sample holds several runs of the reference
     # (the default reference takes ~5 ms per image on one CPU core, ~10 ms at batch 2)
-    settings = TimingSettings(repeats=6, warmup_runs=1, warmup_min_ms=0.0, min_sample_ms=40.0)
+    settings = TimingSettings(repeats=6, warmup_runs=3, warmup_min_ms=0.0, min_sample_ms=40.0)
     with DriftReference(ort_cpu, batch=2, precision="fp32") as ref:
         assert str(ref.key) == DEFAULT_DRIFT_REFERENCE
         alone = ref.measure(settings)
@@ -366,7 +366,8 @@ def test_a_drift_reference_is_timed_between_the_samples_of_a_key(ort_cpu: Backen
     key_sample = result.trimmed_mean_ms * result.inner_loop
     ref_sample = result.reference_ms * result.reference_inner_loop
     assert result.reference_inner_loop > 1
-    assert 0.3 < ref_sample / key_sample < 3.0
+    # (the key's sample length is planned from a short estimate of one run, so allow a wide band)
+    assert 0.25 < ref_sample / key_sample < 5.0
 
 
 def test_a_drift_reference_loaded_for_another_batch_or_a_closed_one_is_refused(ort_cpu: Backend) -> None:
