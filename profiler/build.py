@@ -84,6 +84,8 @@ class KeySource:
 
 # --------------------------------------------------------------------------- arguments
 def build_parser() -> argparse.ArgumentParser:
+    from kernels_bench.measure import DEFAULT_DRIFT_REFERENCE
+
     p = CliParser(
         prog="python -m profiler.build",
         description="Profile every block key of a search space or of named networks and write Parquet latency tables.",
@@ -133,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--drift-reference",
         metavar="KEY",
-        help="block key of the reference graph of --drift-correct (default xx_i128x28x28_o128_k3_s1_e1_se0_relu)",
+        help=f"block key of the reference graph of --drift-correct (default {DEFAULT_DRIFT_REFERENCE})",
     )
     b = p.add_argument_group("backend options")
     b.add_argument("--threads", type=int, default=1, help="CPU threads of the onnxruntime/torch CPU runs (default 1)")
