@@ -238,7 +238,7 @@ def drift_figures(work: Path, df: pd.DataFrame, meta: dict[str, Any]) -> list[st
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 0 (the figures are printed whatever they are)."""
-    from kernels_bench.backends.base import spare_cpu
+    from tables.host import spare_cpu
 
     cpu = spare_cpu()
     spare = "" if cpu is None else str(cpu)  # default --cpus: the last CPU, when there are two or more
@@ -311,7 +311,7 @@ def report(work: Path, out: Path, n: int, t_build: float | None, t_val: float | 
         f"{datetime.datetime.fromtimestamp(out.stat().st_mtime, datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
         "(validation written): onnxruntime "
         f"{(meta.get('engine') or {}).get('version')} CPU, fp32, batch 1, 1 thread, "
-        f"pinned to CPUs {(meta.get('validation') or {}).get('cpu_affinity')}, "
+        f"pinned to CPUs {(meta.get('validation') or {}).get('cpus')}, "
         f"{(meta.get('validation') or {}).get('rounds')} rounds per network"
     )
     print(f"{n} sampled + reference networks; {len(df)} validated, {int((df['status'] != 'ok').sum())} failed")

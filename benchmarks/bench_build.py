@@ -32,9 +32,9 @@ def main() -> int:
 
     import pandas as pd
 
-    from kernels_bench.backends.base import cpu_model
     from profiler.spaces import gpunet
-    from tables.schema import table_filename
+    from tables.host import cpu_model
+    from tables.paths import table_filename
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

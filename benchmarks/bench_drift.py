@@ -57,7 +57,7 @@ def run(cmd: list[str]) -> float:
 
 
 def main() -> int:
-    from kernels_bench.backends.base import spare_cpu
+    from tables.host import spare_cpu
 
     cpu = spare_cpu()
     spare = "" if cpu is None else str(cpu)  # default --cpus: the last CPU, when there are two or more
@@ -74,7 +74,7 @@ def main() -> int:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from kernels_bench.backends.base import cpu_model
+    from tables.host import cpu_model
     from tables.predictor import block_sums
     from tables.table import LatencyTable
 

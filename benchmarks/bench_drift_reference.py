@@ -38,7 +38,7 @@ WINDOWS = (1, 10, 30)
 
 
 def main() -> int:
-    from kernels_bench.backends.base import spare_cpu
+    from tables.host import spare_cpu
 
     cpu = spare_cpu()
     spare = "" if cpu is None else str(cpu)  # default --cpus: the last CPU, when there are two or more
@@ -61,9 +61,10 @@ def main() -> int:
     from scipy import stats
 
     from kernels_bench.backends import get_backend
-    from kernels_bench.backends.base import cpu_model, parse_cpus
+    from kernels_bench.config import parse_cpus
     from profiler.enumeration import architectures_for_networks
     from tables import parse_key
+    from tables.host import cpu_model
 
     references = args.reference or [INVERTED_RESIDUAL_REFERENCE, DEFAULT_DRIFT_REFERENCE]
     nets = [n.strip() for n in args.networks.split(",") if n.strip()]

@@ -47,10 +47,11 @@ def main() -> int:
     if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
         sys.exit("bench_noise needs Linux and at least two usable CPUs")
     from kernels_bench.backends import get_backend
-    from kernels_bench.backends.base import CpuPinning, cpu_model
+    from kernels_bench.backends.base import CpuPinning
     from kernels_bench.measure import measure_keys
     from kernels_bench.timing import TimingSettings
     from profiler.networks import get_network
+    from tables.host import cpu_model
 
     cpu = max(os.sched_getaffinity(0))
     items: dict[str, list] = {}

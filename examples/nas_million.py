@@ -32,7 +32,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from profiler import nas  # noqa: E402
-from profiler.build import report_error  # noqa: E402
+from tables.cli import report_error  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,9 @@ Structures follow ``shared/notes/REFERENCE.md`` (GPUNet, GENet, ResNet,
 MobileNetV2, EfficientNet-B0). One builder per block type, kept in
 :data:`BLOCK_BUILDERS`; :func:`build_block` turns a :class:`BlockKey` into an
 eval-mode module with deterministic random weights and non-trivial batch-norm
-statistics, so that BN folding at export time is really exercised.
+statistics, so that BN folding at export time is really exercised (seed,
+distributions and BN epsilon: :mod:`kernels_bench.weights`, shared with the
+direct ONNX emitter).
 
 Shapes: every module takes a float tensor ``(N, cin, h, w)`` and returns
 ``(N, *key.output_shape)``.
@@ -15,19 +17,14 @@ padded with ``k // 2`` like every other conv (NVIDIA's code leaves them unpadded
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
+from kernels_bench import weights
+from kernels_bench.weights import BN_EPS
 from tables.key import NUM_CLASSES, BlockKey, chain_keys
-
-#: Batch-norm epsilon of every block (GPUNet, EfficientNet use 1e-3).
-BN_EPS = 1e-3
-
-#: SE squeeze width as a fraction of the block's input channels.
-SE_RATIO = 0.25
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=False),
@@ -131,7 +128,7 @@ class InvertedResidual(nn.Module):
 
     ``irb``: 1x1 expand to mid -> BN -> act (absent when ``key.e == 1``, then
     mid = cin) -> depthwise kxk stride s -> BN -> act. ``fused_irb``: one kxk
-    conv cin -> mid stride s -> BN -> act. SE squeezes to a quarter of cin.
+    conv cin -> mid stride s -> BN -> act. SE squeezes to ``key.se_channels``.
     """
 
     def __init__(self, key: BlockKey, *, fused: bool) -> None:
@@ -144,8 +141,7 @@ class InvertedResidual(nn.Module):
             layers: list[nn.Module] = [] if key.e == 1 else [conv_bn(key.cin, mid, 1, act=key.act)]
             layers.append(conv_bn(mid, mid, key.k, key.s, groups=mid, act=key.act))
             self.expand = nn.Sequential(*layers)
-        rd = max(1, int(key.cin * SE_RATIO))
-        self.se = SqueezeExcite(mid, rd, key.act) if key.se else nn.Identity()
+        self.se = SqueezeExcite(mid, key.se_channels, key.act) if key.se else nn.Identity()
         self.project = conv_bn(mid, key.cout, 1)
         self.residual = key.has_residual
 
@@ -191,14 +187,13 @@ BLOCK_BUILDERS: dict[str, Callable[[BlockKey], nn.Module]] = {
 }
 
 
-def block_seed(key: BlockKey, seed: int = 0) -> int:
-    """The weight seed of one key: ``seed`` combined with a stable hash (CRC-32) of ``str(key)``."""
-    return (int(seed) * 0x9E3779B1 + zlib.crc32(str(key).encode())) % (2**63 - 1)
+#: The weight seed of one key (:func:`kernels_bench.weights.weight_seed`, kept under this name).
+block_seed = weights.weight_seed
 
 
 @torch.no_grad()
 def _init_weights(module: nn.Module, generator: torch.Generator) -> None:
-    """Seeded weights; BN gets scale, shift and running statistics far from (1, 0, 0, 1)."""
+    """Seeded weights from the :mod:`kernels_bench.weights` distributions; BN statistics far from (1, 0, 0, 1)."""
 
     def uniform(t: torch.Tensor, lo: float, hi: float) -> None:
         t.copy_(torch.rand(t.shape, generator=generator) * (hi - lo) + lo)
@@ -208,19 +203,18 @@ def _init_weights(module: nn.Module, generator: torch.Generator) -> None:
 
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            fan_in = m.weight[0].numel()
-            normal(m.weight, (2.0 / fan_in) ** 0.5)
+            normal(m.weight, weights.he_normal_std(m.weight[0].numel()))
             if m.bias is not None:
-                normal(m.bias, 0.1)
+                normal(m.bias, weights.BIAS_STD)
         elif isinstance(m, nn.BatchNorm2d):
-            uniform(m.weight, 0.5, 1.5)
-            normal(m.bias, 0.1)
-            normal(m.running_mean, 0.1)
-            uniform(m.running_var, 0.5, 2.0)
+            uniform(m.weight, *weights.BN_SCALE_RANGE)
+            normal(m.bias, weights.BN_SHIFT_STD)
+            normal(m.running_mean, weights.BN_MEAN_STD)
+            uniform(m.running_var, *weights.BN_VAR_RANGE)
 
 
 def build_block(key: BlockKey, *, seed: int = 0) -> nn.Module:
-    """The torch module of one key, in eval mode, with weights drawn from :func:`block_seed`.
+    """The torch module of one key, in eval mode, with weights drawn from :func:`block_seed` (seed ``seed``).
 
     Input ``(N, cin, h, w)`` float32, output ``(N, *key.output_shape)``.
     Raises ``ValueError`` when ``key`` is not a :class:`BlockKey`.

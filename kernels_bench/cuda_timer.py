@@ -33,7 +33,7 @@ def load_cudart() -> ModuleType:
         try:
             from cuda import cudart  # cuda-python < 12.6.1 layout, removed in 13.0
         except ImportError:
-            from kernels_bench.backends.base import missing
+            from kernels_bench.errors import missing
 
             raise missing("cuda-python", "tensorrt", "tensorrt", new_error) from None
     return cudart

@@ -30,12 +30,10 @@ torch (only for ``method="torch"``), onnx and onnxruntime are imported lazily.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -43,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kernels_bench.config import PRECISIONS
+from tables.atomic import write_bytes
 from tables.key import BlockKey, chain_keys, parse_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,8 +54,9 @@ EXPORT_FORMAT_VERSION = 2
 #: Ways to build the fp32 graph: "direct" (numpy + onnx.helper, the default) or "torch" (TorchScript export).
 METHODS: tuple[str, ...] = ("direct", "torch")
 
-#: Precisions the exporter writes.
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+#: Precisions the exporter writes: every precision but bf16 (ONNX graphs for bf16 are not written; the
+#: torch backend runs bf16 from its modules).
+EXPORT_PRECISIONS: tuple[str, ...] = tuple(p for p in PRECISIONS if p != "bf16")
 
 #: Engine families a graph can be exported for (they differ in opset choice and INT8 flavour).
 TARGETS: tuple[str, ...] = ("onnxruntime", "tensorrt")
@@ -102,8 +103,8 @@ def _check_target(target: str) -> None:
 
 
 def _check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: allowed {', '.join(PRECISIONS)}")
+    if precision not in EXPORT_PRECISIONS:
+        raise ValueError(f"the exporter writes no {precision!r} graphs: allowed {', '.join(EXPORT_PRECISIONS)}")
 
 
 def choose_opset(target: str, engine_version: str | None = None) -> int:
@@ -158,20 +159,6 @@ def _cache_path(cache_dir: Path | str | None, payload: dict[str, object]) -> Pat
     payload = {**payload, "format": EXPORT_FORMAT_VERSION}
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return directory / f"{digest}.onnx"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _export_fp32(keys: list[BlockKey], batch: int, opset: int, seed: int) -> onnx.ModelProto:
@@ -300,7 +287,7 @@ def export_keys(
             from kernels_bench.quant import quantize_model
 
             model = quantize_model(model, target, seed=seed)
-        _write_atomic(path, model.SerializeToString())
+        write_bytes(path, model.SerializeToString())
     return ExportedGraph(
         path=path,
         input_name=INPUT_NAME,
@@ -351,7 +338,7 @@ def export_identity(
         # The IR version that goes with the opset, not onnx's newest, so older parsers (TensorRT 8.6) read it.
         model.ir_version = helper.find_min_ir_version_for([model.opset_import[0]])
         onnx.checker.check_model(model, full_check=True)
-        _write_atomic(path, model.SerializeToString())
+        write_bytes(path, model.SerializeToString())
     return ExportedGraph(
         path=path,
         input_name=INPUT_NAME,

@@ -16,9 +16,13 @@ same order:
 - ``conv_pool`` -> ``MaxPool`` 3x3 stride 2 pad 1; ``tail`` / ``pool_fc`` ->
   ``ReduceMean``, ``Flatten`` (axis 1), ``Gemm`` (transB=1).
 
-Weights are seeded per key (:func:`key_seed`, the same formula as
-:func:`kernels_bench.blocks.block_seed`) and drawn with numpy from the same
-distributions as :func:`kernels_bench.blocks.build_block` (He-normal conv and
+One emitter per block type, kept in :data:`EMITTERS` (the twin of
+:data:`kernels_bench.blocks.BLOCK_BUILDERS`).
+
+Weights are seeded per key (:func:`key_seed`, which is
+:func:`kernels_bench.weights.weight_seed` like :func:`kernels_bench.blocks.block_seed`)
+and drawn with numpy from the distributions of :mod:`kernels_bench.weights`
+that :func:`kernels_bench.blocks.build_block` draws from too (He-normal conv and
 linear weights, biases N(0, 0.1), BN scale U(0.5, 1.5), shift and mean
 N(0, 0.1), variance U(0.5, 2)); the draws differ from torch's generator, so
 :func:`reference_state_dict` returns the raw (unfolded) parameters under the
@@ -33,22 +37,17 @@ Graph input ``"input"``, output ``"output"``, static shapes, float32, no
 from __future__ import annotations
 
 import math
-import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kernels_bench import weights
+from kernels_bench.weights import BN_EPS
 from tables.key import NUM_CLASSES, BlockKey, chain_keys
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
-
-#: Batch-norm epsilon folded into the convs (``kernels_bench.blocks.BN_EPS``).
-BN_EPS = 1e-3
-
-#: SE squeeze width as a fraction of the block's input channels (``kernels_bench.blocks.SE_RATIO``).
-SE_RATIO = 0.25
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -57,9 +56,8 @@ OUTPUT_NAME = "output"
 _REDUCE_AXES_INPUT_OPSET = 18
 
 
-def key_seed(key: BlockKey, seed: int = 0) -> int:
-    """The weight seed of one key: ``seed`` combined with the CRC-32 of ``str(key)`` (as ``blocks.block_seed``)."""
-    return (int(seed) * 0x9E3779B1 + zlib.crc32(str(key).encode())) % (2**63 - 1)
+#: The weight seed of one key (:func:`kernels_bench.weights.weight_seed`, kept under this name).
+key_seed = weights.weight_seed
 
 
 class _Emitter:
@@ -102,8 +100,12 @@ class _Emitter:
         return self.rng.random(shape, dtype=np.float32) * np.float32(hi - lo) + np.float32(lo)
 
     def weight(self, shape: tuple[int, ...]) -> np.ndarray:
-        """He-normal weight: std sqrt(2 / fan_in), fan_in = elements per output channel."""
-        return self.normal(shape, math.sqrt(2.0 / math.prod(shape[1:])))
+        """He-normal weight of ``shape`` (output channels first): std sqrt(2 / fan_in), fan_in = elements per row."""
+        return self.normal(shape, weights.he_normal_std(math.prod(shape[1:])))
+
+    def bias(self, channels: int) -> np.ndarray:
+        """Conv or linear bias of ``channels`` values."""
+        return self.normal((channels,), weights.BIAS_STD)
 
     def param(self, name: str, value: np.ndarray) -> np.ndarray:
         self.params[self.prefix + name] = value
@@ -141,10 +143,10 @@ class _Emitter:
     ) -> str:
         """``blocks.conv_bn``: conv ``{path}.0`` -> BN ``{path}.1`` folded into one Conv, then act ``{path}.2``."""
         w = self.param(f"{path}.0.weight", self.weight((cout, cin // groups, k, k)))
-        gamma = self.param(f"{path}.1.weight", self.uniform((cout,), 0.5, 1.5))
-        beta = self.param(f"{path}.1.bias", self.normal((cout,), 0.1))
-        mean = self.param(f"{path}.1.running_mean", self.normal((cout,), 0.1))
-        var = self.param(f"{path}.1.running_var", self.uniform((cout,), 0.5, 2.0))
+        gamma = self.param(f"{path}.1.weight", self.uniform((cout,), *weights.BN_SCALE_RANGE))
+        beta = self.param(f"{path}.1.bias", self.normal((cout,), weights.BN_SHIFT_STD))
+        mean = self.param(f"{path}.1.running_mean", self.normal((cout,), weights.BN_MEAN_STD))
+        var = self.param(f"{path}.1.running_var", self.uniform((cout,), *weights.BN_VAR_RANGE))
         self.param(f"{path}.1.num_batches_tracked", np.array(0, dtype=np.int64))
         scale = gamma / np.sqrt(var + np.float32(BN_EPS))
         y = self.conv(x, f"{path}.0", w * scale[:, None, None, None], beta - mean * scale, stride, groups)
@@ -153,7 +155,7 @@ class _Emitter:
     def conv_bias(self, x: str, path: str, cin: int, cout: int) -> str:
         """1x1 conv with bias (SE reduce / expand)."""
         w = self.param(f"{path}.weight", self.weight((cout, cin, 1, 1)))
-        b = self.param(f"{path}.bias", self.normal((cout,), 0.1))
+        b = self.param(f"{path}.bias", self.bias(cout))
         return self.conv(x, path, w, b, 1, 1)
 
     def global_mean(self, x: str, path: str) -> str:
@@ -166,7 +168,7 @@ class _Emitter:
     def linear(self, x: str, path: str, cin: int, cout: int) -> str:
         """``nn.Linear`` as ``Gemm`` (transB=1)."""
         w = self.param(f"{path}.weight", self.weight((cout, cin)))
-        b = self.param(f"{path}.bias", self.normal((cout,), 0.1))
+        b = self.param(f"{path}.bias", self.bias(cout))
         wn, bn = self.initializer(w, f"{path}.weight"), self.initializer(b, f"{path}.bias")
         return self.node("Gemm", [x, wn, bn], path, alpha=1.0, beta=1.0, transB=1)
 
@@ -178,53 +180,49 @@ class _Emitter:
 
     # ----- blocks ------------------------------------------------------------------
     def block(self, key: BlockKey, x: str) -> str:
-        """Emit one key's nodes reading ``x``; returns the block's output tensor."""
-        kind = key.block
-        if kind in ("conv", "conv_pool"):
-            y = self.conv_bn(x, "body", key.cin, key.cout, key.k, key.s, act=key.act)
-            if kind == "conv_pool":
-                y = self.node(
-                    "MaxPool",
-                    [y],
-                    "pool",
-                    ceil_mode=0,
-                    dilations=[1, 1],
-                    kernel_shape=[3, 3],
-                    pads=[1, 1, 1, 1],
-                    strides=[2, 2],
-                )
+        """Emit one key's nodes reading ``x`` through its :data:`EMITTERS` entry; returns the block's output tensor."""
+        emit = EMITTERS.get(key.block)
+        if emit is None:
+            raise ValueError(f"no ONNX emitter for block type {key.block!r}: add one to EMITTERS")
+        return emit(self, key, x)
+
+    def conv_block(self, key: BlockKey, x: str, *, pool: bool) -> str:
+        """``blocks.ConvBlock``: kxk conv stride s -> BN -> act, then a 3x3 stride-2 ``MaxPool`` when ``pool``."""
+        y = self.conv_bn(x, "body", key.cin, key.cout, key.k, key.s, act=key.act)
+        if not pool:
             return y
-        if kind in ("xx", "bl", "dw"):
-            return self.residual_block(key, x)
-        if kind in ("irb", "fused_irb"):
-            return self.inverted_residual(key, x)
-        if kind == "tail":
-            y = self.conv_bn(x, "conv", key.cin, key.cout, 1, act=key.act)
-            return self.classifier(y, key.cout, NUM_CLASSES)
-        if kind == "pool_fc":
-            return self.classifier(x, key.cin, key.cout)
-        raise ValueError(f"unknown block type {kind!r}")
+        return self.node(
+            "MaxPool",
+            [y],
+            "pool",
+            ceil_mode=0,
+            dilations=[1, 1],
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+            strides=[2, 2],
+        )
 
     def classifier(self, x: str, cin: int, cout: int) -> str:
+        """Global mean -> ``Flatten`` (axis 1) -> linear ``fc`` cin -> cout."""
         flat = self.node("Flatten", [self.global_mean(x, "")], "", axis=1)
         return self.linear(flat, "fc", cin, cout)
 
-    def residual_block(self, key: BlockKey, x: str) -> str:
-        mid, act = key.mid_channels, key.act
-        if key.block == "xx":
-            y = self.conv_bn(x, "branch.0", key.cin, mid, key.k, key.s, act=act)
-            y = self.conv_bn(y, "branch.1", mid, key.cout, key.k)
-        else:
-            groups = mid if key.block == "dw" else 1
-            y = self.conv_bn(x, "branch.0", key.cin, mid, 1, act=act)
-            y = self.conv_bn(y, "branch.1", mid, mid, key.k, key.s, groups=groups, act=act)
-            y = self.conv_bn(y, "branch.2", mid, key.cout, 1)
+    def residual(self, key: BlockKey, x: str, branch: str) -> str:
+        """``blocks.ResidualBlock``: act(branch + shortcut), the shortcut the identity or a 1x1 conv + BN."""
         shortcut = x if key.has_residual else self.conv_bn(x, "shortcut", key.cin, key.cout, 1, key.s)
-        return self.activation(self.node("Add", [y, shortcut], ""), act, "act")
+        return self.activation(self.node("Add", [branch, shortcut], ""), key.act, "act")
 
-    def inverted_residual(self, key: BlockKey, x: str) -> str:
+    def bottleneck_branch(self, key: BlockKey, x: str, *, depthwise: bool) -> str:
+        """The ``bl`` / ``dw`` branch: 1x1 to mid, kxk (depthwise when ``depthwise``) stride s, 1x1 to cout."""
+        mid, act = key.mid_channels, key.act
+        y = self.conv_bn(x, "branch.0", key.cin, mid, 1, act=act)
+        y = self.conv_bn(y, "branch.1", mid, mid, key.k, key.s, groups=mid if depthwise else 1, act=act)
+        return self.conv_bn(y, "branch.2", mid, key.cout, 1)
+
+    def inverted_residual(self, key: BlockKey, x: str, *, fused: bool) -> str:
+        """``blocks.InvertedResidual``: expand -> [SE] -> 1x1 project, plus ``x`` when ``key.has_residual``."""
         act = key.act
-        if key.block == "fused_irb":
+        if fused:
             mid = key.mid_channels
             y = self.conv_bn(x, "expand", key.cin, mid, key.k, key.s, act=act)
         elif key.e == 1:
@@ -235,7 +233,7 @@ class _Emitter:
             y = self.conv_bn(x, "expand.0", key.cin, mid, 1, act=act)
             y = self.conv_bn(y, "expand.1", mid, mid, key.k, key.s, groups=mid, act=act)
         if key.se:
-            y = self.squeeze_excite(y, mid, max(1, int(key.cin * SE_RATIO)), act)
+            y = self.squeeze_excite(y, mid, key.se_channels, act)
         y = self.conv_bn(y, "project", mid, key.cout, 1)
         return self.node("Add", [y, x], "") if key.has_residual else y
 
@@ -247,6 +245,31 @@ class _Emitter:
             self.prefix = f"{i}." if prefixed else ""
             x = self.block(key, x)
         return x
+
+
+def _xx(em: _Emitter, key: BlockKey, x: str) -> str:
+    mid = key.mid_channels
+    y = em.conv_bn(x, "branch.0", key.cin, mid, key.k, key.s, act=key.act)
+    return em.residual(key, x, em.conv_bn(y, "branch.1", mid, key.cout, key.k))
+
+
+def _tail(em: _Emitter, key: BlockKey, x: str) -> str:
+    return em.classifier(em.conv_bn(x, "conv", key.cin, key.cout, 1, act=key.act), key.cout, NUM_CLASSES)
+
+
+#: One emitter per block type, ``(emitter, key, input tensor) -> output tensor``; every entry of
+#: ``BLOCK_TYPES`` has one, with the nodes and parameter names of its ``blocks.BLOCK_BUILDERS`` module.
+EMITTERS: dict[str, Callable[[_Emitter, BlockKey, str], str]] = {
+    "conv": lambda em, key, x: em.conv_block(key, x, pool=False),
+    "conv_pool": lambda em, key, x: em.conv_block(key, x, pool=True),
+    "xx": _xx,
+    "bl": lambda em, key, x: em.residual(key, x, em.bottleneck_branch(key, x, depthwise=False)),
+    "dw": lambda em, key, x: em.residual(key, x, em.bottleneck_branch(key, x, depthwise=True)),
+    "irb": lambda em, key, x: em.inverted_residual(key, x, fused=False),
+    "fused_irb": lambda em, key, x: em.inverted_residual(key, x, fused=True),
+    "tail": _tail,
+    "pool_fc": lambda em, key, x: em.classifier(x, key.cin, key.cout),
+}
 
 
 def _checked_keys(keys: BlockKey | Sequence[BlockKey]) -> list[BlockKey]:

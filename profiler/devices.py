@@ -5,21 +5,19 @@ A profile names a target: the GPU (matched against the real GPU name), its kind
 case-insensitively as a token that no letter or digit follows, so ``a10``
 (``A10``) matches "NVIDIA A10" but not "NVIDIA A100" or "NVIDIA A10G".
 
-:func:`detect_device` reads the machine without needing a GPU: ``nvidia-smi`` when
-it is on the PATH, otherwise ``torch.cuda`` when torch is installed (imported
-only then), plus the host CPU model and core count.
+:func:`detect_device` reads the machine without needing a GPU (see
+:mod:`kernels_bench.gpu` and :mod:`tables.host`); for the cpu profile it looks
+for no GPU at all, so a CPU build's refusals import no engine.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import platform
 import re
-import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from kernels_bench.gpu import detect_gpus
+from tables.host import cpu_model, logical_cpus
 
 
 @dataclass(frozen=True)
@@ -88,97 +86,36 @@ def get_profile(name: str | DeviceProfile) -> DeviceProfile:
     return DEVICE_PROFILES[key]
 
 
-def _run(cmd: list[str]) -> str | None:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout
-
-
-def _nvidia_smi() -> dict[str, object] | None:
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    text = _run([exe, "--query-gpu=name,driver_version,compute_cap", "--format=csv,noheader"])
-    with_cc = text is not None
-    if text is None:  # old drivers have no compute_cap field
-        text = _run([exe, "--query-gpu=name,driver_version", "--format=csv,noheader"])
-    if text is None:
-        return None
-    gpus = []
-    for line in text.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if not parts or not parts[0]:
-            continue
-        gpus.append(
-            {
-                "name": parts[0],
-                "driver_version": parts[1] if len(parts) > 1 else None,
-                "compute_capability": parts[2] if with_cc and len(parts) > 2 else None,
-            }
-        )
-    header = _run([exe]) or ""
-    m = re.search(r"CUDA Version:\s*([0-9.]+)", header)
-    return {"gpus": gpus, "cuda_version": m.group(1) if m else None, "source": "nvidia-smi"}
-
-
-def _torch_cuda() -> dict[str, object] | None:
-    if importlib.util.find_spec("torch") is None:
-        return None
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return None
-        gpus = []
-        for i in range(torch.cuda.device_count()):
-            major, minor = torch.cuda.get_device_capability(i)
-            gpus.append(
-                {
-                    "name": torch.cuda.get_device_name(i),
-                    "driver_version": None,
-                    "compute_capability": f"{major}.{minor}",
-                }
-            )
-        return {"gpus": gpus, "cuda_version": torch.version.cuda, "source": "torch"}
-    except Exception:  # a broken CUDA install must not stop a CPU build
-        return None
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def detect_device() -> dict[str, object]:
+def detect_device(*, gpus: bool = True) -> dict[str, object]:
     """What this machine has; never raises when there is no GPU.
 
-    Returns a dict: ``gpus`` (list of ``{name, driver_version, compute_capability}``),
-    ``gpu_count``, ``gpu_name``, ``driver_version``, ``cuda_version`` and
-    ``compute_capability`` of the first GPU (``None`` without one), ``source``
-    (``"nvidia-smi"``, ``"torch"`` or ``None``), ``cpu_model`` and ``cpu_count`` (logical cores).
+    Returns the GPU facts of :func:`kernels_bench.gpu.detect_gpus` (``gpus``,
+    ``gpu_count``, ``gpu_name``, ``driver_version``, ``cuda_version``,
+    ``compute_capability``, ``source``) and the host's ``cpu_model`` and
+    ``cpu_count`` (logical cores). With ``gpus=False`` (the cpu profile) no GPU
+    is looked for: nothing runs ``nvidia-smi`` and nothing imports torch.
     """
-    info = _nvidia_smi() or _torch_cuda() or {"gpus": [], "cuda_version": None, "source": None}
-    gpus: list[dict[str, object]] = list(info["gpus"])  # type: ignore[call-overload]
-    first = gpus[0] if gpus else {}
-    return {
-        "gpus": gpus,
-        "gpu_count": len(gpus),
-        "gpu_name": first.get("name"),
-        "driver_version": first.get("driver_version"),
-        "cuda_version": info.get("cuda_version"),
-        "compute_capability": first.get("compute_capability"),
-        "source": info.get("source"),
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count() or 1,
-    }
+    info: dict[str, object]
+    if gpus:
+        info = dict(detect_gpus())
+    else:
+        info = {
+            "gpus": [],
+            "gpu_count": 0,
+            "gpu_name": None,
+            "driver_version": None,
+            "cuda_version": None,
+            "compute_capability": None,
+            "source": None,
+        }
+    info["cpu_model"] = cpu_model()
+    info["cpu_count"] = logical_cpus()
+    return info
+
+
+def detect_for(profile: str | DeviceProfile) -> dict[str, object]:
+    """:func:`detect_device` as a build for ``profile`` needs it: GPUs only for a GPU profile."""
+    return detect_device(gpus=get_profile(profile).kind != "cpu")
 
 
 def check_device(profile: str | DeviceProfile, detected: Mapping[str, object], force: bool = False) -> str | None:
@@ -208,4 +145,4 @@ def check_device(profile: str | DeviceProfile, detected: Mapping[str, object], f
     raise ValueError(message)
 
 
-__all__ = ["DEVICE_PROFILES", "DeviceProfile", "check_device", "detect_device", "get_profile"]
+__all__ = ["DEVICE_PROFILES", "DeviceProfile", "check_device", "detect_device", "detect_for", "get_profile"]

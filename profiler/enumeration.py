@@ -14,15 +14,14 @@ super-blocks' 121 x 121 input/output width pairs).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from profiler import networks
-from profiler.spaces import Architecture, genet, gpunet, userfile
+from profiler.spaces import Architecture, resolve_space, userfile
 from profiler.spaces.staged import StagedSpace
+from tables.cli import UsageError
 from tables.key import BlockKey
-
-#: Built-in space names accepted by :func:`resolve_space`.
-SPACE_NAMES: tuple[str, ...] = ("gpunet", "genet", "genet-light", "genet-normal", "genet-large")
 
 
 def unique_keys(key_lists: Iterable[Iterable[BlockKey]]) -> list[BlockKey]:
@@ -32,22 +31,6 @@ def unique_keys(key_lists: Iterable[Iterable[BlockKey]]) -> list[BlockKey]:
         for k in keys:
             seen.setdefault(k, None)
     return list(seen)
-
-
-def resolve_space(space: str | Path | StagedSpace) -> StagedSpace:
-    """A space name (see :data:`SPACE_NAMES`), a user space file path, or a space -> :class:`StagedSpace`."""
-    if isinstance(space, StagedSpace):
-        return space
-    text = str(space).strip()
-    low = text.lower()
-    if low == "gpunet":
-        return gpunet.SPACE
-    if low in ("genet", "genet-light", "genet-normal", "genet-large"):
-        return genet.space("normal" if low == "genet" else low)
-    path = Path(text)
-    if path.suffix.lower() in (".json", ".yaml", ".yml"):
-        return userfile.load_space(path)
-    raise ValueError(f"unknown space {text!r}; use one of {', '.join(SPACE_NAMES)} or a .json/.yaml space file")
 
 
 def keys_for_space(space: str | Path | StagedSpace) -> list[BlockKey]:
@@ -92,15 +75,91 @@ def keys_for_archs_file(path: str | Path) -> list[BlockKey]:
     return unique_keys(a.keys for a in architectures_for_archs_file(path))
 
 
+@dataclass
+class KeySource:
+    """What to profile: the keys and a description for the table's metadata."""
+
+    keys: list[BlockKey]
+    description: dict[str, object] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # keys per source, before deduplication
+
+
+def network_names(text: str) -> list[str]:
+    """``--networks a,b`` or ``all`` as names; an empty list is a usage error."""
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    if not names:
+        raise UsageError("--networks is empty: give e.g. --networks resnet-50,gpunet-0 or all")
+    return names
+
+
+def collect_keys(
+    *,
+    space: str | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    networks_text: str | None = None,
+    archs: str | None = None,
+    limit: int | None = None,
+) -> KeySource:
+    """Resolve ``--space``/``--sample``/``--networks``/``--archs`` into one deduplicated key list.
+
+    With none of them: the keys of every reference network. ``--sample`` without
+    ``--space`` samples GPUNet. ``limit`` keeps the first N keys (smoke runs).
+    """
+    lists: list[list[BlockKey]] = []
+    desc: dict[str, object] = {}
+    counts: dict[str, int] = {}
+    if sample is not None and sample <= 0:
+        raise UsageError(f"--sample must be a positive number of architectures, got {sample}")
+    if space and sample is None:
+        keys = keys_for_space(space)
+        lists.append(keys)
+        desc["space"] = space
+        counts[f"space {space}"] = len(keys)
+    elif sample is not None:
+        where = space or "gpunet"
+        keys = keys_for_sample(where, sample, seed)
+        lists.append(keys)
+        desc["sample"] = {"space": where, "n": sample, "seed": seed, "method": "sobol"}
+        counts[f"sample {sample} of {where}"] = len(keys)
+    if networks_text is not None:
+        names = network_names(networks_text)
+        keys = keys_for_networks(names)
+        lists.append(keys)
+        desc["networks"] = names
+        counts["networks " + ",".join(names)] = len(keys)
+    if archs is not None:
+        if not str(archs).strip():
+            raise UsageError("--archs is empty: give the path of a JSON/YAML file listing architectures")
+        keys = keys_for_archs_file(archs)
+        lists.append(keys)
+        desc["archs"] = str(archs)
+        counts[f"archs {archs}"] = len(keys)
+    if not lists:
+        names = list(networks.NETWORKS)
+        keys = keys_for_networks(names)
+        lists.append(keys)
+        desc["networks"] = names
+        counts["reference networks"] = len(keys)
+    keys = unique_keys(lists)
+    if limit is not None:
+        if limit <= 0:
+            raise UsageError(f"--limit must be positive, got {limit}")
+        keys = keys[:limit]
+        desc["limit"] = limit
+    return KeySource(keys, desc, counts)
+
+
 __all__ = [
-    "SPACE_NAMES",
+    "KeySource",
     "architectures_for_archs_file",
     "architectures_for_networks",
     "architectures_for_sample",
+    "collect_keys",
     "keys_for_archs_file",
     "keys_for_networks",
     "keys_for_sample",
     "keys_for_space",
-    "resolve_space",
+    "network_names",
     "unique_keys",
 ]

@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from profiler.cli import CliParser, run_cli
+from tables.cli import CliParser, run_cli
 from tables.schema import STATUS_OK, empty_frame, read_table, utc_now, write_table
 from tables.store import dedup_rows
 
@@ -299,7 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--force", action="store_true", help="merge tables of different device, backend, engine, precision or batch"
     )
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 

@@ -38,8 +38,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from profiler.cli import CliParser, UsageError, run_cli
+from profiler.spaces import resolve_space
+from tables.cli import CliParser, UsageError, run_cli
 from tables.key import BlockKey
+from tables.paths import missing_archs_path
 
 #: Device profile and backend names of a synthetic table (never a real device).
 SYNTHETIC = "synthetic"
@@ -49,13 +51,6 @@ SYNTHETIC_MS_PER_GMAC = 0.5
 
 
 # --------------------------------------------------------------------------- sampling and prediction
-def resolve_space(space: Any):  # -> profiler.spaces.staged.StagedSpace
-    """A staged space from a name (``gpunet``, ``genet``, ``genet-light/normal/large``), a space file or a space."""
-    from profiler.enumeration import resolve_space as _resolve
-
-    return _resolve(space)
-
-
 def sample_candidates(space: Any, n: int, seed: int = 0) -> np.ndarray:
     """``n`` Sobol-sampled encodings of ``space`` as an (n, L) int64 array (same seed, same rows)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
@@ -270,7 +265,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", required=True, help="comma-separated latency budgets, ms per batch (e.g. 0.5,1,2)")
     p.add_argument("--uncalibrated", action="store_true", help="raw block sums, without the table's calibration")
     p.add_argument("--out", help="write the candidates within the largest budget to this Parquet file")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
@@ -284,11 +278,11 @@ def format_buckets(buckets: pd.DataFrame, total: int) -> str:
 
 
 def _missing_keys(exc, table_path: Path, out: str | None) -> UsageError:
-    from profiler.validate import build_command
+    from profiler.tablebuild import build_command
     from tables.table import write_archs_file
 
     base = Path(out) if out else table_path if table_path.is_file() else table_path / "nas.parquet"
-    archs_file = base.with_name(base.name.removesuffix(".parquet") + ".missing_archs.json")
+    archs_file = missing_archs_path(base)
     write_archs_file(exc.keys, archs_file)
     folder = table_path.parent if table_path.is_file() else table_path
     return UsageError(

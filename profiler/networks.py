@@ -21,8 +21,8 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from profiler.spaces import Architecture
 from profiler.spaces import genet as _genet
+from profiler.spaces.architecture import Architecture
 from tables.key import NUM_CLASSES, BlockKey
 
 _DATA = Path(__file__).resolve().parent / "data" / "gpunet"

@@ -50,7 +50,6 @@ for (its metadata ``source``) are validated.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
@@ -63,11 +62,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kernels_bench.config import BackendConfig
+from kernels_bench.errors import check_engine_installed
 from profiler import enumeration
-from profiler.build import make_backend, timing_settings
-from profiler.cli import CliParser, UsageError, run_cli
-from profiler.devices import check_device, detect_device, get_profile
+from profiler.devices import check_device, detect_for, get_profile
+from profiler.options import add_timing_arguments, cpus_from_text, timing_from_args
 from profiler.spaces import Architecture
+from profiler.tablebuild import build_command
+from tables.cli import CliParser, UsageError, WorkFailed, run_cli
+from tables.errors import error_text
+from tables.paths import calibration_path, missing_archs_path, table_filename, validation_path
 from tables.table import write_archs_file
 
 #: Columns of the validation Parquet file, in order.
@@ -144,10 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="validation Parquet file (default: <table>.validation.parquet next to the table)")
     t = p.add_argument_group("timing protocol (default: the table's)")
-    t.add_argument("--repeats", type=int, help="timed runs per network")
-    t.add_argument("--warmup", type=int, help="warm-up runs per network")
-    t.add_argument("--warmup-ms", type=float, help="minimum warm-up time per network in ms")
-    t.add_argument("--min-sample-ms", type=float, help="minimum length of one timed sample in ms")
+    add_timing_arguments(t, defaults=False)
     t.add_argument(
         "--rounds",
         type=int,
@@ -171,7 +172,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="where exported ONNX graphs (and the TensorRT timing cache) are kept")
     p.add_argument("--force-device", action="store_true", help="validate even if the GPU does not match the table")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
@@ -194,13 +194,10 @@ def collect_architectures(args: argparse.Namespace, table_source: Mapping[str, A
     Names must be unique; a network listed twice (same name) is kept once.
     """
     archs: list[Architecture] = []
-    given = args.networks or args.sample is not None or args.archs
+    given = args.networks is not None or args.sample is not None or args.archs is not None
     if given:
-        if args.networks:
-            names = [n.strip() for n in args.networks.split(",") if n.strip()]
-            if not names:
-                raise UsageError("--networks is empty: give e.g. --networks resnet-50,gpunet-0 or all")
-            archs += enumeration.architectures_for_networks(names)
+        if args.networks is not None:
+            archs += enumeration.architectures_for_networks(enumeration.network_names(args.networks))
         if args.sample is not None:
             archs += enumeration.architectures_for_sample(args.space or "gpunet", args.sample, args.seed)
         if args.archs:
@@ -268,29 +265,8 @@ def load_table(path: Path):  # -> tables.table.LatencyTable
 def table_file(table, path: Path) -> Path:
     """The table's file (for a folder: the file name ``profiler.build`` gives it there)."""
     if path.is_dir():
-        from tables.schema import table_filename
-
         return path / table_filename(table.device, table.backend, table.precision, table.batch)
     return path
-
-
-def build_command(md: Mapping[str, Any], archs_file: Path, out_dir: Path) -> str:
-    """The ``profiler.build`` command that profiles the keys of ``archs_file`` into the table's folder."""
-    settings = md.get("backend_settings") or {}
-    cmd = (
-        f"python -m profiler.build --device {md.get('device_profile')} --backend {md.get('backend')}"
-        f" --precision {md.get('precision')} --batch {md.get('batch')}"
-    )
-    threads = settings.get("intra_op_threads", settings.get("threads"))
-    if threads is not None and md.get("backend") in ("onnxruntime", "torch"):
-        cmd += f" --threads {threads}"
-    pinned = settings.get("cpu_affinity")
-    if pinned and md.get("backend") in ("onnxruntime", "torch"):
-        cmd += " --cpus " + ",".join(str(int(c)) for c in pinned)
-    drift = md.get("drift_reference")
-    if drift:
-        cmd += f" --drift-correct --drift-reference {drift['key']}"
-    return cmd + f" --archs {archs_file} --out {out_dir}"
 
 
 def check_coverage(table, archs: Sequence[Architecture], table_path: Path, out_path: Path) -> None:
@@ -300,7 +276,7 @@ def check_coverage(table, archs: Sequence[Architecture], table_path: Path, out_p
         return
     lacking = {str(k) for k in report.missing}
     n_nets = sum(1 for a in archs if any(str(k) in lacking for k in a.keys))
-    archs_file = out_path.with_name(out_path.name.removesuffix(".parquet") + ".missing_archs.json")
+    archs_file = missing_archs_path(out_path)
     write_archs_file(report.missing, archs_file)
     cmd = build_command(table.metadata, archs_file, table_path.parent)
     raise UsageError(
@@ -310,46 +286,20 @@ def check_coverage(table, archs: Sequence[Architecture], table_path: Path, out_p
 
 
 # --------------------------------------------------------------------------- measuring
-def backend_args(md: Mapping[str, Any], cache_dir: str | None, cpus: str | None = None) -> argparse.Namespace:
-    """The options ``profiler.build.make_backend`` reads, recovered from the table's ``backend_settings``.
-
-    ``cpus`` (a ``--cpus`` list) replaces the table's own pinning (``cpu_affinity``).
-    """
-    s = md.get("backend_settings") or {}
-    threads = s.get("intra_op_threads", s.get("threads", 1))
-    pinned = s.get("cpu_affinity")
-    if cpus is None and pinned:
-        cpus = ",".join(str(int(c)) for c in pinned)
-    return argparse.Namespace(
-        cpus=cpus,
-        cache_dir=cache_dir,
-        threads=int(threads) if threads is not None else 1,
-        compile=bool(s.get("compile", False)),
-        cuda_graphs=bool(s.get("cuda_graphs", False)),
-        opt_level=s.get("builder_optimization_level"),
-        strongly_typed=bool(s.get("strongly_typed", False)),
-    )
+def backend_config(md: Mapping[str, Any], cache_dir: str | None, cpus: str | None = None) -> BackendConfig:
+    """The backend configuration the table was built with; ``cpus`` (a ``--cpus`` list) replaces its pinning."""
+    try:
+        config = BackendConfig.from_metadata(md)
+        if cpus is not None and config.applies("cpus"):
+            config = config.replace(cpus=cpus_from_text(cpus))
+        return config.replace(cache_dir=cache_dir)
+    except ValueError as exc:
+        raise UsageError(f"the table's backend settings: {exc}") from None
 
 
 def settings_for(md: Mapping[str, Any], args: argparse.Namespace):  # -> kernels_bench.timing.TimingSettings
     """The table's timing protocol with the command-line overrides applied."""
-    timing = dict(md.get("timing") or {})
-    merged = argparse.Namespace(
-        repeats=args.repeats if args.repeats is not None else timing.get("repeats", 30),
-        warmup=args.warmup if args.warmup is not None else timing.get("warmup_runs", 10),
-        warmup_ms=args.warmup_ms if args.warmup_ms is not None else timing.get("warmup_min_ms", 50.0),
-        trim=timing.get("trim", 0.1),
-    )
-    settings = timing_settings(merged)
-    extra = {k: timing[k] for k in ("min_sample_ms", "max_inner") if k in timing}
-    if getattr(args, "min_sample_ms", None) is not None:
-        extra["min_sample_ms"] = args.min_sample_ms
-    if extra:
-        try:
-            settings = dataclasses.replace(settings, **extra)
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"table timing settings are invalid: {exc}") from None
-    return settings
+    return timing_from_args(args, md.get("timing") or {})
 
 
 def measure_networks(
@@ -410,7 +360,7 @@ def measure_networks(
                     except (KeyboardInterrupt, SystemExit):
                         raise
                     except Exception as exc:  # one network the backend cannot build must not end the run
-                        errors[i] = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+                        errors[i] = error_text(exc, 500)
                 if bar is not None:
                     bar.update(1)
     finally:
@@ -533,24 +483,17 @@ def summary_table(metrics: Mapping[str, Any]) -> str:
 
 def write_validation(frame: pd.DataFrame, metadata: Mapping[str, Any], path: Path) -> Path:
     """Write the rows with the metadata JSON under ``b"nas_latency"`` atomically; returns the path."""
-    import os
-
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from tables.atomic import atomic_path
     from tables.schema import METADATA_KEY
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
     text = json.dumps(dict(metadata), default=str, sort_keys=True, allow_nan=True)
     table = table.replace_schema_metadata({METADATA_KEY: text.encode("utf-8")})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -558,16 +501,13 @@ def write_validation(frame: pd.DataFrame, metadata: Mapping[str, Any], path: Pat
 def run(args: argparse.Namespace) -> int:
     """Validate; returns 0 when every network was measured, 1 when some failed (the rest is still reported)."""
     check_args(args)
-    from tables.calibration import calibration_path
     from tables.predictor import network_features
 
     table_path = Path(args.table)
     table = load_table(table_path)
     md = table.metadata
     tfile = table_file(table, table_path)
-    out_path = (
-        Path(args.out) if args.out else tfile.with_name(tfile.name.removesuffix(".parquet") + ".validation.parquet")
-    )
+    out_path = Path(args.out) if args.out else validation_path(tfile)
     if out_path.exists() and out_path.is_dir():
         raise UsageError(f"--out {out_path} is a folder: give a .parquet file name")
     archs = collect_architectures(args, md.get("source"))
@@ -576,12 +516,17 @@ def run(args: argparse.Namespace) -> int:
     sums, n_blocks, type_sums = features.sum_ms, features.n_blocks, features.type_sums
 
     profile = get_profile(table.device)
-    mismatch = check_device(profile, detect_device(), force=args.force_device)
+    config = backend_config(md, args.cache_dir, args.cpus)
+    config.check_precision(table.precision)
+    check_engine_installed(config.backend, config.device_kind)
+    settings = settings_for(md, args)
+    mismatch = check_device(profile, detect_for(profile), force=args.force_device)
     if mismatch:
         print(f"warning: {mismatch.split('; pass')[0]} (forced)", file=sys.stderr)
-    settings = settings_for(md, args)
     drift = None if args.no_drift_correct else md.get("drift_reference")
-    backend = make_backend(table.backend, profile, backend_args(md, args.cache_dir, args.cpus))
+    from kernels_bench.backends import create_backend
+
+    backend = create_backend(config)
     t0 = time.perf_counter()
     try:
         backend.check_precision(table.precision)
@@ -593,7 +538,7 @@ def run(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - t0
     failed = [(a.name, m.error) for a, m in zip(archs, measured) if m.error]
     if len(failed) == len(archs):
-        raise RuntimeError(
+        raise WorkFailed(
             f"the {table.backend} backend could not build any of the {len(archs)} networks; first: "
             f"{failed[0][0]}: {failed[0][1]}"
         )
@@ -618,7 +563,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "timing": settings.to_dict(),
         "rounds": args.rounds,
-        "cpu_affinity": backend.settings().get("cpu_affinity"),
+        "cpus": list(config.cpus),
         "drift_reference": drift,
         "wall_s": wall,
     }

@@ -28,32 +28,35 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from reports import style
-from reports._cli import (
+from reports.inputs import (
     ReportError,
     add_out_argument,
     add_unit_arguments,
     load_latency_table,
-    make_parser,
     ok_rows,
     predict_architecture,
     read_latency_table,
     resolve_architecture,
-    run_main,
     table_batch,
     table_label,
 )
+from tables.cli import CliParser, run_cli
+from tables.key import block_names
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Block types of GENet's Figure 3, compared by default when the table has them.
 GENET_BLOCKS: tuple[str, ...] = ("xx", "bl", "dw")
+
+#: Block types that end a network (their width is a class count, not a feature map's).
+CLASSIFIERS: tuple[str, ...] = block_names(classifier=True)
 
 #: Columns that define a slice (all fixed in one width figure).
 SLICE_COLUMNS: tuple[str, ...] = ("h", "w", "k", "s", "act", "se")
@@ -241,6 +244,9 @@ def stage_breakdown(breakdown: pd.DataFrame) -> pd.DataFrame:
 def draw_arch(results: list[tuple[str, pd.DataFrame, float]], unit_per_image: bool, label: str) -> Figure:
     """One horizontal stacked bar per architecture; segments are stages."""
     fig, (ax,) = style.new_figure(width=9.0, height=1.2 + 0.75 * len(results))
+    from matplotlib import colormaps  # importable: new_figure imported matplotlib
+    from matplotlib.patches import Rectangle
+
     n_stages = max(len(stages) for _, stages, _ in results)
     cmap = colormaps["viridis"]
     colours = [cmap(0.08 + 0.84 * i / max(1, n_stages - 1)) for i in range(n_stages)]
@@ -294,7 +300,9 @@ def _stage_names(results: list[tuple[str, pd.DataFrame, float]], n: int) -> list
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = make_parser("python -m reports.blocks", __doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
+    p = CliParser(
+        prog="python -m reports.blocks", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1]
+    )
     p.add_argument("table", type=Path, help="latency table (Parquet)")
     p.add_argument(
         "--arch",
@@ -324,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    style.pyplot()  # without matplotlib, refuse before reading anything
     df, meta = read_latency_table(args.table)
     label = table_label(meta, args.table.stem)
     scale = 1.0 / table_batch(meta, args.table) if args.per_image else 1.0
@@ -353,7 +362,7 @@ def _run(args: argparse.Namespace) -> int:
                     f"the table has no measured {unknown[0]!r} keys (block types present: {', '.join(present)})"
                 )
         else:
-            blocks = [b for b in GENET_BLOCKS if b in present] or [b for b in present if b not in ("tail", "pool_fc")]
+            blocks = [b for b in GENET_BLOCKS if b in present] or [b for b in present if b not in CLASSIFIERS]
             blocks = blocks or present
         common, per_block = parse_ratios(args.ratio)
         sl = choose_slice(
@@ -376,8 +385,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
-    return run_main(build_parser(), _run, argv)
+    """Command-line entry point; returns the exit status (0 done, 1 failed, 2 bad input; see ``tables.cli``)."""
+    return run_cli(_run, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -22,23 +22,25 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from reports import style
-from reports._cli import (
+from reports.inputs import (
     ReportError,
     add_out_argument,
     add_unit_arguments,
-    make_parser,
     ok_rows,
     read_latency_table,
-    run_main,
     table_batch,
     table_label,
 )
+from tables.cli import CliParser, run_cli
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def key_ratios(a: pd.DataFrame, b: pd.DataFrame, scale_a: float = 1.0, scale_b: float = 1.0) -> pd.DataFrame:
@@ -110,7 +112,9 @@ def draw(ratios: pd.DataFrame, label_a: str, label_b: str) -> Figure:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = make_parser("python -m reports.compare", __doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
+    p = CliParser(
+        prog="python -m reports.compare", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1]
+    )
     p.add_argument("a", type=Path, metavar="A.parquet", help="reference table (denominator of the ratio)")
     p.add_argument("b", type=Path, metavar="B.parquet", help="table compared with it (numerator)")
     add_unit_arguments(p, default_per_image=False)
@@ -121,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    style.pyplot()  # without matplotlib, refuse before reading anything
     if args.top < 0:
         raise ReportError(f"--top {args.top}: expected zero or more keys")
     df_a, meta_a = read_latency_table(args.a)
@@ -155,8 +160,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
-    return run_main(build_parser(), _run, argv)
+    """Command-line entry point; returns the exit status (0 done, 1 failed, 2 bad input; see ``tables.cli``)."""
+    return run_cli(_run, build_parser(), argv)
 
 
 if __name__ == "__main__":

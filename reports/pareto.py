@@ -26,30 +26,32 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.transforms import Bbox
 
 from reports import style
-from reports._cli import (
+from reports.inputs import (
     ReportError,
     add_out_argument,
     add_unit_arguments,
     filter_rows,
     load_latency_table,
-    make_parser,
     parse_assignments,
     predict_architecture,
     read_csv,
     read_table_metadata,
     require_columns,
     resolve_architecture,
-    run_main,
     table_label,
 )
+from tables.cli import CliParser, run_cli
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import Bbox
 
 NAME_COLUMNS = ("name", "model")
 ACCURACY_COLUMNS = ("top1", "top1_pct", "accuracy", "acc")
@@ -137,6 +139,8 @@ def place_labels(
     label that fits nowhere goes where it overlaps least. Returns how many
     labels overlap something. Call after the axis limits are final.
     """
+    from matplotlib.transforms import Bbox  # importable: the axes exist
+
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
     ax_box = ax.get_window_extent(renderer)
@@ -371,7 +375,9 @@ def draw(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = make_parser("python -m reports.pareto", __doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
+    p = CliParser(
+        prog="python -m reports.pareto", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1]
+    )
     p.add_argument("csv", type=Path, help="models: name, top-1 accuracy (%%), architecture or measured latency")
     src = p.add_argument_group("latency source (one of)")
     src.add_argument(
@@ -418,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    style.pyplot()  # without matplotlib, refuse before reading anything
     if bool(args.table) == bool(args.latency_col):
         raise ReportError("give either --table T.parquet (predicted latency) or --latency-col COL (measured)")
     df = read_csv(args.csv)
@@ -451,8 +458,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
-    return run_main(build_parser(), _run, argv)
+    """Command-line entry point; returns the exit status (0 done, 1 failed, 2 bad input; see ``tables.cli``)."""
+    return run_cli(_run, build_parser(), argv)
 
 
 if __name__ == "__main__":

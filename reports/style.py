@@ -1,27 +1,31 @@
 """One look for every report figure: fonts, colours, markers, axis labels, saving.
 
-Importing this module selects matplotlib's headless ``Agg`` backend, so reports
-run on servers without a display. Every report draws through :func:`new_figure`
-and saves through :func:`save_figure`, which writes the same figure as PNG (for
-pages and READMEs) and SVG (for papers).
+matplotlib is imported only when a figure is drawn, through :func:`pyplot`, so
+every report's ``--help`` and input checks run on the base install; without
+matplotlib a report stops with one line naming the pip extra that provides it.
+:func:`pyplot` selects the headless ``Agg`` backend, so reports run on servers
+without a display. Every report draws through :func:`new_figure` and saves
+through :func:`save_figure`, which writes the same figure as PNG (for pages and
+READMEs) and SVG (for papers).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import matplotlib
+from kernels_bench.errors import install_hint
+from tables.errors import one_line
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
-from matplotlib.axes import Axes
-from matplotlib.axis import Axis
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.axis import Axis
+    from matplotlib.figure import Figure
 
 #: Formats written for every figure.
 FORMATS: tuple[str, ...] = ("png", "svg")
@@ -100,9 +104,38 @@ _RC = {
 }
 
 
+class PlottingUnavailable(ImportError):
+    """matplotlib does not import: the report cannot draw. Bad input (the install), exit status 2."""
+
+    exit_status = 2
+
+
+@functools.cache
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the headless ``Agg`` backend.
+
+    Raises :class:`PlottingUnavailable`, whose one-line message names the pip
+    extra, when matplotlib is not installed or does not import.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        if exc.name == "matplotlib":
+            reason = "which is not installed"
+        else:
+            reason = f"which does not import ({type(exc).__name__}: {one_line(exc)})"
+        raise PlottingUnavailable(
+            f"this report draws with matplotlib, {reason}: {install_hint('reports')}", name="matplotlib"
+        ) from exc
+    return plt
+
+
 def apply_style() -> None:
     """Set the shared matplotlib settings (idempotent)."""
-    plt.rcParams.update(_RC)
+    pyplot().rcParams.update(_RC)
 
 
 def series_style(index: int) -> dict[str, str]:
@@ -134,7 +167,7 @@ def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 6.4, height: fl
     ``width`` and ``height`` are inches per panel.
     """
     apply_style()
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    fig, axes = pyplot().subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
     return fig, [ax for row in axes for ax in row]
 
 
@@ -151,7 +184,7 @@ def save_figure(fig: Figure, out_dir: Path | str, stem: str, formats: Sequence[s
         metadata = {"Date": None} if fmt == "svg" else {"Software": None}
         fig.savefig(path, format=fmt, metadata=metadata)
         paths.append(path)
-    plt.close(fig)
+    pyplot().close(fig)
     return paths
 
 
@@ -159,12 +192,14 @@ def figure_png_base64(fig: Figure) -> str:
     """The figure as a base64-encoded PNG (for self-contained HTML); closes it."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})
-    plt.close(fig)
+    pyplot().close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def plain_log_ticks(axis: Axis) -> None:
     """Label a logarithmic axis with plain numbers (0.1, 0.2, 0.5, 1) instead of powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator  # importable: the axis exists
+
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     axis.set_minor_locator(LogLocator(base=10.0, subs=(2.0, 5.0)))
     axis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))

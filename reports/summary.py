@@ -18,22 +18,23 @@ import html
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from reports import style, validation
-from reports._cli import (
+from reports.inputs import (
     ReportError,
-    make_parser,
     ok_rows,
     read_latency_table,
     read_validation,
-    run_main,
     table_label,
 )
+from tables.cli import CliParser, run_cli
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Coefficient of variation above which a key's runs count as noisy (trtexec warns above 2.5%).
 NOISY_CV = 0.025
@@ -238,7 +239,9 @@ def render(table_path: Path, validation_path: Path | None = None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = make_parser("python -m reports.summary", __doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
+    p = CliParser(
+        prog="python -m reports.summary", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1]
+    )
     p.add_argument("table", type=Path, help="latency table (Parquet)")
     p.add_argument(
         "--validation", type=Path, metavar="V.parquet", help="validation file of python -m profiler.validate"
@@ -248,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    style.pyplot()  # without matplotlib, refuse before reading anything
     page = render(args.table, args.validation)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(page, encoding="utf-8")
@@ -256,8 +260,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
-    return run_main(build_parser(), _run, argv)
+    """Command-line entry point; returns the exit status (0 done, 1 failed, 2 bad input; see ``tables.cli``)."""
+    return run_cli(_run, build_parser(), argv)
 
 
 if __name__ == "__main__":

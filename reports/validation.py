@@ -22,24 +22,26 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from reports import style
-from reports._cli import (
+from reports.inputs import (
     ReportError,
     add_out_argument,
     add_unit_arguments,
-    make_parser,
     read_validation,
-    run_main,
     table_batch,
     table_label,
 )
+from tables.cli import CliParser, run_cli
+from tables.metrics import accuracy_metrics
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 BANDS_PCT: tuple[int, ...] = (10, 5)  # drawn widest first
 
@@ -72,8 +74,6 @@ def metrics_for(df: pd.DataFrame, meta: dict[str, Any]) -> dict[str, dict[str, f
         and isinstance(stored.get("calibrated"), dict)
     ):
         return {"uncalibrated": stored["uncalibrated"], "calibrated": stored["calibrated"]}
-    from tables.metrics import accuracy_metrics
-
     rows, _ = evaluation_rows(df)
     return {
         "uncalibrated": accuracy_metrics(rows["sum_ms"].to_numpy(float), rows["measured_ms"].to_numpy(float)),
@@ -244,7 +244,9 @@ def calibration_text(calibration: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = make_parser("python -m reports.validation", __doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
+    p = CliParser(
+        prog="python -m reports.validation", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1]
+    )
     p.add_argument("validation", type=Path, help="validation Parquet file from python -m profiler.validate")
     add_unit_arguments(p, default_per_image=False)
     scale = p.add_mutually_exclusive_group()
@@ -256,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    style.pyplot()  # without matplotlib, refuse before reading anything
     df, meta = read_validation(args.validation)
     fig = draw(df, meta, args.per_image, args.log, str(args.validation))
     metrics = metrics_for(df, meta)
@@ -267,8 +270,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
-    return run_main(build_parser(), _run, argv)
+    """Command-line entry point; returns the exit status (0 done, 1 failed, 2 bad input; see ``tables.cli``)."""
+    return run_cli(_run, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ predicted end-to-end latency (ms per batch). Candidate models:
 
 :func:`fit` chooses the model with the lowest cross-validated mean absolute
 percentage error. A calibration is stored as JSON next to its table
-(``<table>.calibration.json``, see :func:`calibration_path`) and loaded by
+(``<table>.calibration.json``, see :func:`tables.paths.calibration_path`) and loaded by
 ``LatencyTable.load``.
 """
 
@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import lsq_linear
 
+from tables.atomic import write_text
 from tables.metrics import accuracy_metrics
 from tables.schema import utc_now
 
@@ -48,13 +49,6 @@ TABLE_IDENTITY: tuple[str, ...] = ("device_profile", "backend", "precision", "ba
 
 CALIBRATION_KIND = "latency_calibration"
 CALIBRATION_VERSION = 1
-
-
-def calibration_path(table_path: str | os.PathLike[str]) -> Path:
-    """Where the calibration of a table file lives: ``x.parquet`` -> ``x.calibration.json``."""
-    p = Path(table_path)
-    stem = p.name[: -len(".parquet")] if p.name.endswith(".parquet") else p.name
-    return p.with_name(stem + ".calibration.json")
 
 
 @dataclass
@@ -189,16 +183,8 @@ class Calibration:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the JSON document atomically (temporary file + ``os.replace``); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=True)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        return path
+        return write_text(path, text + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Calibration:
@@ -410,31 +396,3 @@ def fit(
         "calibrated_cv": accuracy_metrics(cv_pred[best], m),
     }
     return cal
-
-
-def fit_for_table(
-    table: Any,
-    archs: Sequence[Any],
-    measured_ms: Sequence[float] | np.ndarray,
-    **options: Any,
-) -> Calibration:
-    """Fit a calibration for ``table`` (a ``LatencyTable``) from architectures and their measured latencies.
-
-    ``archs``: architectures as :func:`tables.predictor.predict` accepts them;
-    ``measured_ms``: their end-to-end latencies, ms per batch, same order.
-    ``options`` go to :func:`fit`. Save the result with
-    ``cal.save(calibration_path(table.path))`` to have ``LatencyTable.load`` apply it.
-    """
-    from tables.predictor import network_features
-
-    f = network_features(table, archs)
-    return fit(
-        f.sum_ms,
-        measured_ms,
-        n_blocks=f.n_blocks,
-        type_sums=f.type_sums,
-        floor_ms=table.floor_ms,
-        io_mel=f.io_mel,
-        table=table.metadata,
-        **options,
-    )

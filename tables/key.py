@@ -17,29 +17,101 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
 
 import numpy as np
 
 #: Activation names accepted in keys ("swish" is SiLU).
 ACTIVATIONS: tuple[str, ...] = ("relu", "swish", "relu6")
 
-#: Number of classes of the classifier in ``tail`` and ``pool_fc`` blocks.
+#: Number of classes of the classifier in ``tail`` blocks (a ``pool_fc`` block's classes are its ``cout``).
 NUM_CLASSES = 1000
+
+#: SE squeeze width as a fraction of the block's input channels (see :attr:`BlockKey.se_channels`).
+SE_RATIO = 0.25
+
+#: How a block type derives its inner width from a key (see :attr:`BlockKey.mid_channels`).
+MID_RULES: tuple[str, ...] = ("expand8", "out_ratio", "out")
+#: How a block type maps its input feature-map size to its output size (see :meth:`BlockType.out_size`).
+SPATIAL_RULES: tuple[str, ...] = ("stride", "stride_pool", "global")
+#: What a block type outputs (see :attr:`BlockKey.output_shape`).
+OUTPUT_RULES: tuple[str, ...] = ("map", "cout", "classes")
+
+
+#: A feature-map size: one int, or an integer array of many.
+_Size = TypeVar("_Size", int, np.ndarray)
 
 
 @dataclass(frozen=True)
 class BlockType:
-    """What a block type accepts; one entry per type in :data:`BLOCK_TYPES`."""
+    """What a block type accepts and how its shapes follow from a key; one entry per type in :data:`BLOCK_TYPES`.
+
+    Attributes:
+        name, description: the type's key name and its structure in one line.
+        has_ratio: the key's ``e`` is an expansion (irb, fused_irb) or a bottleneck/mid ratio (xx, bl, dw);
+            without one ``e`` must be 1.
+        has_se: the key's ``se`` may be on.
+        fixed_kernel, fixed_stride: the only allowed ``k`` / ``s`` (1 for tail, pool_fc), or ``None``.
+        spatial_out: ``"stride"`` (ceil(size / s)), ``"stride_pool"`` (then a 3x3 stride-2 max-pool, another
+            ceil(/ 2)) or ``"global"`` (a classifier pools globally to 1x1).
+        mid: the inner width: ``"expand8"`` make_divisible(cin * e, 8), ``"out_ratio"`` max(1, round(cout * e)),
+            ``"out"`` cout.
+        residual: the block adds an identity shortcut whenever the stride is 1 and cin == cout.
+        output: ``"map"`` a (cout, out_h, out_w) feature map; a vector of ``"cout"`` or of ``"classes"``
+            (:data:`NUM_CLASSES`) values. A vector output makes the type a classifier, which ends a network.
+        has_act: the block applies the key's activation; without one (pool_fc) spaces give its keys ``relu``.
+    """
 
     name: str
     description: str
-    has_ratio: bool  # expansion (irb, fused_irb) or bottleneck/mid ratio (xx, bl, dw)
+    has_ratio: bool
     has_se: bool
-    fixed_kernel: int | None = None  # e.g. 1 for tail, pool_fc
+    fixed_kernel: int | None = None
     fixed_stride: int | None = None
-    spatial_out: str = "stride"  # "stride" | "stride_pool" (extra /2) | "global" (1x1)
+    spatial_out: str = "stride"
+    mid: str = "out"
+    residual: bool = False
+    output: str = "map"
+    has_act: bool = True
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("spatial_out", self.spatial_out, SPATIAL_RULES),
+            ("mid", self.mid, MID_RULES),
+            ("output", self.output, OUTPUT_RULES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"block type {self.name}: {name}={value!r} is unknown; allowed {', '.join(allowed)}")
+        if (self.spatial_out == "global") != self.classifier:
+            raise ValueError(
+                f"block type {self.name}: output={self.output!r} with spatial_out={self.spatial_out!r}; "
+                "a classifier (vector output) pools globally, and only a classifier does"
+            )
+
+    @property
+    def classifier(self) -> bool:
+        """True when the type outputs a vector (classes): it ends a network and nothing may follow it."""
+        return self.output != "map"
+
+    @property
+    def repeatable(self) -> bool:
+        """True when a stride-1 copy with cin == cout keeps the feature map, so a stage may repeat the type."""
+        return self.spatial_out == "stride"
+
+    def min_size(self, stride: int) -> int:
+        """Smallest input height/width (pixels) that a key of this type with ``stride`` accepts."""
+        return stride * (2 if self.spatial_out == "stride_pool" else 1)
+
+    def out_size(self, size: _Size, stride: int) -> _Size:
+        """Output height or width (pixels) for an input ``size`` (pixels) and ``stride``; 1 for classifiers.
+
+        ``size`` may be an int (gives an int) or an integer array (gives an array of the same shape and dtype).
+        """
+        if self.spatial_out == "global":
+            return np.ones_like(size) if isinstance(size, np.ndarray) else 1  # type: ignore[return-value]
+        size = -(-size // stride)
+        return -(-size // 2) if self.spatial_out == "stride_pool" else size
 
 
 BLOCK_TYPES: dict[str, BlockType] = {
@@ -53,11 +125,46 @@ BLOCK_TYPES: dict[str, BlockType] = {
             False,
             spatial_out="stride_pool",
         ),
-        BlockType("xx", "GENet XX / ResNet basic block: kxk, kxk, residual, act after add", True, False),
-        BlockType("bl", "GENet BL / ResNet bottleneck: 1x1, kxk(stride), 1x1, residual", True, False),
-        BlockType("dw", "GENet DW: 1x1, depthwise kxk(stride), 1x1, residual", True, False),
-        BlockType("irb", "inverted residual: 1x1 expand, depthwise kxk, [SE], 1x1 project", True, True),
-        BlockType("fused_irb", "fused inverted residual: kxk expand, [SE], 1x1 project", True, True),
+        BlockType(
+            "xx",
+            "GENet XX / ResNet basic block: kxk, kxk, residual, act after add",
+            True,
+            False,
+            mid="out_ratio",
+            residual=True,
+        ),
+        BlockType(
+            "bl",
+            "GENet BL / ResNet bottleneck: 1x1, kxk(stride), 1x1, residual",
+            True,
+            False,
+            mid="out_ratio",
+            residual=True,
+        ),
+        BlockType(
+            "dw",
+            "GENet DW: 1x1, depthwise kxk(stride), 1x1, residual",
+            True,
+            False,
+            mid="out_ratio",
+            residual=True,
+        ),
+        BlockType(
+            "irb",
+            "inverted residual: 1x1 expand, depthwise kxk, [SE], 1x1 project",
+            True,
+            True,
+            mid="expand8",
+            residual=True,
+        ),
+        BlockType(
+            "fused_irb",
+            "fused inverted residual: kxk expand, [SE], 1x1 project",
+            True,
+            True,
+            mid="expand8",
+            residual=True,
+        ),
         BlockType(
             "tail",
             "1x1 conv -> BN -> act -> global average pool -> FC (1000 classes)",
@@ -66,6 +173,7 @@ BLOCK_TYPES: dict[str, BlockType] = {
             fixed_kernel=1,
             fixed_stride=1,
             spatial_out="global",
+            output="classes",
         ),
         BlockType(
             "pool_fc",
@@ -75,9 +183,30 @@ BLOCK_TYPES: dict[str, BlockType] = {
             fixed_kernel=1,
             fixed_stride=1,
             spatial_out="global",
+            output="cout",
+            has_act=False,
         ),
     )
 }
+
+#: Fields and properties of :class:`BlockType` that :func:`block_names` can select on.
+_SELECTABLE = (
+    *(f.name for f in fields(BlockType)),
+    *(n for n, v in vars(BlockType).items() if isinstance(v, property)),
+)
+
+
+def block_names(**where: object) -> tuple[str, ...]:
+    """Names of the block types whose fields or properties equal the given values, in :data:`BLOCK_TYPES` order.
+
+    ``block_names(has_se=True)`` -> ``("irb", "fused_irb")``; without arguments, every name.
+    Raises ``ValueError`` for an argument that is no field or property of :class:`BlockType`.
+    """
+    unknown = [name for name in where if name not in _SELECTABLE]
+    if unknown:
+        raise ValueError(f"block_names: {unknown[0]!r} is not a BlockType field; use one of {', '.join(_SELECTABLE)}")
+    return tuple(n for n, b in BLOCK_TYPES.items() if all(getattr(b, f) == v for f, v in where.items()))
+
 
 _STRIDES = (1, 2)
 _KEY_RE = re.compile(
@@ -100,10 +229,11 @@ class BlockKey:
     """One (input shape, config) point of a block type.
 
     Construction validates every field and raises ``ValueError`` naming the
-    field and its allowed values. ``e`` is the expansion ratio of ``irb`` and
-    ``fused_irb`` (mid = in * e, rounded to a multiple of 8) or the mid-channel
-    ratio of ``xx``/``bl``/``dw`` (mid = round(out * e)); it is 1 for blocks
-    without one.
+    field and its allowed values. ``e`` is the ratio of the types whose
+    :attr:`BlockType.has_ratio` is set: the expansion of ``irb`` and ``fused_irb``
+    (mid = in * e, rounded to a multiple of 8) or the mid-channel ratio of
+    ``xx``/``bl``/``dw`` (mid = round(out * e)); it is 1 for blocks without one.
+    Shapes, widths and the residual follow from the type's :class:`BlockType` row.
     """
 
     block: str
@@ -151,14 +281,13 @@ class BlockKey:
             raise _bad("se", self.se, "True/False (1/0)")
         object.__setattr__(self, "se", bool(self.se))
         if self.se and not bt.has_se:
-            raise _bad("se", self.se, f"False for block {self.block} (only irb, fused_irb take SE)")
+            takers = ", ".join(block_names(has_se=True))
+            raise _bad("se", self.se, f"False for block {self.block} (only {takers} take SE)")
         if self.act not in ACTIVATIONS:
             raise _bad("act", self.act, "one of " + ", ".join(ACTIVATIONS))
-        min_hw = self.s * (2 if bt.spatial_out == "stride_pool" else 1)
+        min_hw = bt.min_size(self.s)
         if self.h < min_hw or self.w < min_hw:
             raise _bad("h/w", f"{self.h}x{self.w}", f"a feature map of at least {min_hw}x{min_hw} for stride {self.s}")
-        if self.block == "dw" and self.mid_channels < 1:
-            raise _bad("e", self.e, "a ratio giving at least one mid channel")
         object.__setattr__(
             self,
             "_str",
@@ -168,15 +297,15 @@ class BlockKey:
 
     # ----- derived shapes -------------------------------------------------
     @property
+    def block_type(self) -> BlockType:
+        """The key's row of :data:`BLOCK_TYPES`."""
+        return BLOCK_TYPES[self.block]
+
+    @property
     def out_hw(self) -> tuple[int, int]:
-        """Output feature-map size (height, width); (1, 1) for classifier blocks."""
-        kind = BLOCK_TYPES[self.block].spatial_out
-        if kind == "global":
-            return (1, 1)
-        h, w = -(-self.h // self.s), -(-self.w // self.s)
-        if kind == "stride_pool":
-            h, w = -(-h // 2), -(-w // 2)
-        return (h, w)
+        """Output feature-map size (height, width) in pixels; (1, 1) for classifier blocks."""
+        bt = BLOCK_TYPES[self.block]
+        return (bt.out_size(self.h, self.s), bt.out_size(self.w, self.s))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -185,28 +314,36 @@ class BlockKey:
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        """Output shape without batch: (C, H, W), or (classes,) for tail/pool_fc."""
-        if self.block == "tail":
+        """Output shape without batch: (C, H, W), or (classes,) for classifiers (:attr:`BlockType.output`)."""
+        output = BLOCK_TYPES[self.block].output
+        if output == "classes":
             return (NUM_CLASSES,)
-        if self.block == "pool_fc":
+        if output == "cout":
             return (self.cout,)
         return (self.cout, *self.out_hw)
 
     @property
     def mid_channels(self) -> int:
-        """Width of the block's inner layers (see REFERENCE.md for each type)."""
-        if self.block in ("irb", "fused_irb"):
+        """Width (channels) of the block's inner layers, by the type's :attr:`BlockType.mid` rule.
+
+        ``expand8``: make_divisible(cin * e, 8); ``out_ratio``: max(1, round(cout * e)); ``out``: cout.
+        """
+        rule = BLOCK_TYPES[self.block].mid
+        if rule == "expand8":
             return make_divisible(self.cin * self.e, 8)
-        if self.block in ("xx", "bl", "dw"):
+        if rule == "out_ratio":
             return max(1, round(self.cout * self.e))
         return self.cout
 
     @property
+    def se_channels(self) -> int:
+        """Squeeze width (channels) of the block's SE when ``se`` is on: max(1, int(cin * SE_RATIO))."""
+        return max(1, int(self.cin * SE_RATIO))
+
+    @property
     def has_residual(self) -> bool:
-        """True when the block adds an identity shortcut (stride 1 and cin == cout)."""
-        if self.block in ("irb", "fused_irb", "xx", "bl", "dw"):
-            return self.s == 1 and self.cin == self.cout
-        return False
+        """True when the block adds an identity shortcut: a :attr:`BlockType.residual` type, stride 1, cin == cout."""
+        return BLOCK_TYPES[self.block].residual and self.s == 1 and self.cin == self.cout
 
     @property
     def io_elements(self) -> int:
@@ -300,7 +437,7 @@ def chain_keys(keys: list[BlockKey] | tuple[BlockKey, ...]) -> None:
     """
     for i in range(1, len(keys)):
         prev, cur = keys[i - 1], keys[i]
-        if prev.block in ("tail", "pool_fc"):
+        if prev.block_type.classifier:
             raise ValueError(f"block {i - 1} ({prev}) ends the network: nothing may follow a classifier")
         if prev.next_input() != cur.input_shape:
             raise ValueError(
@@ -319,8 +456,18 @@ def io_elements(block: Sequence[str], cin: Any, h: Any, w: Any, cout: Any, s: An
     block = np.asarray(block, dtype=object)
     cin, h, w, cout, s = (np.asarray(v, dtype=np.int64) for v in (cin, h, w, cout, s))
     oh, ow = -(-h // s), -(-w // s)
-    pooled = block == "conv_pool"
+    pooled = _of_types(block, block_names(spatial_out="stride_pool"))
     oh = np.where(pooled, -(-oh // 2), oh)
     ow = np.where(pooled, -(-ow // 2), ow)
-    out = np.where(block == "tail", NUM_CLASSES, np.where(block == "pool_fc", cout, cout * oh * ow))
+    classes = _of_types(block, block_names(output="classes"))
+    vector = _of_types(block, block_names(output="cout"))
+    out = np.where(classes, NUM_CLASSES, np.where(vector, cout, cout * oh * ow))
     return cin * h * w + out
+
+
+def _of_types(block: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Boolean mask of the entries of an object array of block names that are one of ``names``."""
+    mask = np.zeros(block.shape, dtype=bool)
+    for name in names:
+        mask |= block == name
+    return mask

@@ -36,9 +36,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import re
-import socket
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,7 +47,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tables.atomic import atomic_path
+from tables.errors import error_text, one_line
+from tables.host import host_info
 from tables.key import KEY_FIELDS, BlockKey, parse_key
+
+#: Distribution name of this package (its version goes into every table as ``tool_version``).
+PACKAGE_NAME = "nas-latency-profiler"
 
 #: Version of the column layout and metadata document; bumped on any incompatible change.
 SCHEMA_VERSION = 1
@@ -197,7 +201,7 @@ def result_row(
         row[name] = _float(phases.get(name))
     if failed:
         row["status"] = STATUS_FAILED
-        row["error"] = _error_text(error) if error is not None else "no timing result"
+        row["error"] = error_text(error) if error is not None else "no timing result"
     else:
         row["status"] = STATUS_OK
         row["error"] = None
@@ -233,52 +237,62 @@ def apply_drift_correction(row: Mapping[str, Any], reference_ms: float) -> dict[
     return out
 
 
-def _error_text(error: str | BaseException) -> str:
-    if isinstance(error, BaseException):
-        text = str(error).strip()
-        return f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return str(error)
-
-
-def floor_from_result(result: Any, input_shape: Iterable[int] | None = None) -> dict[str, Any]:
-    """The metadata ``floor`` entry from a timing result of the identity graph.
-
-    The floor is the backend's cost of one call that does nothing: ms per batch.
-    ``latency_ms`` is the trimmed mean; the other statistics come along for re-analysis.
-    """
-    floor: dict[str, Any] = {
-        "latency_ms": float(result.trimmed_mean_ms),
+def _spread(result: Any) -> dict[str, Any]:
+    """The statistics of a timing result besides its trimmed mean (ms per batch; cv without unit)."""
+    return {
         "median_ms": float(result.median_ms),
         "min_ms": float(result.min_ms),
         "max_ms": float(result.max_ms),
         "std_ms": float(result.std_ms),
         "cv": float(result.cv),
-        "inner_loop": int(result.inner_loop),
         "n_samples": len(result.samples_ms),
     }
-    if input_shape is not None:
-        floor["input_shape"] = [int(x) for x in input_shape]
-    return floor
+
+
+def floor_entry(result: Any, input_shape: Iterable[int]) -> dict[str, Any]:
+    """The metadata ``floor`` of a table from the identity graph's timing result.
+
+    The floor is the backend's cost of one call that does nothing: ``latency_ms``
+    is its trimmed mean in ms per batch, ``input_shape`` the identity graph's
+    input (batch first); the other statistics come along for re-analysis.
+    """
+    return {
+        "input_shape": [int(d) for d in input_shape],
+        "latency_ms": float(result.trimmed_mean_ms),
+        "inner_loop": int(result.inner_loop),
+        **_spread(result),
+    }
+
+
+def reference_entry(result: Any, key: str, ratio: float) -> dict[str, Any]:
+    """The metadata ``drift_reference`` of a table: the reference graph ``key`` timed alone (ms per batch).
+
+    ``latency_ms`` is the table's reference speed, the drift reference's trimmed
+    mean; ``ratio`` the length of a reference sample over a measured one.
+    """
+    return {"key": str(key), "ratio": float(ratio), "latency_ms": float(result.trimmed_mean_ms), **_spread(result)}
 
 
 def tool_version() -> str:
-    """Version of this package (``0+unknown`` when it runs from a source tree without metadata)."""
+    """Version of this package, from its installed metadata.
+
+    Run from a source tree that was never installed, it is read from the
+    ``pyproject.toml`` next to the package (``+source`` appended); ``0+unknown``
+    when neither exists.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        from importlib.metadata import version
-
-        return version("nas-latency-profiler")
-    except Exception:
+        return version(PACKAGE_NAME)
+    except PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except OSError:
         return "0+unknown"
-
-
-def host_info() -> dict[str, str]:
-    """Host name, OS and Python version of the machine that builds the table."""
-    return {
-        "name": socket.gethostname(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-    }
+    m = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
+    return f"{m.group(1)}+source" if m else "0+unknown"
 
 
 def build_metadata(
@@ -299,7 +313,7 @@ def build_metadata(
     """A complete metadata document; fills schema version, kind, host, creation time and tool version.
 
     ``batch`` is the number of images per inference; ``timing`` the timing
-    settings; ``floor`` the identity-graph measurement (:func:`floor_from_result`);
+    settings; ``floor`` the identity-graph measurement (:func:`floor_entry`);
     ``source`` what was enumerated (space, networks, archs files, sample size).
     Extra keyword arguments are stored as extra fields.
     """
@@ -437,19 +451,6 @@ def _is_missing(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_table(
     table_or_rows: pa.Table | pd.DataFrame | Iterable[Mapping[str, Any]],
     path: str | os.PathLike[str],
@@ -468,18 +469,8 @@ def write_table(
         table = table.replace_schema_metadata({METADATA_KEY: _encode_metadata(metadata)})
     else:
         table = rows_to_arrow(table_or_rows, metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
     return path
 
 
@@ -497,7 +488,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         file_md = pq.read_metadata(path).metadata or {}
     except (pa.ArrowException, OSError) as exc:
-        raise ValueError(f"not a Parquet file or truncated: {path} ({_one_line(exc)})") from None
+        raise ValueError(f"not a Parquet file or truncated: {path} ({one_line(exc)})") from None
     raw = file_md.get(METADATA_KEY)
     if raw is None:
         raise ValueError(
@@ -521,10 +512,6 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return md
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def read_table(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read a table file -> (DataFrame with one row per stored row, metadata dict).
 
@@ -537,7 +524,7 @@ def read_table(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, An
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        raise ValueError(f"not a Parquet file or truncated: {path} ({_one_line(exc)})") from None
+        raise ValueError(f"not a Parquet file or truncated: {path} ({one_line(exc)})") from None
     expected = arrow_schema()
     for name in DRIFT_COLUMNS:  # tables written before these columns existed
         if name not in table.schema.names:
@@ -567,17 +554,3 @@ def table_to_frame(table: pa.Table) -> pd.DataFrame:
 def empty_frame() -> pd.DataFrame:
     """A DataFrame with the table's columns and no rows."""
     return table_to_frame(arrow_schema().empty_table())
-
-
-_NAME_RE = re.compile(r"[^a-z0-9.]+")
-
-
-def _slug(value: str) -> str:
-    return _NAME_RE.sub("-", str(value).strip().lower()).strip("-") or "unknown"
-
-
-def table_filename(device: str, backend: str, precision: str, batch: int) -> str:
-    """Predictable file name of a table, e.g. ``v100_tensorrt_fp16_b64.parquet``."""
-    if isinstance(batch, bool) or int(batch) <= 0:
-        raise ValueError(f"batch must be a positive integer; got {batch!r}")
-    return f"{_slug(device)}_{_slug(backend)}_{_slug(precision)}_b{int(batch)}.parquet"

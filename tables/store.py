@@ -17,8 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-import socket
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -29,6 +27,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tables.atomic import pid_alive, remove_stale_temporaries
+from tables.errors import one_line
+from tables.host import hostname
+from tables.paths import lock_path, parts_dir
 from tables.schema import (
     PHASE_COLUMNS,
     ROUND_COLUMN,
@@ -50,7 +52,6 @@ except ImportError:  # pragma: no cover - Windows
 IDENTITY_FIELDS: tuple[str, ...] = ("device_profile", "backend", "precision", "batch")
 
 _PART_GLOB = "part-*.parquet"
-_TMP_RE = re.compile(r"^\.part-.*\.(?P<pid>\d+)\.tmp$")
 
 
 def dedup_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -139,18 +140,6 @@ def check_same_identity(a: Mapping[str, Any], b: Mapping[str, Any], what_a: str,
         )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
 class PartStore:
     """Rows of one table being built, kept as atomic Parquet parts until compaction.
 
@@ -182,7 +171,7 @@ class PartStore:
     ) -> None:
         self.out_dir = Path(out_dir)
         self.table_path = self.out_dir / table_name
-        self.parts_dir = self.out_dir / f"{table_name}.parts"
+        self.parts_dir = parts_dir(self.out_dir, table_name)
         self.max_parts = max_parts
         self._seq = 0
         self._given = dict(metadata) if metadata is not None else None
@@ -298,8 +287,8 @@ class PartStore:
             return pq.read_table(path, columns=columns).to_pandas()
         except (ValueError, pa.ArrowException, OSError) as exc:
             if path == self.table_path:
-                raise ValueError(str(exc).splitlines()[0]) from None
-            warnings.warn(f"ignoring unreadable part {path.name}: {str(exc).splitlines()[0]}", stacklevel=3)
+                raise ValueError(one_line(exc)) from None
+            warnings.warn(f"ignoring unreadable part {path.name}: {one_line(exc)}", stacklevel=3)
             return None
 
     def _frames(
@@ -390,20 +379,17 @@ class PartStore:
         return new_path
 
     def _remove_stale_tmp(self) -> None:
-        if not self.parts_dir.is_dir():
-            return
-        for path in self.parts_dir.iterdir():
-            m = _TMP_RE.match(path.name)
-            if m and int(m.group("pid")) != os.getpid() and not _pid_alive(int(m.group("pid"))):
-                path.unlink(missing_ok=True)
+        remove_stale_temporaries(self.parts_dir)
 
     def lock(self) -> BuildLock:
         """A :class:`BuildLock` for this table: ``out_dir/<table_name>.lock``."""
-        return BuildLock(self.table_path.with_name(self.table_path.name + ".lock"), target=self.table_path)
+        return BuildLock(lock_path(self.out_dir, self.table_path.name), target=self.table_path)
 
 
 class BuildLockedError(RuntimeError):
-    """Another build holds the lock on the same output."""
+    """Another build holds the lock on the same output: a refusal, exit status 2."""
+
+    exit_status = 2
 
 
 class BuildLock:
@@ -459,9 +445,9 @@ class BuildLock:
             except OSError:
                 return False
         pid = holder.get("pid")
-        if holder.get("host") != socket.gethostname() or not isinstance(pid, int):
+        if holder.get("host") != hostname() or not isinstance(pid, int):
             return False  # a holder on another host cannot be checked
-        return pid != os.getpid() and not _pid_alive(pid)
+        return pid != os.getpid() and not pid_alive(pid)
 
     def _try_flock(self, fd: int) -> bool:
         if fcntl is None:
@@ -514,7 +500,7 @@ class BuildLock:
             if not self._try_flock(fd):
                 os.close(fd)
                 raise self._refusal(self.holder())
-            info = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": utc_now().isoformat()}
+            info = {"pid": os.getpid(), "host": hostname(), "started_at": utc_now().isoformat()}
             os.write(fd, json.dumps(info).encode("utf-8"))
             os.fsync(fd)
             self._fd = fd

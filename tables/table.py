@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tables.calibration import Calibration, calibration_path
+from tables.atomic import write_text
+from tables.calibration import Calibration
 from tables.key import BlockKey, io_elements, parse_key
-from tables.schema import STATUS_FAILED, STATUS_OK, floor_latency_ms, read_table, table_filename, validate_metadata
+from tables.paths import calibration_path, table_filename
+from tables.schema import STATUS_FAILED, STATUS_OK, floor_latency_ms, read_table, validate_metadata
 from tables.store import IDENTITY_FIELDS, check_same_identity, dedup_rows
 
 #: How many keys an error message lists before "... and N more".
@@ -66,7 +68,7 @@ def write_archs_file(keys: Iterable[BlockKey | str], path: str | os.PathLike[str
     unique = list(dict.fromkeys(str(as_key(k)) for k in keys))
     doc = {"architectures": [{"name": f"{name}-{i}", "blocks": [k]} for i, k in enumerate(unique)]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    write_text(path, json.dumps(doc, indent=1) + "\n")
     return path
 
 

@@ -7,7 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from kernels_bench.blocks import BLOCK_BUILDERS, SqueezeExcite, build_block, build_network  # noqa: E402
+from kernels_bench import weights  # noqa: E402
+from kernels_bench.blocks import BLOCK_BUILDERS, BN_EPS, SqueezeExcite, block_seed, build_block, build_network  # noqa: E402
 from tables.key import BLOCK_TYPES, NUM_CLASSES, BlockKey, parse_key  # noqa: E402
 
 #: Three or more keys per block type: SE on/off, e == 1 irb, stride 1/2, identity and
@@ -132,6 +133,18 @@ def test_se_squeezes_to_a_quarter_of_input_channels() -> None:
     (se,) = [m for m in build_block(key).modules() if isinstance(m, SqueezeExcite)]
     assert (se.reduce.in_channels, se.reduce.out_channels, se.expand.out_channels) == (key.mid_channels, 4, 64)
     assert se.reduce.bias is not None and se.expand.bias is not None
+
+
+@pytest.mark.parametrize("text", [t for texts in KEYS.values() for t in texts if "_se1_" in t])
+def test_se_width_is_the_keys_se_channels(text: str) -> None:
+    key = parse_key(text)
+    (se,) = [m for m in build_block(key).modules() if isinstance(m, SqueezeExcite)]
+    assert se.reduce.out_channels == key.se_channels
+
+
+def test_weight_seed_and_batch_norm_epsilon_are_the_shared_ones() -> None:
+    assert block_seed is weights.weight_seed
+    assert BN_EPS == weights.BN_EPS
 
 
 def test_se_absent_when_key_says_off() -> None:

@@ -9,12 +9,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from profiler import build
+from profiler import build, tablebuild
 from profiler.spaces import gpunet
 from tables.key import BlockKey
 
@@ -42,11 +43,17 @@ def read(path: Path):
     return table.to_pandas(), meta
 
 
-def run_cli(args: list[str], **kw) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "profiler.build", *args], capture_output=True, text=True, env=env, cwd=ROOT, **kw
-    )
+@pytest.fixture
+def cli(capsys):
+    """``python -m profiler.build ARGS`` in this process: its exit status and what it printed."""
+
+    def run(args: list[str]) -> SimpleNamespace:
+        capsys.readouterr()
+        code = build.main(list(args))
+        printed = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=printed.out, stderr=printed.err)
+
+    return run
 
 
 def test_small_cpu_build_writes_the_documented_schema_and_metadata(tmp_path):
@@ -84,7 +91,7 @@ def test_small_cpu_build_writes_the_documented_schema_and_metadata(tmp_path):
         assert field in meta, field
     assert meta["backend"] == "onnxruntime" and meta["precision"] == "fp32" and meta["batch"] == 2
     assert meta["timing"]["repeats"] == 5
-    assert meta["floor"]["trimmed_mean_ms"] > 0
+    assert meta["floor"]["latency_ms"] > 0
     assert meta["engine"]["name"] == "onnxruntime"
 
 
@@ -135,7 +142,7 @@ def test_a_failing_key_is_recorded_and_the_build_goes_on(tmp_path, monkeypatch, 
     assert "1 failed" in capsys.readouterr().out
 
 
-def test_a_build_killed_with_sigkill_resumes_complete_without_duplicates(tmp_path):
+def test_a_build_killed_with_sigkill_resumes_complete_without_duplicates(tmp_path, cli):
     keys = tiny_keys(12)
     archs = write_archs(tmp_path / "archs.json", keys)
     out = tmp_path / "o"
@@ -156,7 +163,7 @@ def test_a_build_killed_with_sigkill_resumes_complete_without_duplicates(tmp_pat
     measured_before = len(list(parts.glob("*.parquet")))
     assert 3 <= measured_before < len(keys)
 
-    again = run_cli(args)
+    again = cli(args)
     assert again.returncode == 0, again.stderr
     frame, _ = read(out / "cpu_onnxruntime_fp32_b1.parquet")
     assert sorted(frame["key"]) == sorted(str(k) for k in keys)
@@ -205,8 +212,8 @@ def test_dry_run_builds_nothing(tmp_path, capsys):
         (["--device", "cpu", "--batch", "1", "--backend", "torch", "--precision", "int8"], "int8"),
     ],
 )
-def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message):
-    result = run_cli([*args, "--out", str(tmp_path / "o"), *FAST])
+def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message, cli):
+    result = cli([*args, "--out", str(tmp_path / "o"), *FAST])
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -214,10 +221,10 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message):
     assert "Traceback" not in result.stderr
 
 
-def test_an_unknown_block_in_an_archs_file_is_one_line(tmp_path):
+def test_an_unknown_block_in_an_archs_file_is_one_line(tmp_path, cli):
     archs = tmp_path / "a.json"
     archs.write_text(json.dumps({"architectures": [{"name": "x", "blocks": ["lstm_i8x8x8_o8_k3_s1_e1_se0_relu"]}]}))
-    result = run_cli(["--device", "cpu", "--batch", "1", "--archs", str(archs), "--out", str(tmp_path / "o")])
+    result = cli(["--device", "cpu", "--batch", "1", "--archs", str(archs), "--out", str(tmp_path / "o")])
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "lstm" in result.stderr
@@ -227,61 +234,61 @@ def test_an_unknown_block_in_an_archs_file_is_one_line(tmp_path):
     ("entry", "message"),
     [({"gpunet": [320] * 40}, "41"), ({"gpunet": [320, 32, 3, 0, 2] + [0] * 36}, "position")],
 )
-def test_bad_encodings_are_one_line(tmp_path, entry, message):
+def test_bad_encodings_are_one_line(tmp_path, entry, message, cli):
     archs = tmp_path / "a.json"
     archs.write_text(json.dumps({"architectures": [{"name": "x", **entry}]}))
-    result = run_cli(["--device", "cpu", "--batch", "1", "--archs", str(archs), "--out", str(tmp_path / "o")])
+    result = cli(["--device", "cpu", "--batch", "1", "--archs", str(archs), "--out", str(tmp_path / "o")])
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert message in result.stderr
 
 
-def test_a_malformed_space_file_is_one_line(tmp_path):
+def test_a_malformed_space_file_is_one_line(tmp_path, cli):
     space = tmp_path / "space.yaml"
     space.write_text("space: {stages: [ {type: irb, stride: 7} ]\n")
-    result = run_cli(["--device", "cpu", "--batch", "1", "--space", str(space), "--dry-run"])
+    result = cli(["--device", "cpu", "--batch", "1", "--space", str(space), "--dry-run"])
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "space.yaml" in result.stderr
 
 
-def test_an_output_path_that_is_a_file_is_refused(tmp_path):
+def test_an_output_path_that_is_a_file_is_refused(tmp_path, cli):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = run_cli(["--device", "cpu", "--batch", "1", "--networks", "resnet-18", "--out", str(blocker)])
+    result = cli(["--device", "cpu", "--batch", "1", "--networks", "resnet-18", "--out", str(blocker)])
     assert result.returncode == 2
     assert "is a file" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere: permissions cannot be tested as root")
-def test_an_output_directory_that_is_not_writable_is_refused(tmp_path):
+def test_an_output_directory_that_is_not_writable_is_refused(tmp_path, cli):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
-    result = run_cli(["--device", "cpu", "--batch", "1", "--networks", "resnet-18", "--out", str(ro)])
+    result = cli(["--device", "cpu", "--batch", "1", "--networks", "resnet-18", "--out", str(ro)])
     assert result.returncode == 2
     assert "not writable" in result.stderr
 
 
-def test_a_gpu_profile_on_a_machine_without_that_gpu_is_refused(tmp_path):
+def test_a_gpu_profile_on_a_machine_without_that_gpu_is_refused(tmp_path, cli):
     from profiler.devices import detect_device
 
     if any("V100" in str(g.get("name")) for g in detect_device().get("gpus", [])):
         pytest.skip("this machine has a V100")
-    result = run_cli(["--device", "v100", "--batch", "64", "--networks", "resnet-18", "--out", str(tmp_path / "o")])
+    result = cli(["--device", "v100", "--batch", "64", "--networks", "resnet-18", "--out", str(tmp_path / "o")])
     assert result.returncode == 2
     assert "--force-device" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not list((tmp_path / "o").glob("*.parquet"))
 
 
-def test_a_second_build_on_the_same_output_is_refused(tmp_path):
+def test_a_second_build_on_the_same_output_is_refused(tmp_path, cli):
     from tables.store import BuildLock
 
     archs = write_archs(tmp_path / "archs.json", tiny_keys(1))
     out = tmp_path / "o"
     out.mkdir()
     with BuildLock(out / "cpu_onnxruntime_fp32_b1.parquet.lock"):
-        result = run_cli(
+        result = cli(
             ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs)]
             + ["--out", str(out), *FAST]
         )
@@ -289,8 +296,8 @@ def test_a_second_build_on_the_same_output_is_refused(tmp_path):
     assert "another build" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_an_output_directory_that_cannot_be_created_is_refused(tmp_path):
-    result = run_cli(["--device", "cpu", "--batch", "1", "--networks", "resnet-18", "--out", "/proc/no-such/out"])
+def test_an_output_directory_that_cannot_be_created_is_refused(tmp_path, cli):
+    result = cli(["--device", "cpu", "--batch", "1", "--networks", "resnet-18", "--out", "/proc/no-such/out"])
     assert result.returncode == 2
     assert "cannot create output directory" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
@@ -298,20 +305,20 @@ def test_an_output_directory_that_cannot_be_created_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "args", [["--device", "cpu", "--batch", "1", "--bogus"], ["--batch", "1"], ["--device", "cpu"]]
 )
-def test_a_wrong_or_missing_flag_is_one_line(args):
-    result = run_cli(args)
+def test_a_wrong_or_missing_flag_is_one_line(args, cli):
+    result = cli(args)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert "--help" in result.stderr
 
 
-def test_missing_tensorrt_says_how_to_install_it_or_which_backend_to_pick(tmp_path):
+def test_missing_tensorrt_says_how_to_install_it_or_which_backend_to_pick(tmp_path, cli):
     import importlib.util
 
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here")
     args = ["--device", "v100", "--batch", "64", "--networks", "resnet-18", "--force-device"]
-    result = run_cli([*args, "--out", str(tmp_path / "o"), *FAST])
+    result = cli([*args, "--out", str(tmp_path / "o"), *FAST])
     assert result.returncode == 2
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "Traceback" not in result.stderr
@@ -326,7 +333,7 @@ def test_pinning_and_a_minimum_sample_length_are_applied_and_recorded(tmp_path):
     argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
     assert build.main([*argv, *FAST, "--cpus", str(cpu), "--min-sample-ms", "3"]) == 0
     frame, meta = read(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")
-    assert meta["backend_settings"]["cpu_affinity"] == [cpu]
+    assert meta["backend_settings"]["cpus"] == [cpu]
     assert meta["timing"]["min_sample_ms"] == 3.0
     for samples in frame["samples_ms"]:  # each sample averages enough back-to-back runs to last >= 3 ms
         assert len(samples) == 5
@@ -336,11 +343,11 @@ def test_pinning_and_a_minimum_sample_length_are_applied_and_recorded(tmp_path):
 
 def test_keys_are_measured_in_a_seeded_shuffled_order_unless_given_order_is_asked(tmp_path):
     keys = tiny_keys(8)
-    order = build.measuring_order(keys, 0)
+    order = tablebuild.measuring_order(keys, 0)
     assert sorted(map(str, order)) == sorted(map(str, keys))  # a permutation
-    assert order == build.measuring_order(list(reversed(keys)), 0)  # depends on the set and the seed only
-    assert order != build.measuring_order(keys, 1)
-    assert build.measuring_order(keys, None) == keys
+    assert order == tablebuild.measuring_order(list(reversed(keys)), 0)  # depends on the set and the seed only
+    assert order != tablebuild.measuring_order(keys, 1)
+    assert tablebuild.measuring_order(keys, None) == keys
     archs = write_archs(tmp_path / "archs.json", keys)
     argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), *FAST]
     for mode, expected in (("shuffled", order), ("given", keys)):
@@ -392,7 +399,7 @@ def test_a_chosen_drift_reference_is_used_and_recorded(tmp_path):
     assert meta["drift_reference"]["key"] == ref
 
 
-def test_resuming_with_another_drift_setting_is_refused_and_keeps_the_table(tmp_path):
+def test_resuming_with_another_drift_setting_is_refused_and_keeps_the_table(tmp_path, cli):
     keys = tiny_keys(3)
     first = write_archs(tmp_path / "first.json", keys[:2])
     both = write_archs(tmp_path / "both.json", keys)
@@ -401,7 +408,7 @@ def test_resuming_with_another_drift_setting_is_refused_and_keeps_the_table(tmp_
     table = tmp_path / "o" / "cpu_onnxruntime_fp32_b1.parquet"
     before = table.read_bytes()
     for extra in ([], ["--drift-correct", "--drift-reference", "conv_i16x32x32_o16_k3_s1_e1_se0_relu"]):
-        result = run_cli([*base, "--archs", str(both), *extra])
+        result = cli([*base, "--archs", str(both), *extra])
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "drift" in lines[0] and "--out" in lines[0]
@@ -419,8 +426,8 @@ def test_resuming_with_another_drift_setting_is_refused_and_keeps_the_table(tmp_
         (["--drift-correct", "--drift-reference", "lstm_i8x8x8_o8_k3_s1_e1_se0_relu"], "--drift-reference"),
     ],
 )
-def test_bad_drift_options_are_one_line(tmp_path, extra, message):
-    result = run_cli(["--device", "cpu", "--batch", "1", "--out", str(tmp_path / "o"), *FAST, *extra])
+def test_bad_drift_options_are_one_line(tmp_path, extra, message, cli):
+    result = cli(["--device", "cpu", "--batch", "1", "--out", str(tmp_path / "o"), *FAST, *extra])
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
@@ -432,10 +439,10 @@ def test_a_build_on_an_unsteady_machine_suggests_drift_correction(tmp_path, monk
     argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
     assert build.main([*argv, *FAST]) == 0
     path = tmp_path / "cpu_onnxruntime_fp32_b1.parquet"
-    monkeypatch.setattr(build, "UNSTEADY_CV", -1.0)  # any spread counts as unsteady
-    assert "--drift-correct" in build.stability_note(path)
-    monkeypatch.setattr(build, "UNSTEADY_CV", 10.0)
-    assert build.stability_note(path) is None
+    monkeypatch.setattr(tablebuild, "UNSTEADY_CV", -1.0)  # any spread counts as unsteady
+    assert "--drift-correct" in tablebuild.stability_note(path)
+    monkeypatch.setattr(tablebuild, "UNSTEADY_CV", 10.0)
+    assert tablebuild.stability_note(path) is None
 
 
 def test_dry_run_with_drift_correction_estimates_more_time(tmp_path, capsys):
@@ -466,8 +473,8 @@ def test_rounds_measure_every_key_once_per_round_and_keep_the_median(tmp_path, c
         assert row.n_samples == 15 and len(row.samples_ms) == 15  # every round's 5 samples
     # each round is a pass over all keys in its own shuffled order
     orders = [list(r.sort_values("measured_at", kind="stable")["key"]) for r in rounds]
-    assert orders[0] == [str(k) for k in build.measuring_order(keys, 0)]
-    assert orders[1] == [str(k) for k in build.measuring_order(keys, 1)]
+    assert orders[0] == [str(k) for k in tablebuild.measuring_order(keys, 0)]
+    assert orders[1] == [str(k) for k in tablebuild.measuring_order(keys, 1)]
 
 
 def test_a_table_built_in_one_round_lists_no_round_figures(tmp_path):
@@ -479,18 +486,18 @@ def test_a_table_built_in_one_round_lists_no_round_figures(tmp_path):
     assert not (tmp_path / "cpu_onnxruntime_fp32_b1.parquet.rounds").exists()
 
 
-def test_rounds_resume_only_what_is_missing_and_refuse_another_count(tmp_path):
+def test_rounds_resume_only_what_is_missing_and_refuse_another_count(tmp_path, cli):
     keys = tiny_keys(4)
     first = write_archs(tmp_path / "first.json", keys[:2])
     both = write_archs(tmp_path / "both.json", keys)
     base = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--out", str(tmp_path / "o"), *FAST]
     assert build.main([*base, "--archs", str(first), "--rounds", "2"]) == 0
-    again = run_cli([*base, "--archs", str(both), "--rounds", "2"])
+    again = cli([*base, "--archs", str(both), "--rounds", "2"])
     assert again.returncode == 0, again.stderr
     assert "measured 4 now" in again.stdout  # the two new keys, twice
     frame, _ = read(tmp_path / "o" / "cpu_onnxruntime_fp32_b1.parquet")
     assert len(frame) == 4 and (frame["round_latency_ms"].map(len) == 2).all()
-    refused = run_cli([*base, "--archs", str(both), "--rounds", "3"])
+    refused = cli([*base, "--archs", str(both), "--rounds", "3"])
     assert refused.returncode == 2
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and "--rounds 2" in lines[0]
@@ -527,7 +534,7 @@ def test_dry_run_counts_every_round(tmp_path, capsys):
     assert "0+0 done in 2 rounds, 6 to measure" in capsys.readouterr().out
 
 
-def test_rounds_below_one_are_one_line(tmp_path):
-    result = run_cli(["--device", "cpu", "--batch", "1", "--rounds", "0", "--out", str(tmp_path / "o")])
+def test_rounds_below_one_are_one_line(tmp_path, cli):
+    result = cli(["--device", "cpu", "--batch", "1", "--rounds", "0", "--out", str(tmp_path / "o")])
     assert result.returncode == 2
     assert result.stderr.strip() == "error: --rounds must be at least 1, got 0"

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from tables.calibration import Calibration, calibration_path, fit
+from tables.calibration import Calibration, fit
+from tables.paths import calibration_path
 
 
 def test_linear_fit_recovers_a_known_slope_and_intercept():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from kernels_bench import gpu
 from profiler import devices
 from profiler.devices import DEVICE_PROFILES, check_device, detect_device, get_profile
 
@@ -71,8 +72,8 @@ def test_matching_gpu_and_cpu_profile_pass() -> None:
 
 
 def test_detect_device_without_gpu_tools_reports_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(devices.shutil, "which", lambda name: None)
-    monkeypatch.setattr(devices, "_torch_cuda", lambda: None)
+    monkeypatch.setattr(gpu.shutil, "which", lambda name: None)
+    monkeypatch.setattr(gpu, "torch_cuda", lambda: None)
     info = detect_device()
     assert info["gpu_count"] == 0 and info["gpu_name"] is None and info["source"] is None
     assert isinstance(info["cpu_model"], str) and int(info["cpu_count"]) >= 1  # type: ignore[call-overload]
@@ -83,10 +84,20 @@ def test_detect_device_parses_nvidia_smi(monkeypatch: pytest.MonkeyPatch) -> Non
         "--query-gpu=name,driver_version,compute_cap": "Tesla V100-SXM2-16GB, 535.104.05, 7.0\n" * 2,
         "": "| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   CUDA Version: 12.2 |\n",
     }
-    monkeypatch.setattr(devices.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
-    monkeypatch.setattr(devices, "_run", lambda cmd: outputs.get(cmd[1] if len(cmd) > 1 else ""))
+    monkeypatch.setattr(gpu.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(gpu, "_run", lambda cmd: outputs.get(cmd[1] if len(cmd) > 1 else ""))
     info = detect_device()
     assert info["gpu_count"] == 2 and info["gpu_name"] == "Tesla V100-SXM2-16GB"
     assert info["driver_version"] == "535.104.05" and info["compute_capability"] == "7.0"
     assert info["cuda_version"] == "12.2" and info["source"] == "nvidia-smi"
     assert check_device("v100", info) is None
+
+
+def test_the_cpu_profile_looks_for_no_gpu_and_imports_no_engine(fresh_imports, monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the cpu profile looked for a GPU")
+
+    monkeypatch.setattr(gpu, "detect_gpus", refuse)
+    monkeypatch.setattr(devices, "detect_gpus", refuse)
+    assert devices.detect_for("cpu")["gpu_count"] == 0
+    assert fresh_imports["detect cpu"] == []

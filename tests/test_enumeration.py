@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler import enumeration
+from profiler import enumeration, spaces
 from profiler.networks import network_keys
 from profiler.spaces import genet, gpunet
 from tables.key import BlockKey
@@ -23,11 +23,11 @@ def test_unique_keys_keeps_first_seen_order() -> None:
 
 
 def test_space_names_resolve_and_unknown_names_are_listed() -> None:
-    assert enumeration.resolve_space("GPUNet") is gpunet.SPACE
-    assert enumeration.resolve_space("genet") is genet.space("normal")
-    assert enumeration.resolve_space("genet-light") is genet.space("light")
+    assert spaces.resolve_space("GPUNet") is gpunet.SPACE
+    assert spaces.resolve_space("genet") is genet.space("normal")
+    assert spaces.resolve_space("genet-light") is genet.space("light")
     with pytest.raises(ValueError, match=r"unknown space 'fbnet'; use one of gpunet, genet, .* or a \.json/\.yaml"):
-        enumeration.resolve_space("fbnet")
+        spaces.resolve_space("fbnet")
 
 
 def test_keys_for_space_of_a_user_file_equal_the_brute_force_union(tmp_path: Path) -> None:
@@ -42,7 +42,7 @@ def test_keys_for_space_of_a_user_file_equal_the_brute_force_union(tmp_path: Pat
         "    - {type: xx, stride: 1, layers: [1, 2]}\n"
         "    - {type: tail, filters: 128, act: swish}\n"
     )
-    space = enumeration.resolve_space(p)
+    space = spaces.resolve_space(p)
     brute = set()
     for enc in itertools.product(*(pos.codes for pos in space.positions)):
         brute.update(space.arch_keys(enc))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler import build
+from profiler import build, plan
 from profiler.executors import (
     FAULT_ENV,
     MAX_WORKER_DEATHS_PER_KEY,
@@ -218,8 +218,8 @@ def test_a_ray_actor_killed_mid_run_loses_and_duplicates_nothing(
 
 
 def test_cpus_are_shared_out_to_workers_in_contiguous_shares():
-    assert build.cpu_shares([0, 1, 2, 3, 4], 2) == [[0, 1, 2], [3, 4]]
-    assert build.cpu_shares([5], 1) == [[5]]
+    assert plan.cpu_shares([0, 1, 2, 3, 4], 2) == [[0, 1, 2], [3, 4]]
+    assert plan.cpu_shares([5], 1) == [[5]]
 
 
 @pytest.mark.skipif(
@@ -233,7 +233,8 @@ def test_local_workers_are_pinned_to_their_own_cpus(tmp_path, archs, serial_keys
     assert build.main(build_args(archs, out, *extra)) == 0
     assert table_keys(out) == serial_keys
     _, meta = read_table(out / TABLE)
-    assert meta["backend_settings"]["cpu_affinity"] in ([cpus[0]], [cpus[1]])  # one worker's own share
+    assert meta["backend_settings"]["cpus"] == cpus  # every worker's share is recorded
+    assert meta["backend_settings"]["cpus_per_worker"] == [[cpus[0]], [cpus[1]]]
     assert os.sched_getaffinity(0) == before  # the driver itself is not pinned
 
 

@@ -1,13 +1,25 @@
 """The block key: validation, canonical string form, hashing, derived shapes."""
 
-import subprocess
-import sys
+import math
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tables.key import ACTIVATIONS, BLOCK_TYPES, BlockKey, chain_keys, make_divisible, parse_key
+from tables.key import (
+    ACTIVATIONS,
+    BLOCK_TYPES,
+    NUM_CLASSES,
+    SE_RATIO,
+    BlockKey,
+    BlockType,
+    block_names,
+    chain_keys,
+    io_elements,
+    make_divisible,
+    parse_key,
+)
 
 
 def test_canonical_string_names_every_field():
@@ -149,20 +161,11 @@ def test_any_valid_key_round_trips_through_its_string(key):
     assert str(parse_key(str(key))) == str(key)
 
 
-def test_tables_imports_without_heavy_dependencies():
-    code = (
-        "import sys, tables, tables.key\n"
-        "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt') if m in sys.modules]\n"
-        "assert not bad, bad\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+def test_tables_imports_without_heavy_dependencies(fresh_imports):
+    assert fresh_imports["tables.key"] == []
 
 
 def test_io_elements_of_every_block_type_and_the_vectorized_twin_agree():
-    import numpy as np
-
-    from tables.key import io_elements
-
     keys = [
         BlockKey("conv", 3, 224, 224, 32, 3, 2),
         BlockKey("conv_pool", 3, 224, 224, 64, 7, 2),
@@ -182,3 +185,160 @@ def test_io_elements_of_every_block_type_and_the_vectorized_twin_agree():
     vec = io_elements(*zip(*[(k.block, k.cin, k.h, k.w, k.cout, k.s) for k in keys]))
     assert vec.tolist() == [k.io_elements for k in keys]
     assert vec.dtype == np.int64
+
+
+#: The documented rules of every block type (REFERENCE.md): mid-channel rule, identity residual when
+#: stride 1 and cin == cout, output kind, spatial rule, whether it applies its activation.
+DOCUMENTED_RULES = {
+    "conv": ("out", False, "map", "stride", True),
+    "conv_pool": ("out", False, "map", "stride_pool", True),
+    "xx": ("out_ratio", True, "map", "stride", True),
+    "bl": ("out_ratio", True, "map", "stride", True),
+    "dw": ("out_ratio", True, "map", "stride", True),
+    "irb": ("expand8", True, "map", "stride", True),
+    "fused_irb": ("expand8", True, "map", "stride", True),
+    "tail": ("out", False, "classes", "global", True),
+    "pool_fc": ("out", False, "cout", "global", False),
+}
+
+
+def test_every_block_type_row_carries_its_documented_rules():
+    assert set(DOCUMENTED_RULES) == set(BLOCK_TYPES)
+    for name, bt in BLOCK_TYPES.items():
+        assert (bt.mid, bt.residual, bt.output, bt.spatial_out, bt.has_act) == DOCUMENTED_RULES[name], name
+
+
+def _sample_key(name: str, cin: int, cout: int, s: int = 1) -> BlockKey:
+    bt = BLOCK_TYPES[name]
+    return BlockKey(
+        name,
+        cin,
+        15,
+        9,
+        cout,
+        k=bt.fixed_kernel or 3,
+        s=bt.fixed_stride or s,
+        e=4.5 if bt.has_ratio else 1.0,
+        se=bt.has_se,
+    )
+
+
+@pytest.mark.parametrize("name", list(BLOCK_TYPES))
+def test_key_shapes_and_widths_follow_the_rows_rules(name):
+    bt = BLOCK_TYPES[name]
+    key = _sample_key(name, 20, 12, s=2)
+    expected_mid = {"expand8": make_divisible(20 * 4.5, 8), "out_ratio": round(12 * 4.5), "out": 12}[bt.mid]
+    assert key.mid_channels == expected_mid
+    expected_hw = {"stride": (-(-15 // key.s), -(-9 // key.s)), "stride_pool": (4, 3), "global": (1, 1)}
+    assert key.out_hw == expected_hw[bt.spatial_out]
+    expected_out = {"map": (12, *key.out_hw), "cout": (12,), "classes": (NUM_CLASSES,)}[bt.output]
+    assert key.output_shape == expected_out
+    assert key.io_elements == 20 * 15 * 9 + math.prod(expected_out)
+    assert bt.classifier == (bt.output != "map")
+
+
+@pytest.mark.parametrize("name", list(BLOCK_TYPES))
+def test_identity_residual_only_for_residual_types_at_stride_one_with_equal_channels(name):
+    bt = BLOCK_TYPES[name]
+    assert _sample_key(name, 16, 16).has_residual == bt.residual
+    assert not _sample_key(name, 16, 24).has_residual
+    if bt.fixed_stride is None:
+        assert not _sample_key(name, 16, 16, s=2).has_residual
+
+
+def test_ratio_mid_channels_never_drop_below_one():
+    assert BlockKey("dw", 8, 8, 8, 1, e=0.25).mid_channels == 1
+    assert BlockKey("bl", 8, 8, 8, 1, e=0.25).mid_channels == 1
+
+
+def test_se_width_is_a_quarter_of_input_channels_and_at_least_one():
+    assert SE_RATIO == 0.25
+    assert BlockKey("irb", 64, 8, 8, 64, e=6, se=True).se_channels == 16
+    assert BlockKey("fused_irb", 30, 8, 8, 30, e=2, se=True).se_channels == 7
+    assert BlockKey("irb", 3, 8, 8, 8, se=True).se_channels == 1
+
+
+def test_se_error_names_the_types_that_take_se():
+    with pytest.raises(ValueError, match=r"only irb, fused_irb take SE"):
+        BlockKey("dw", 8, 8, 8, 8, se=True)
+
+
+def test_block_names_select_types_by_their_data():
+    assert block_names(has_se=True) == ("irb", "fused_irb")
+    assert block_names(classifier=True) == ("tail", "pool_fc")
+    assert block_names(spatial_out="stride_pool") == ("conv_pool",)
+    assert block_names(mid="out_ratio", residual=True) == ("xx", "bl", "dw")
+    assert block_names() == tuple(BLOCK_TYPES)
+
+
+def test_block_names_rejects_an_unknown_field():
+    with pytest.raises(ValueError, match="'colour' is not a BlockType field"):
+        block_names(colour="red")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [({"mid": "double"}, "mid"), ({"output": "logits"}, "output"), ({"spatial_out": "x"}, "spatial_out")],
+)
+def test_block_type_rejects_unknown_rules(changes, field):
+    with pytest.raises(ValueError, match=rf"{field}=.* is unknown; allowed"):
+        BlockType("odd", "a type with a bad rule", False, False, **changes)
+
+
+def test_only_a_classifier_pools_globally():
+    with pytest.raises(ValueError, match="classifier"):
+        BlockType("head", "vector output without global pooling", False, False, output="cout")
+    with pytest.raises(ValueError, match="classifier"):
+        BlockType("gap", "global pooling with a map output", False, False, spatial_out="global")
+
+
+def test_only_stride_types_repeat_in_a_stage():
+    assert block_names(repeatable=False) == ("conv_pool", "tail", "pool_fc")
+
+
+def test_out_size_gives_the_same_sizes_for_ints_and_arrays():
+    sizes = np.arange(2, 40, dtype=np.int64)
+    for bt in BLOCK_TYPES.values():
+        for s in (1, 2):
+            got = bt.out_size(sizes, s)
+            assert got.dtype == np.int64
+            assert got.tolist() == [bt.out_size(int(v), s) for v in sizes]
+            assert isinstance(bt.out_size(7, s), int)
+
+
+def test_min_size_is_the_stride_times_the_pooling():
+    assert BLOCK_TYPES["conv"].min_size(2) == 2
+    assert BLOCK_TYPES["conv_pool"].min_size(2) == 4
+    assert BLOCK_TYPES["tail"].min_size(1) == 1
+
+
+def test_a_new_block_type_is_one_data_row_for_the_key(monkeypatch):
+    # a made-up classifier with a stride and a ratio-less vector output, and a residual type with an out ratio
+    monkeypatch.setitem(
+        BLOCK_TYPES,
+        "gem_fc",
+        BlockType(
+            "gem_fc",
+            "GeM pool -> FC",
+            False,
+            False,
+            fixed_kernel=1,
+            fixed_stride=1,
+            spatial_out="global",
+            output="cout",
+            has_act=False,
+        ),
+    )
+    monkeypatch.setitem(
+        BLOCK_TYPES, "sep", BlockType("sep", "separable residual", True, False, mid="out_ratio", residual=True)
+    )
+    sep = BlockKey("sep", 16, 8, 8, 16, k=3, e=2)
+    head = BlockKey("gem_fc", 16, 8, 8, 10, k=1)
+    assert parse_key(str(sep)) == sep and parse_key(str(head)) == head
+    assert (sep.mid_channels, sep.has_residual, sep.output_shape) == (32, True, (16, 8, 8))
+    assert (head.out_hw, head.output_shape) == ((1, 1), (10,))
+    chain_keys([sep, head])
+    with pytest.raises(ValueError, match="classifier"):
+        chain_keys([head, sep])
+    vec = io_elements(["sep", "gem_fc"], [16, 16], [8, 8], [8, 8], [16, 10], [1, 1])
+    assert vec.tolist() == [sep.io_elements, head.io_elements]

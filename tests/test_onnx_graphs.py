@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,11 +14,11 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import helper, numpy_helper  # noqa: E402
 
-from kernels_bench import blocks  # noqa: E402
+from kernels_bench import blocks, weights  # noqa: E402
 from kernels_bench.export import _export_fp32  # noqa: E402
 from kernels_bench.onnx_graphs import (  # noqa: E402
     BN_EPS,
-    SE_RATIO,
+    EMITTERS,
     block_graph,
     key_seed,
     reference_state_dict,
@@ -65,7 +63,7 @@ KEYS = [
     )
 ]
 #: Keys whose graphs contain a ReduceMean (its axes move from attribute to input at opset 18).
-REDUCE_KEYS = [k for k in KEYS if k.se or k.block in ("tail", "pool_fc")]
+REDUCE_KEYS = [k for k in KEYS if k.se or BLOCK_TYPES[k.block].classifier]
 NETWORK = [
     parse_key("conv_i3x16x16_o16_k3_s2_e1_se0_swish"),
     parse_key("irb_i16x8x8_o16_k3_s1_e1_se1_swish"),
@@ -119,13 +117,18 @@ def _constant_values(model: onnx.ModelProto) -> list[tuple[str, list]]:
     ]
 
 
+def test_every_block_type_has_an_emitter() -> None:
+    assert set(EMITTERS) == set(BLOCK_TYPES)
+    assert set(EMITTERS) == set(blocks.BLOCK_BUILDERS)
+
+
 def test_every_block_type_is_covered_three_times() -> None:
     counts = Counter(k.block for k in KEYS)
     assert set(counts) == set(BLOCK_TYPES) and min(counts.values()) >= 3
     assert {k.act for k in KEYS} == {"relu", "swish", "relu6"}
     irb = [k for k in KEYS if k.block == "irb"]
     assert {k.se for k in irb} == {True, False} and any(k.e == 1 for k in irb)
-    assert {k.s for k in KEYS if k.block in ("xx", "bl", "dw", "irb", "fused_irb")} == {1, 2}
+    assert {k.s for k in KEYS if BLOCK_TYPES[k.block].residual} == {1, 2}
     assert {k.has_residual for k in KEYS} == {True, False}
 
 
@@ -212,7 +215,14 @@ def test_key_seed_is_the_torch_blocks_seed(key: BlockKey) -> None:
 
 
 def test_constants_are_those_of_the_torch_blocks() -> None:
-    assert (BN_EPS, SE_RATIO) == (blocks.BN_EPS, blocks.SE_RATIO)
+    assert BN_EPS == blocks.BN_EPS == weights.BN_EPS
+    assert key_seed is blocks.block_seed is weights.weight_seed
+
+
+@pytest.mark.parametrize("key", [k for k in KEYS if k.se], ids=str)
+def test_se_width_is_the_keys_se_channels(key: BlockKey) -> None:
+    params = reference_state_dict(key)
+    assert params["se.reduce.weight"].shape == (key.se_channels, params["project.0.weight"].shape[1], 1, 1)
 
 
 def test_keys_that_do_not_chain_are_refused() -> None:
@@ -225,17 +235,6 @@ def test_empty_key_list_is_refused() -> None:
         reference_state_dict([])
 
 
-def test_direct_export_never_imports_torch(tmp_path: Path) -> None:
-    code = (
-        "import sys\n"
-        "from kernels_bench.export import export_keys\n"
-        "key = 'irb_i16x8x8_o16_k3_s1_e4_se1_swish'\n"
-        f"for precision, target in [('fp32', 'onnxruntime'), ('fp16', 'tensorrt'), ('int8', 'onnxruntime'),"
-        f" ('int8', 'tensorrt')]:\n"
-        f"    export_keys(key, 1, precision, target=target, cache_dir={str(tmp_path)!r})\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
-    )
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
-    assert len(list(tmp_path.glob("*.onnx"))) == 4
+def test_direct_export_never_imports_torch(fresh_imports) -> None:
+    assert "torch" not in fresh_imports["direct export"], "torch was imported"
+    assert len(list(Path(fresh_imports["cache"]).glob("*.onnx"))) == 4

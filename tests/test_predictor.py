@@ -15,9 +15,9 @@ from fake_timing import constant_timing
 
 from profiler.enumeration import keys_for_archs_file
 from profiler.spaces import genet, gpunet
-from tables.calibration import Calibration, fit_for_table
+from tables.calibration import Calibration
 from tables.key import BlockKey
-from tables.predictor import MissingKeysError, predict, predict_many, write_archs_file
+from tables.predictor import MissingKeysError, fit_for_table, predict, predict_many, write_archs_file
 from tables.schema import build_metadata, result_row
 from tables.table import LatencyTable
 
@@ -103,7 +103,7 @@ def test_predict_applies_the_table_calibration_by_default():
 def test_predict_many_equals_a_loop_of_predict_on_gpunet(gpunet_case):
     enc, table = gpunet_case
     loop = np.array([predict(table, gpunet.arch_keys(e)).ms_per_batch for e in enc])
-    assert np.array_equal(predict_many(table, enc, "gpunet"), loop)
+    assert np.array_equal(predict_many(table, enc, gpunet.SPACE), loop)
 
 
 def test_predict_many_equals_a_loop_of_predict_on_genet():
@@ -111,14 +111,13 @@ def test_predict_many_equals_a_loop_of_predict_on_genet():
     enc = space.sample(48, seed=3)
     table = make_table({k for e in enc for k in space.arch_keys(e)})
     loop = np.array([predict(table, space.arch_keys(e)).ms_per_batch for e in enc])
-    assert np.array_equal(predict_many(table, enc, "genet-light"), loop)
     assert np.array_equal(predict_many(table, enc, space), loop)
 
 
 def test_predict_many_is_stable_across_calls(gpunet_case):
     enc, table = gpunet_case
-    first = predict_many(table, enc[:10])
-    assert np.array_equal(predict_many(table, enc[::-1])[::-1][:10], first)
+    first = predict_many(table, enc[:10], gpunet.SPACE)
+    assert np.array_equal(predict_many(table, enc[::-1], gpunet.SPACE)[::-1][:10], first)
 
 
 def test_predict_many_applies_every_calibration_model_like_predict(gpunet_case):
@@ -132,7 +131,7 @@ def test_predict_many_applies_every_calibration_model_like_predict(gpunet_case):
     ):
         table.calibration = cal
         loop = np.array([predict(table, a).ms_per_batch for a in archs])
-        np.testing.assert_allclose(predict_many(table, enc), loop, rtol=1e-12)
+        np.testing.assert_allclose(predict_many(table, enc, gpunet.SPACE), loop, rtol=1e-12)
     table.calibration = None
 
 
@@ -141,7 +140,7 @@ def test_predict_many_lists_all_missing_keys(gpunet_case):
     some = gpunet.arch_keys(enc[0])
     smaller = make_table({k for e in enc for k in gpunet.arch_keys(e)}, exclude={some[1], some[-1]})
     with pytest.raises(MissingKeysError) as err:
-        predict_many(smaller, enc)
+        predict_many(smaller, enc, gpunet.SPACE)
     assert set(err.value.keys) == {some[1], some[-1]}
 
 
@@ -156,14 +155,14 @@ def test_predict_many_lists_all_missing_keys(gpunet_case):
 def test_predict_many_refuses_a_wrong_shape_or_dtype(gpunet_case, array, text):
     _, table = gpunet_case
     with pytest.raises(ValueError, match=r"encodings must be an \(N, 41\) integer array") as err:
-        predict_many(table, array)
+        predict_many(table, array, gpunet.SPACE)
     assert text in str(err.value)
 
 
-def test_unknown_space_name_is_refused(gpunet_case):
+def test_a_space_name_instead_of_a_space_object_is_refused_saying_how_to_get_one(gpunet_case):
     _, table = gpunet_case
-    with pytest.raises(ValueError, match="unknown search space"):
-        predict_many(table, np.zeros((1, 41), dtype=np.int64), "nasbench")
+    with pytest.raises(ValueError, match=r"'gpunet' is not a staged search space.*resolve_space"):
+        predict_many(table, np.zeros((1, 41), dtype=np.int64), "gpunet")
 
 
 def test_fit_for_table_recovers_the_calibration_from_whole_network_measurements(gpunet_case):
@@ -205,8 +204,8 @@ def test_predict_many_is_bit_identical_to_predict_with_rounding_latencies(monkey
     enc = merging_gpunet_encodings(300, seed=11)
     table = odd_table({k for e in enc for k in gpunet.arch_keys(e)})
     loop = np.array([predict(table, gpunet.arch_keys(e)).ms_per_batch for e in enc])
-    monkeypatch.setattr("tables.predictor._CHUNK", 37)  # several blocks, merged rows in each
-    assert np.array_equal(predict_many(table, enc), loop)
+    monkeypatch.setattr("tables.space_grid._CHUNK", 37)  # several blocks, merged rows in each
+    assert np.array_equal(predict_many(table, enc, gpunet.SPACE), loop)
     # some networks have a run of one key across stages 4 and 5 (or 6 and 7): the exact path was needed
     crossing = 0
     for e in enc:
@@ -223,7 +222,7 @@ def test_predict_many_is_bit_identical_on_genet_with_rounding_latencies():
     enc = space.sample(200, seed=5)
     table = odd_table({k for e in enc for k in space.arch_keys(e)})
     loop = np.array([predict(table, space.arch_keys(e)).ms_per_batch for e in enc])
-    assert np.array_equal(predict_many(table, enc, "genet"), loop)
+    assert np.array_equal(predict_many(table, enc, space), loop)
 
 
 def test_predict_sums_runs_of_one_key_as_count_times_latency():
@@ -237,11 +236,11 @@ def test_predict_sums_runs_of_one_key_as_count_times_latency():
 
 def test_predict_many_takes_other_integer_dtypes_and_layouts(gpunet_case):
     enc, table = gpunet_case
-    want = predict_many(table, enc)
-    assert np.array_equal(predict_many(table, enc.astype(np.int32)), want)
-    assert np.array_equal(predict_many(table, np.asfortranarray(enc)), want)
-    assert np.array_equal(predict_many(table, enc.tolist()), want)
-    assert predict_many(table, enc[:0]).shape == (0,)
+    want = predict_many(table, enc, gpunet.SPACE)
+    assert np.array_equal(predict_many(table, enc.astype(np.int32), gpunet.SPACE), want)
+    assert np.array_equal(predict_many(table, np.asfortranarray(enc), gpunet.SPACE), want)
+    assert np.array_equal(predict_many(table, enc.tolist(), gpunet.SPACE), want)
+    assert predict_many(table, enc[:0], gpunet.SPACE).shape == (0,)
 
 
 @pytest.mark.parametrize(
@@ -257,9 +256,9 @@ def test_predict_many_names_a_value_outside_the_space(gpunet_case, monkeypatch, 
     enc, table = gpunet_case
     bad = enc.copy()
     bad[50, column] = value
-    monkeypatch.setattr("tables.predictor._CHUNK", 16)
+    monkeypatch.setattr("tables.space_grid._CHUNK", 16)
     with pytest.raises(ValueError, match="invalid gpunet encoding in row 50") as err:
-        predict_many(table, bad)
+        predict_many(table, bad, gpunet.SPACE)
     assert text in str(err.value)
 
 
@@ -268,7 +267,7 @@ def test_predict_many_needs_no_repeated_layer_key_for_single_layer_stages():
     enc[:, 4] = 1  # stage 1 has one layer: its repeated-layer keys are never needed
     table = make_table({k for e in enc for k in gpunet.arch_keys(e)})
     loop = np.array([predict(table, gpunet.arch_keys(e)).ms_per_batch for e in enc])
-    assert np.array_equal(predict_many(table, enc), loop)
+    assert np.array_equal(predict_many(table, enc, gpunet.SPACE), loop)
 
 
 def test_predict_many_lists_a_missing_repeated_layer_key(gpunet_case):
@@ -277,7 +276,7 @@ def test_predict_many_lists_a_missing_repeated_layer_key(gpunet_case):
     repeated = next(k for a, k in itertools.pairwise(keys) if a == k)
     smaller = make_table({k for e in enc for k in gpunet.arch_keys(e)}, exclude={repeated})
     with pytest.raises(MissingKeysError) as err:
-        predict_many(smaller, enc)
+        predict_many(smaller, enc, gpunet.SPACE)
     assert err.value.keys == [repeated]
 
 
@@ -301,7 +300,7 @@ class _Shifted:
 
 @pytest.mark.parametrize("space", [gpunet.SPACE, _Shifted()], ids=["pattern", "irregular"])
 def test_grid_key_strings_equal_the_space_keys(space):
-    from tables.predictor import _grid_texts
+    from tables.space_grid import _grid_texts
 
     st = space.stages[3]
     cins, outs = [32, 48], list(st.filters)
@@ -341,7 +340,7 @@ def test_predict_many_with_io_linear_is_bit_identical_to_predict():
     enc = merging_gpunet_encodings(300, 5)
     table.calibration = Calibration("io_linear", a=1.0 / 3.0, b=0.1, io_ms_per_mel=-1.0 / 7.0)
     loop = np.array([predict(table, gpunet.arch_keys(e)).ms_per_batch for e in enc])
-    assert np.array_equal(predict_many(table, enc), loop)
+    assert np.array_equal(predict_many(table, enc, gpunet.SPACE), loop)
 
 
 def test_network_features_match_predict(gpunet_case):

@@ -9,8 +9,8 @@ import pytest
 from test_reports_common import assert_figure_files, assert_one_line_error, width_keys, write_latency_table
 
 from profiler.networks import network_keys
-from reports._cli import ok_rows
 from reports.blocks import ReportError, choose_slice, main, slice_points, stage_breakdown
+from reports.inputs import ok_rows
 from tables.key import BlockKey
 from tables.schema import read_table
 

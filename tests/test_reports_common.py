@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
-import sys
 import types
 from pathlib import Path
 
@@ -16,7 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from reports import style
-from reports._cli import ReportError, filter_rows, make_parser, one_line, parse_encoding, resolve_architecture, run_main
+from reports.inputs import ReportError, filter_rows, parse_encoding, resolve_architecture
+from tables.cli import CliParser, run_cli
+from tables.errors import one_line
 from tables.key import BlockKey
 from tables.schema import build_metadata, result_row, write_table
 
@@ -117,10 +117,10 @@ def write_validation(path: Path, *, n: int = 12, metrics: bool = True, batch: in
     return path
 
 
-def assert_one_line_error(code: int, capsys: pytest.CaptureFixture[str], *needles: str) -> str:
-    """The command failed with exactly one line on stderr, mentioning each needle."""
+def assert_one_line_error(code: int, capsys: pytest.CaptureFixture[str], *needles: str, status: int = 2) -> str:
+    """The command failed with exit ``status`` (2: bad input) and exactly one line on stderr, mentioning each needle."""
     err = capsys.readouterr().err
-    assert code != 0
+    assert code == status, err
     assert "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -152,27 +152,27 @@ def test_latency_axis_labels_carry_the_unit() -> None:
     assert style.latency_label(False, "block latency") == "block latency (ms per batch)"
 
 
-def test_user_errors_become_one_line_with_exit_status_1(capsys: pytest.CaptureFixture[str]) -> None:
-    parser = make_parser("prog", "test")
+def test_user_errors_become_one_line_with_exit_status_2(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = CliParser(prog="prog", description="test")
 
     def body(_args: object) -> int:
         raise ReportError("first line\nsecond line")
 
-    code = run_main(parser, body, [])
-    line = assert_one_line_error(code, capsys, "prog: error: first line; second line")
-    assert code == 1, line
+    code = run_cli(body, parser, [])
+    line = assert_one_line_error(code, capsys, "error: first line; second line")
+    assert code == 2, line
 
 
 def test_bad_usage_is_one_line_with_exit_status_2(capsys: pytest.CaptureFixture[str]) -> None:
-    parser = make_parser("prog", "test")
+    parser = CliParser(prog="prog", description="test")
     parser.add_argument("--n", type=int)
-    code = run_main(parser, lambda _a: 0, ["--n", "x"])
+    code = run_cli(lambda _a: 0, parser, ["--n", "x"])
     assert code == 2
     assert_one_line_error(code, capsys, "--n")
 
 
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_main(make_parser("prog", "a test parser"), lambda _a: 0, ["--help"]) == 0
+    assert run_cli(lambda _a: 0, CliParser(prog="prog", description="a test parser"), ["--help"]) == 0
     assert "a test parser" in capsys.readouterr().out
 
 
@@ -197,14 +197,6 @@ def test_filter_rows_that_match_nothing_name_the_values_present() -> None:
     df = pd.DataFrame({"gpu": ["V100", "T4"]})
     with pytest.raises(ReportError, match="values present: T4, V100"):
         filter_rows(df, [("gpu", "A100")], "the CSV")
-
-
-def test_a_report_runs_as_a_module_with_help() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "reports.pareto", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert "usage: python -m reports.pareto" in result.stdout
 
 
 @pytest.mark.parametrize("name", ["pareto", "validation", "blocks", "compare", "summary"])
@@ -238,3 +230,19 @@ def test_a_file_of_bad_keys_is_a_report_error(tmp_path: Path) -> None:
     (tmp_path / "bad.txt").write_text("xx_nonsense\n")
     with pytest.raises(ReportError, match=r"bad\.txt"):
         resolve_architecture(str(tmp_path / "bad.txt"))
+
+
+def test_an_unexpected_error_is_one_line_with_exit_status_1_and_a_debug_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reports import compare
+
+    def broken(*_args: object) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(compare, "key_ratios", broken)
+    t = write_latency_table(tmp_path / "t.parquet", {BlockKey("xx", 8, 8, 8, 8): 1.0})
+    code = compare.main([str(t), str(t), "--out", str(tmp_path)])
+    assert_one_line_error(code, capsys, "internal error: ZeroDivisionError", "--debug", status=1)
+    with pytest.raises(ZeroDivisionError):
+        compare.main([str(t), str(t), "--out", str(tmp_path), "--debug"])

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tables.key import BlockKey
+from tables.paths import table_filename
 from tables.schema import (
     METADATA_KEY,
     SCHEMA_VERSION,
@@ -20,7 +21,6 @@ from tables.schema import (
     read_table,
     result_row,
     rows_to_arrow,
-    table_filename,
     validate_metadata,
     write_table,
 )

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from fake_timing import constant_timing
 
-from tables.calibration import Calibration, calibration_path
+from tables.calibration import Calibration
 from tables.key import BlockKey
+from tables.paths import calibration_path
 from tables.schema import build_metadata, result_row, write_table
 from tables.store import PartStore
 from tables.table import LatencyTable, MissingKeysError

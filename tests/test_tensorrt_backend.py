@@ -10,11 +10,9 @@ from typing import Any
 
 import pytest
 
-from kernels_bench.backends.base import BackendUnavailable
 from kernels_bench.backends.tensorrt_backend import (
     BuildOptions,
     EngineBuildError,
-    TimingCache,
     build_engine,
     check_version,
     configure_builder,
@@ -24,7 +22,9 @@ from kernels_bench.backends.tensorrt_backend import (
     recording_logger,
     strongly_typed_for,
 )
+from kernels_bench.backends.tensorrt_cache import TimingCache
 from kernels_bench.cuda_timer import CudaError, CudaEventTimer, check, stream_handle
+from kernels_bench.errors import BackendUnavailable
 
 # ----- stand-in trt modules -----------------------------------------------------------
 

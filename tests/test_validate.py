@@ -19,8 +19,8 @@ pytest.importorskip("torch")
 
 from profiler import build, validate
 from profiler.enumeration import keys_for_archs_file
-from tables.calibration import calibration_path
 from tables.key import BlockKey
+from tables.paths import calibration_path
 from tables.schema import read_table, write_table
 from tables.table import LatencyTable
 
@@ -117,7 +117,7 @@ def test_end_to_end_writes_validation_file_and_calibration(table, tmp_path, caps
     assert meta["metrics"]["calibrated"]["mape_pct"] == pytest.approx(held["error_pct"].abs().mean())
     assert "MAPE" in stdout and "Kendall tau" in stdout and str(out) in stdout
     # the report module reads it as it is
-    from reports._cli import read_validation
+    from reports.inputs import read_validation
     from reports.validation import metrics_for
 
     rdf, rmeta = read_validation(out)
@@ -185,7 +185,7 @@ def test_no_network_buildable_is_one_line(table, capsys, monkeypatch):
         raise RuntimeError("no kernels")
 
     monkeypatch.setattr(measure, "measure_keys", broken)
-    assert validate.main(["--table", str(table), *FAST]) == 2
+    assert validate.main(["--table", str(table), *FAST]) == 1  # the work failed, the input was fine
     assert "could not build any of the 8 networks" in one_line_error(capsys)
 
 
@@ -220,7 +220,7 @@ def test_timing_settings_come_from_the_table_unless_overridden(table):
     args = validate.build_parser().parse_args(["--table", str(table), "--repeats", "7", "--warmup-ms", "3"])
     s = validate.settings_for(md, args)
     assert (s.repeats, s.warmup_runs, s.warmup_min_ms) == (7, 1, 3.0)
-    assert validate.backend_args(md, None).threads == md["backend_settings"]["intra_op_threads"]
+    assert validate.backend_config(md, None).threads == md["backend_settings"]["threads"]
 
 
 def test_rounds_time_every_network_round_robin_and_keep_the_median(table, tmp_path, monkeypatch):
@@ -279,10 +279,12 @@ def test_min_sample_override_and_pinning_follow_the_table(table):
     md = LatencyTable.load(table).metadata
     args = validate.build_parser().parse_args(["--table", str(table), "--min-sample-ms", "25"])
     assert validate.settings_for(md, args).min_sample_ms == 25.0
-    assert validate.backend_args(md, None).cpus is None  # the table was not pinned
-    pinned = {**md, "backend_settings": {**md["backend_settings"], "cpu_affinity": [0]}}
-    assert validate.backend_args(pinned, None).cpus == "0"
-    assert validate.backend_args(pinned, None, "1").cpus == "1"  # --cpus wins
+    assert validate.backend_config(md, None).cpus == ()  # the table was not pinned
+    pinned = {**md, "backend_settings": {**md["backend_settings"], "cpus": [0]}}
+    assert validate.backend_config(pinned, None).cpus == (0,)
+    assert validate.backend_config(pinned, None, "1").cpus == (1,)  # --cpus wins
+    old = {**md, "backend_settings": {"backend": "onnxruntime", "device": "cpu", "cpu_affinity": [0]}}
+    assert validate.backend_config(old, None).cpus == (0,)  # the name schema-1 tables used
 
 
 # ----- drift correction ----------------------------------------------------------

@@ -1,52 +1,24 @@
-"""The backend interface, its errors, and what every backend shares.
+"""The backend interface and what every backend shares (the runner base class, CPU pinning).
 
 A backend is a loader: :meth:`Backend.prepare` makes the graph (the export step:
 an ONNX file or a torch module), :meth:`Backend.load` compiles it into a
 :class:`~kernels_bench.timing.Runner` (the compile step) that the timing
 protocol runs. Backends import their engine lazily and raise
-:class:`BackendUnavailable` naming the pip extra that provides it.
+:class:`~kernels_bench.errors.BackendUnavailable` naming the pip extra that provides it.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from kernels_bench.config import check_precision, device_kind, precisions_for, refusal
 from kernels_bench.timing import Runner, host_clock_resolution_ms
 from tables.key import BlockKey
-
-#: Precision names understood by the backends (each backend runs a subset).
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
-
-#: pip extra that provides each engine.
-EXTRAS: dict[str, str] = {"cpu": ".[cpu]", "ort-gpu": ".[ort-gpu]", "tensorrt": ".[tensorrt]"}
-
-
-class BackendUnavailable(RuntimeError):
-    """The engine (or the device) a backend needs is not installed or not present."""
-
-
-class PrecisionNotSupported(ValueError):
-    """A backend cannot run a precision meaningfully on its device."""
-
-
-def install_hint(extra: str) -> str:
-    """The pip command that installs an extra, e.g. ``pip install -e '.[cpu]'``."""
-    return f"pip install -e '{EXTRAS[extra]}'"
-
-
-def missing(module: str, backend: str, extra: str, error: BaseException | None = None) -> BackendUnavailable:
-    """A :class:`BackendUnavailable` for a module that failed to import."""
-    detail = f" ({type(error).__name__}: {error})" if error is not None else ""
-    return BackendUnavailable(
-        f"the {backend} backend needs the Python package {module!r}, which could not be imported{detail}; "
-        f"install it with: {install_hint(extra)}"
-    )
 
 
 def as_key_list(keys: BlockKey | Sequence[BlockKey]) -> list[BlockKey]:
@@ -67,62 +39,6 @@ def check_batch(batch: int) -> int:
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"invalid batch={batch!r}: use a positive integer")
     return batch
-
-
-def cpu_model() -> str:
-    """Host CPU model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def host_environment() -> dict[str, Any]:
-    """Facts about the host shared by all backends: CPU model, logical CPUs, OS, Python."""
-    return {
-        "host_cpu": cpu_model(),
-        "host_logical_cpus": os.cpu_count() or 0,
-        "host_os": f"{platform.system()} {platform.release()}",
-        "python_version": platform.python_version(),
-    }
-
-
-def parse_cpus(text: str) -> list[int]:
-    """CPU indices from a list such as ``"1"``, ``"0,2"`` or ``"0-3,6"``; sorted, without repeats.
-
-    Raises:
-        ValueError: an item is not a non-negative integer or an ascending ``A-B`` range.
-    """
-    cpus: set[int] = set()
-    for item in str(text).split(","):
-        item = item.strip()
-        lo, sep, hi = item.partition("-")
-        try:
-            first = int(lo)
-            last = int(hi) if sep else first
-        except ValueError:
-            first = last = -1
-        if first < 0 or last < first:
-            raise ValueError(f"invalid CPU list {text!r}: use indices and ranges such as 1 or 0,2 or 0-3")
-        cpus.update(range(first, last + 1))
-    return sorted(cpus)
-
-
-def spare_cpu() -> int | None:
-    """The last CPU this process may use, when it may use two or more (the rest is left to the OS).
-
-    ``None`` on a single-CPU process or where the platform cannot tell (not Linux):
-    the CPU to pin a measurement to, away from the OS and the rest of the process.
-    """
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return None
-    return cpus[-1] if len(cpus) >= 2 else None
 
 
 class CpuPinning:
@@ -165,75 +81,60 @@ class CpuPinning:
             self._previous = None
 
 
-def nvidia_driver_version() -> str | None:
-    """The NVIDIA kernel driver version from ``/proc/driver/nvidia/version`` (Linux), or None."""
-    try:
-        with open("/proc/driver/nvidia/version", encoding="utf-8", errors="replace") as f:
-            first = f.readline()
-    except OSError:
-        return None
-    for token in first.split():
-        parts = token.split(".")
-        if len(parts) >= 2 and all(p.isdigit() for p in parts):
-            return token
-    return None
-
-
-def gpu_environment(index: int = 0) -> dict[str, Any]:
-    """Device name, compute capability, driver and CUDA versions of GPU ``index``.
-
-    Reads what is available: cuda-python first, then torch, then the driver's
-    ``/proc`` file; missing facts are simply absent.
-    """
-    env: dict[str, Any] = {}
-    driver = nvidia_driver_version()
-    if driver:
-        env["driver_version"] = driver
-    try:
-        from kernels_bench.cuda_timer import device_facts, load_cudart
-
-        env.update(device_facts(load_cudart(), index))
-    except Exception:  # cuda-python missing or no usable device: try torch
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                props = torch.cuda.get_device_properties(index)
-                env.update(
-                    device_name=props.name,
-                    compute_capability=f"{props.major}.{props.minor}",
-                    cuda_runtime=torch.version.cuda,
-                )
-        except ImportError:
-            pass
-    return env
-
-
 class Backend(ABC):
     """One inference engine on one device.
 
-    Subclasses set :attr:`name`, :attr:`device` and :attr:`precisions` (what the
-    device runs meaningfully) and may explain refusals in :attr:`refusals`.
-    Use as a context manager or call :meth:`close`.
+    Subclasses set :attr:`name` and :attr:`device`; what the backend runs on its
+    device, and why it refuses the rest, is the data of :mod:`kernels_bench.config`
+    (:attr:`precisions`, :meth:`check_precision`), so a command can refuse a
+    request before it creates a backend. Use as a context manager or call
+    :meth:`close`.
     """
 
     name: str = ""
     device: str = "cpu"
-    precisions: tuple[str, ...] = ()
-    refusals: dict[str, str] = {}
     closed: bool = False
 
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """The precisions this backend runs meaningfully on its device."""
+        return precisions_for(self.name, self.device)
+
+    def refusal(self, precision: str) -> str | None:
+        """Why this backend does not run ``precision`` on its device (``None`` when it does)."""
+        return refusal(self.name, self.device, precision)
+
     def check_precision(self, precision: str) -> None:
-        """Raise :class:`PrecisionNotSupported` unless this backend runs ``precision`` on its device."""
-        if precision not in PRECISIONS:
-            raise PrecisionNotSupported(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-        if precision not in self.precisions:
-            reason = self.refusals.get(precision, "")
-            reason = f": {reason}" if reason else ""
-            raise PrecisionNotSupported(
-                f"the {self.name} backend on {self.device} does not run {precision}{reason} "
-                f"(it runs {', '.join(self.precisions)})"
-            )
+        """Raise :class:`~kernels_bench.errors.PrecisionNotSupported` unless this backend runs ``precision`` here."""
+        check_precision(self.name, self.device, precision)
+
+    # ----- state a build shares between its workers (TensorRT's timing caches; nothing elsewhere) -----
+    @classmethod
+    def cache_folder(cls, base: str | os.PathLike[str]) -> str | None:
+        """The folder under ``base`` (a build's cache or output folder) where this engine keeps shared state.
+
+        ``None`` for engines that keep none.
+        """
+        return None
+
+    @classmethod
+    def cache_seeds(cls, folder: str | None) -> dict[str, bytes]:
+        """The state earlier builds left in ``folder`` (file name -> bytes), for workers on other machines."""
+        return {}
+
+    @classmethod
+    def worker_options(cls, folder: str | None, index: int, seeds: Mapping[str, bytes]) -> dict[str, Any]:
+        """Extra keyword options that make worker ``index`` of a build keep its state in ``folder``."""
+        return {}
+
+    def timing_cache_bytes(self) -> bytes:
+        """The engine's timing cache, serialized, for a build to combine across workers (empty: none)."""
+        return b""
+
+    def combine_timing_caches(self, blobs: Sequence[bytes]) -> dict[str, bytes]:
+        """Combine serialized timing caches of several workers: file name -> bytes to write into the
+        build's cache folder (empty: this engine keeps none)."""
+        return {}
 
     @abstractmethod
     def prepare(self, keys: BlockKey | Sequence[BlockKey], batch: int, precision: str) -> Any:
@@ -312,7 +213,70 @@ class OnnxGraphBackend(Backend):
         return export_identity(tuple(input_shape), precision, opset=self.graph_opset(), cache_dir=self.cache_dir)
 
 
-class HostClockRunner:
+class RunnerBase(ABC):
+    """What every runner shares: the closed guard, the context manager and a release that runs once.
+
+    Subclasses implement :meth:`_timed` and :meth:`_release`, and set
+    :attr:`clock` and :attr:`timer_resolution_ms`.
+    """
+
+    clock: str = "host"
+    timer_resolution_ms: float = 0.0
+
+    def __init__(self, info: dict[str, Any] | None = None) -> None:
+        self.info: dict[str, Any] = dict(info or {})
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def timed(self, iters: int) -> float:
+        """Total time of ``iters`` back-to-back inferences, ms, timed as the runner's :attr:`clock` says."""
+        if self._closed:
+            raise RuntimeError("runner is closed: load the graph again to time it")
+        return self._timed(iters)
+
+    @abstractmethod
+    def _timed(self, iters: int) -> float:
+        """Total time of ``iters`` back-to-back inferences, ms (the runner is open)."""
+
+    @abstractmethod
+    def _release(self) -> None:
+        """Free what the runner owns (called once, by :meth:`close`)."""
+
+    def close(self) -> None:
+        """Release the runner's resources once; later calls do nothing."""
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+    def __enter__(self) -> RunnerBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def release_all(*steps: Callable[[], object]) -> None:
+    """Run every release step in order even when one fails; then raise the first failure.
+
+    A runner frees its graph, buffers, events and stream this way, so one
+    failing call does not leak everything after it.
+    """
+    first: BaseException | None = None
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:  # keep freeing; report the first problem at the end
+            if first is None:
+                first = exc
+    if first is not None:
+        raise first
+
+
+class HostClockRunner(RunnerBase):
     """A CPU runner: ``time.perf_counter_ns`` around synchronous runs.
 
     Args:
@@ -333,17 +297,14 @@ class HostClockRunner:
         info: dict[str, Any] | None = None,
         context: Callable[[], AbstractContextManager[Any]] | None = None,
     ) -> None:
+        super().__init__(info)
         self.timer_resolution_ms = host_clock_resolution_ms()
-        self.info: dict[str, Any] = dict(info or {})
         self._run_once = run_once
-        self._release = release
+        self._release_fn = release
         self._context = context or nullcontext
-        self._closed = False
 
-    def timed(self, iters: int) -> float:
+    def _timed(self, iters: int) -> float:
         """Total time of ``iters`` back-to-back inferences, ms (host clock)."""
-        if self._closed:
-            raise RuntimeError("runner is closed: load the graph again to time it")
         run = self._run_once
         with self._context():
             start = time.perf_counter_ns()
@@ -352,19 +313,10 @@ class HostClockRunner:
             end = time.perf_counter_ns()
         return (end - start) / 1e6
 
-    def close(self) -> None:
-        """Release resources once; later calls do nothing."""
-        if not self._closed:
-            self._closed = True
-            release, self._release, self._run_once = self._release, None, _closed_run
-            if release is not None:
-                release()
-
-    def __enter__(self) -> HostClockRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _release(self) -> None:
+        release, self._release_fn, self._run_once = self._release_fn, None, _closed_run
+        if release is not None:
+            release()
 
 
 def _closed_run() -> None:
@@ -373,10 +325,5 @@ def _closed_run() -> None:
 
 def parse_device(device: str) -> tuple[str, int]:
     """``"cpu"`` -> ("cpu", 0); ``"cuda"`` / ``"cuda:1"`` -> ("cuda", index)."""
-    if device == "cpu":
-        return "cpu", 0
-    if device == "cuda":
-        return "cuda", 0
-    if device.startswith("cuda:") and device[5:].isdigit():
-        return "cuda", int(device[5:])
-    raise ValueError(f"invalid device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+    kind = device_kind(device)
+    return kind, int(device[5:]) if device.startswith("cuda:") else 0

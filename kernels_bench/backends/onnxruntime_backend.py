@@ -22,18 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kernels_bench.backends.base import (
-    BackendUnavailable,
-    CpuPinning,
-    HostClockRunner,
-    OnnxGraphBackend,
-    gpu_environment,
-    host_environment,
-    install_hint,
-    missing,
-    parse_device,
-)
+from kernels_bench.backends.base import CpuPinning, HostClockRunner, OnnxGraphBackend, RunnerBase, parse_device
+from kernels_bench.config import BackendConfig
+from kernels_bench.errors import BackendUnavailable, engine_missing, install_hint
+from kernels_bench.gpu import gpu_environment
 from kernels_bench.timing import Runner
+from tables.host import host_environment
 
 # ONNX tensor type strings -> numpy dtype names
 _ORT_TYPES: dict[str, str] = {
@@ -48,12 +42,15 @@ _ORT_TYPES: dict[str, str] = {
 }
 
 
+#: First onnxruntime-gpu release whose Python API takes ``user_compute_stream`` as a provider option.
+MIN_USER_STREAM_VERSION = (1, 18)
+
+
 def _import_ort(device: str) -> Any:
     try:
         import onnxruntime as ort
     except ImportError as error:
-        extra = "ort-gpu" if device == "cuda" else "cpu"
-        raise missing("onnxruntime", "onnxruntime", extra, error) from None
+        raise engine_missing("onnxruntime", device, error) from None
     return ort
 
 
@@ -72,10 +69,6 @@ class OnnxRuntimeBackend(OnnxGraphBackend):
     """
 
     name = "onnxruntime"
-    refusals = {
-        "bf16": "onnxruntime has no bf16 convolution kernels on these providers",
-    }
-
     target = "onnxruntime"
 
     def __init__(
@@ -90,8 +83,7 @@ class OnnxRuntimeBackend(OnnxGraphBackend):
         cpus: Sequence[int] | None = None,
     ) -> None:
         kind, index = parse_device(device)
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"invalid threads={threads!r}: use a positive integer")
+        self.config = BackendConfig(self.name, device, threads=threads, cpus=tuple(cpus or ()))
         self._ort = _import_ort(kind)
         self.device = device
         self.device_kind = kind
@@ -101,24 +93,12 @@ class OnnxRuntimeBackend(OnnxGraphBackend):
         self.cache_dir = cache_dir
         self.seed = seed
         self.cudnn_conv_algo_search = cudnn_conv_algo_search
-        if kind == "cuda":
-            if "CUDAExecutionProvider" not in self._ort.get_available_providers():
-                raise BackendUnavailable(
-                    "the onnxruntime backend on cuda needs onnxruntime-gpu and a CUDA GPU, but the installed "
-                    f"onnxruntime offers only {self._ort.get_available_providers()}; install it (in an environment "
-                    f"without the CPU onnxruntime) with: {install_hint('ort-gpu')}"
-                )
-            self.precisions = ("fp32", "fp16")
-            self.refusals = {
-                **type(self).refusals,
-                "int8": "the CUDA provider runs Q/DQ graphs as dequantized float; use the tensorrt backend for int8",
-            }
-        else:
-            self.precisions = ("fp32", "int8")
-            self.refusals = {
-                **type(self).refusals,
-                "fp16": "the CPU provider silently casts fp16 to fp32; time fp16 on a GPU backend",
-            }
+        if kind == "cuda" and "CUDAExecutionProvider" not in self._ort.get_available_providers():
+            raise BackendUnavailable(
+                "the onnxruntime backend on cuda needs onnxruntime-gpu and a CUDA GPU, but the installed "
+                f"onnxruntime offers only {self._ort.get_available_providers()}; install it (in an environment "
+                f"without the CPU onnxruntime) with: {install_hint('ort-gpu')}"
+            )
         self._pinning = CpuPinning(cpus)  # last: nothing after it can fail
 
     # ----- compile step --------------------------------------------------------
@@ -151,10 +131,8 @@ class OnnxRuntimeBackend(OnnxGraphBackend):
     def settings(self) -> dict[str, Any]:
         """Provider, device, threads, execution mode and optimization level."""
         out: dict[str, Any] = {
-            "backend": self.name,
-            "device": self.device,
+            **self.config.to_dict(),
             "provider": "CUDAExecutionProvider" if self.device_kind == "cuda" else "CPUExecutionProvider",
-            "intra_op_threads": self.threads,
             "inter_op_threads": 1,
             "execution_mode": "sequential",
             "graph_optimization": "all",
@@ -162,8 +140,6 @@ class OnnxRuntimeBackend(OnnxGraphBackend):
         }
         if self.device_kind == "cuda":
             out["cudnn_conv_algo_search"] = self.cudnn_conv_algo_search
-        if self._pinning.cpus:
-            out["cpu_affinity"] = list(self._pinning.cpus)
         return out
 
     def close(self) -> None:
@@ -236,21 +212,23 @@ def _ort_cpu_runner(backend: OnnxRuntimeBackend, path: Path) -> HostClockRunner:
         binding.clear_binding_outputs()
         keep.clear()
 
-    info = {"provider": "CPUExecutionProvider", "intra_op_threads": backend.threads, "inter_op_threads": 1}
+    info = {"provider": "CPUExecutionProvider", "threads": backend.threads, "inter_op_threads": 1}
     return HostClockRunner(run_once, release=release, info=info)
 
 
-class _OrtCudaRunner:
+class _OrtCudaRunner(RunnerBase):
     """CUDA provider session with device I/O binding, timed on its compute stream."""
 
     def __init__(self, backend: OnnxRuntimeBackend, path: Path) -> None:
+        super().__init__({"provider": "CUDAExecutionProvider"})
         ort = backend._ort
-        self._torch = _torch_cuda()
+        # user_compute_stream reaches the provider from Python from 1.18 on; older releases time host-synchronized runs
+        streams = version_tuple(ort.__version__) >= MIN_USER_STREAM_VERSION
+        self._torch = _torch_cuda() if streams else None
         options: dict[str, Any] = {
             "device_id": backend.device_index,
             "cudnn_conv_algo_search": backend.cudnn_conv_algo_search,
         }
-        self.info: dict[str, Any] = {"provider": "CUDAExecutionProvider"}
         if self._torch is not None:
             torch = self._torch
             self._stream = torch.cuda.Stream(device=backend.device_index)
@@ -265,12 +243,13 @@ class _OrtCudaRunner:
 
             self.clock = "host"
             self.timer_resolution_ms = host_clock_resolution_ms()
-            self.info["sync"] = "run_synchronizes"
+            self.info["sync"] = "run_synchronizes" if streams else "run_synchronizes (onnxruntime < 1.18)"
         self._session = ort.InferenceSession(
             str(path),
             sess_options=backend.session_options(),
             providers=[("CUDAExecutionProvider", options), "CPUExecutionProvider"],
         )
+        check_cuda_provider(self._session.get_providers())
         name, data = _random_input(self._session)
         results = self._session.run(None, {name: data})
         self._binding = self._session.io_binding()
@@ -286,12 +265,9 @@ class _OrtCudaRunner:
         self._run_options = ort.RunOptions()
         if self._torch is not None:
             self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
-        self._closed = False
 
-    def timed(self, iters: int) -> float:
+    def _timed(self, iters: int) -> float:
         """Total GPU time of ``iters`` back-to-back runs, ms."""
-        if self._closed:
-            raise RuntimeError("runner is closed: load the graph again to time it")
         session, binding, opts = self._session, self._binding, self._run_options
         if self._torch is None:
             import time
@@ -307,21 +283,39 @@ class _OrtCudaRunner:
         self._end.synchronize()
         return float(self._start.elapsed_time(self._end))
 
-    def close(self) -> None:
-        """Drop the session and its device buffers (idempotent)."""
-        if not self._closed:
-            self._closed = True
-            self._binding.clear_binding_inputs()
-            self._binding.clear_binding_outputs()
-            self._outputs.clear()
-            self._x = None
-            self._session = None
+    def _release(self) -> None:
+        """Drop the session and its device buffers."""
+        self._binding.clear_binding_inputs()
+        self._binding.clear_binding_outputs()
+        self._outputs.clear()
+        self._x = None
+        self._session = None
 
-    def __enter__(self) -> _OrtCudaRunner:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def version_tuple(version: str) -> tuple[int, int]:
+    """``"1.18.1"`` -> ``(1, 18)`` (digits of the first two parts; a part without any counts as 0)."""
+    parts = []
+    for p in (str(version).split(".") + ["0", "0"])[:2]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return parts[0], parts[1]
+
+
+def check_cuda_provider(providers: Sequence[str]) -> None:
+    """Refuse a session that did not get the CUDA provider (onnxruntime falls back to the CPU silently).
+
+    Timing such a session with events on the CUDA stream would time an idle
+    stream. Raises :class:`~kernels_bench.errors.BackendUnavailable` naming the
+    providers it got.
+    """
+    got = list(providers)
+    if got and got[0] == "CUDAExecutionProvider":
+        return
+    raise BackendUnavailable(
+        f"onnxruntime did not give this session the CUDA provider (it got {', '.join(got) or 'none'}), so it "
+        "would run on the CPU: check the CUDA and cuDNN libraries onnxruntime-gpu needs (its log names the one "
+        "that failed to load)"
+    )
 
 
 def _torch_cuda() -> Any:

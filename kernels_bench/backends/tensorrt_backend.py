@@ -14,9 +14,11 @@ stand-in namespace):
   precision flag; fp32 clears ``TF32`` in every mode.
 - :class:`BuildOptions` validates ``builder_optimization_level`` (0-5),
   ``avg_timing_iterations`` (>= 1) and the workspace size.
-- :class:`TimingCache`: one cache object shared by every build of a backend,
-  loaded from its file when present, merged with what another process saved in
-  the meantime, and saved atomically after each build.
+- :class:`~kernels_bench.backends.tensorrt_cache.TimingCache`: one cache object
+  shared by every build of a backend, loaded from its file when present, merged
+  with what another process saved in the meantime, and saved atomically after
+  each build; a build folder keeps one file per worker, combined at its end
+  (:mod:`kernels_bench.backends.tensorrt_cache`).
 - :func:`build_engine`: parse, configure, ``build_serialized_network``; a parse
   or build failure raises :class:`EngineBuildError` carrying the parser's and
   the builder's error messages, so a caller records that key as failed.
@@ -35,19 +37,17 @@ import math
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from kernels_bench.backends.base import (
-    BackendUnavailable,
-    OnnxGraphBackend,
-    gpu_environment,
-    host_environment,
-    missing,
-    parse_device,
-)
+from kernels_bench.backends.base import OnnxGraphBackend, RunnerBase, parse_device, release_all
+from kernels_bench.backends.tensorrt_cache import TIMING_CACHE_FOLDER, TimingCache, TimingCacheFiles, timing_cache_tag
+from kernels_bench.config import BackendConfig
+from kernels_bench.errors import engine_missing
+from kernels_bench.gpu import gpu_environment
+from tables.host import host_environment
 
 #: Oldest TensorRT this backend supports.
 MIN_VERSION: tuple[int, int, int] = (8, 6, 0)
@@ -186,104 +186,6 @@ def configure_builder(
     config.builder_optimization_level = options.builder_optimization_level
     config.avg_timing_iterations = options.avg_timing_iterations
     return {"builder_flags_set": to_set, "builder_flags_cleared": to_clear, **asdict(options)}
-
-
-# ----- timing cache ------------------------------------------------------------------
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-class TimingCache:
-    """One TensorRT timing cache shared by every engine build, kept in a file.
-
-    The first :meth:`attach` creates the cache from the file's bytes (or empty);
-    every later build config gets the same cache object, so tactics timed for one
-    key are reused by the next. :meth:`save` first merges what is on disk when
-    another process changed the file since it was read, then writes atomically.
-
-    Args:
-        path: the cache file; ``None`` keeps the cache in memory only.
-        ignore_mismatch: accept a cache written on a different device (not advised).
-    """
-
-    def __init__(self, path: str | Path | None = None, *, ignore_mismatch: bool = False) -> None:
-        self.path = Path(path) if path is not None else None
-        self.ignore_mismatch = ignore_mismatch
-        self._cache: Any = None
-        self._config: Any = None  # creates caches from bytes (create_timing_cache lives on IBuilderConfig)
-        self._disk_bytes: bytes | None = None
-        self.loaded_bytes = 0
-        self.load_problem: str | None = None
-
-    @property
-    def cache(self) -> Any:
-        """The shared ``ITimingCache`` (None before the first :meth:`attach`)."""
-        return self._cache
-
-    def _read_disk(self) -> bytes:
-        if self.path is not None and self.path.is_file():
-            return self.path.read_bytes()
-        return b""
-
-    def attach(self, config: Any) -> None:
-        """Give ``config`` the shared cache, creating it from the file on first use."""
-        if self._cache is None:
-            data = self._read_disk()
-            cache = config.create_timing_cache(data)
-            if cache is None and data:
-                self.load_problem = f"{self.path} is not a usable timing cache; starting from an empty one"
-                cache = config.create_timing_cache(b"")
-            if cache is None:
-                raise RuntimeError("TensorRT could not create an empty timing cache")
-            self._cache, self._config = cache, config
-            self._disk_bytes = data
-            self.loaded_bytes = len(data) if self.load_problem is None else 0
-        if config.set_timing_cache(self._cache, self.ignore_mismatch) is False:
-            raise RuntimeError(
-                f"TensorRT refused the timing cache {self.path}: it was written on another device or "
-                "TensorRT version; delete it or pass ignore_mismatch=True"
-            )
-
-    def merge_bytes(self, data: bytes) -> bool:
-        """Combine a serialized cache into the shared one; returns whether TensorRT accepted it."""
-        if self._config is None:
-            raise RuntimeError("attach the timing cache to a builder config before merging into it")
-        if not data:
-            return True
-        other = self._config.create_timing_cache(data)
-        if other is None:
-            return False
-        return bool(self._cache.combine(other, self.ignore_mismatch))
-
-    def merge_file(self, path: str | Path) -> bool:
-        """Combine a cache file (for example another machine's) into the shared cache."""
-        return self.merge_bytes(Path(path).read_bytes())
-
-    def serialize(self) -> bytes:
-        """The shared cache's bytes (empty before the first :meth:`attach`)."""
-        if self._cache is None:
-            return b""
-        return bytes(memoryview(self._cache.serialize()))
-
-    def save(self) -> None:
-        """Merge concurrent changes on disk, then write the cache atomically (no-op without a path)."""
-        if self.path is None or self._cache is None:
-            return
-        on_disk = self._read_disk()
-        if on_disk and on_disk != self._disk_bytes:
-            self.merge_bytes(on_disk)
-        data = self.serialize()
-        write_atomic(self.path, data)
-        self._disk_bytes = data
 
 
 # ----- logger and build ---------------------------------------------------------
@@ -426,7 +328,7 @@ def check_graph(prepared: Any, strongly_typed: bool) -> None:
 # ----- runner ----------------------------------------------------------------------
 
 
-class TensorRTRunner:
+class TensorRTRunner(RunnerBase):
     """One deserialized engine with device buffers, enqueued on its own stream.
 
     Args:
@@ -440,6 +342,7 @@ class TensorRTRunner:
     clock = "cuda_events"
 
     def __init__(self, trt: Any, plan: Any, logger: Any, *, cuda_graphs: bool, cudart: Any) -> None:
+        super().__init__()
         self._rt = cudart
         self._buffers: list[Any] = []
         self._graph: Any = None
@@ -449,8 +352,6 @@ class TensorRTRunner:
         self._context: Any = None
         self._engine: Any = None
         self._runtime: Any = None
-        self._closed = False
-        self.info: dict[str, Any] = {}
         self.timer_resolution_ms = 0.0
         try:
             self._setup(trt, plan, logger, cuda_graphs)
@@ -469,6 +370,10 @@ class TensorRTRunner:
         if self._engine is None:
             raise EngineBuildError("TensorRT could not deserialize the engine it built", list(logger.errors[-5:]))
         self._context = self._engine.create_execution_context()
+        if self._context is None:
+            errors = list(logger.errors[-5:])
+            detail = "; ".join(errors) or "out of device memory?"
+            raise EngineBuildError(f"TensorRT could not create an execution context for the engine ({detail})", errors)
         self._stream = Stream(cudart)
         self._timer = CudaEventTimer(cudart)
         self.timer_resolution_ms = self._timer.resolution_ms
@@ -533,12 +438,10 @@ class TensorRTRunner:
             rt.cudaGraphDestroy(self._graph)
             self._graph = None
 
-    def timed(self, iters: int) -> float:
+    def _timed(self, iters: int) -> float:
         """Total GPU time of ``iters`` back-to-back enqueues (or graph launches), ms."""
         from kernels_bench.cuda_timer import check
 
-        if self._closed:
-            raise RuntimeError("runner is closed: load the engine again to time it")
         rt, stream = self._rt, self._stream
         self._timer.start(stream)
         if self._graph_exec is not None:
@@ -550,30 +453,32 @@ class TensorRTRunner:
         self._timer.stop(stream)
         return self._timer.elapsed_ms()
 
-    def close(self) -> None:
-        """Free the graph, buffers, events, stream, context and engine (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._stream is not None:
-            self._stream.synchronize()
-        self._destroy_graph()
-        if self._timer is not None:
-            self._timer.close()
-        for buffer in self._buffers:
-            buffer.close()
-        self._buffers.clear()
-        self._context = None  # the context goes before its engine, the engine before its runtime
-        self._engine = None
-        self._runtime = None
-        if self._stream is not None:
-            self._stream.close()
+    def _release(self) -> None:
+        """Free the graph, events, buffers, context, engine and stream, each even when an earlier one fails."""
+        stream = self._stream
 
-    def __enter__(self) -> TensorRTRunner:
-        return self
+        def sync() -> None:
+            if stream is not None:
+                stream.synchronize()
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        def timer() -> None:
+            if self._timer is not None:
+                self._timer.close()
+
+        def buffers() -> None:
+            held, self._buffers = self._buffers, []
+            release_all(*(b.close for b in held))
+
+        def engine() -> None:
+            self._context = None  # the context goes before its engine, the engine before its runtime
+            self._engine = None
+            self._runtime = None
+
+        def close_stream() -> None:
+            if stream is not None:
+                stream.close()
+
+        release_all(sync, self._destroy_graph, timer, buffers, engine, close_stream)
 
 
 # ----- backend -------------------------------------------------------------------------
@@ -583,11 +488,7 @@ def _import_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except ImportError as error:
-        unavailable = missing("tensorrt", "tensorrt", "tensorrt", error)
-        raise BackendUnavailable(
-            f"{unavailable} (TensorRT comes from NVIDIA's package index), "
-            "or pick another backend: --backend torch (CUDA) or --backend onnxruntime"
-        ) from None
+        raise engine_missing("tensorrt", "cuda", error) from None
     return trt
 
 
@@ -597,8 +498,15 @@ class TensorRTBackend(OnnxGraphBackend):
     Args:
         device: ``"cuda"`` or ``"cuda:N"``.
         strongly_typed: ``None`` for the version's default (see :func:`strongly_typed_for`).
-        builder_optimization_level, avg_timing_iterations, workspace_bytes: see :class:`BuildOptions`.
-        timing_cache: file of the timing cache shared by all builds (``None``: in memory only).
+        opt_level: builder optimization level 0-5 (``None``: 3, TensorRT's default).
+        avg_timing_iterations, workspace_bytes: see :class:`BuildOptions`.
+        timing_cache: file of the timing cache shared by all builds (``None``: in memory only, unless
+            ``timing_cache_folder`` is given).
+        timing_cache_folder: a build's timing-cache folder: this backend keeps worker ``worker``'s file
+            there (see :class:`TimingCacheFiles`), started from the combined cache of earlier builds
+            (from the folder, or from ``timing_cache_seeds`` sent by a driver on another machine).
+        worker: the worker's number in its build.
+        timing_cache_seeds: combined caches by file name (see :meth:`TimingCacheFiles.seeds`).
         cuda_graphs: time CUDA-graph launches of the engine instead of plain enqueues.
         opset: ONNX opset of the export (``None``: chosen for this TensorRT version).
         cache_dir: the exporter's ONNX cache directory.
@@ -607,9 +515,6 @@ class TensorRTBackend(OnnxGraphBackend):
     """
 
     name = "tensorrt"
-    precisions = ("fp32", "fp16", "int8")
-    refusals = {"bf16": "the exporter writes no bf16 graphs for TensorRT; use fp16"}
-
     target = "tensorrt"
 
     def __init__(
@@ -617,35 +522,50 @@ class TensorRTBackend(OnnxGraphBackend):
         device: str = "cuda",
         *,
         strongly_typed: bool | None = None,
-        builder_optimization_level: int = 3,
+        opt_level: int | None = None,
         avg_timing_iterations: int = 8,
         workspace_bytes: int = 1 << 30,
         timing_cache: str | Path | None = None,
+        timing_cache_folder: str | Path | None = None,
+        worker: int = 0,
+        timing_cache_seeds: Mapping[str, bytes] | None = None,
         cuda_graphs: bool = False,
         opset: int | None = None,
         cache_dir: str | Path | None = None,
         seed: int = 0,
         log_severity: int = 1,
     ) -> None:
+        kind, index = parse_device(device)
+        if kind != "cuda":
+            raise ValueError(f"the tensorrt backend runs on a GPU, not {device!r}: use device='cuda' or 'cuda:N'")
+        requested = BackendConfig(
+            self.name, device, opt_level=opt_level, strongly_typed=strongly_typed, cuda_graphs=cuda_graphs
+        )
         self._trt = trt = _import_tensorrt()
         from kernels_bench.cuda_timer import check, load_cudart
 
         self._rt = load_cudart()
-        kind, index = parse_device(device)
-        if kind != "cuda":
-            raise ValueError(f"the tensorrt backend runs on a GPU, not {device!r}: use device='cuda' or 'cuda:N'")
         self.version_text = str(trt.__version__)
         self.version = parse_version(self.version_text)
         self.strongly_typed = strongly_typed_for(self.version, strongly_typed)
-        self.build_options = BuildOptions(builder_optimization_level, avg_timing_iterations, workspace_bytes)
+        level = BuildOptions.builder_optimization_level if opt_level is None else opt_level
+        self.build_options = BuildOptions(level, avg_timing_iterations, workspace_bytes)
+        # the configuration as built: the version's typing and the builder level that apply
+        self.config = requested.replace(strongly_typed=self.strongly_typed, opt_level=level)
         self.device = device
         self.device_index = index
         self.cuda_graphs = bool(cuda_graphs)
         self.opset = opset
         self.cache_dir = cache_dir
         self.seed = seed
-        self.timing_cache = TimingCache(timing_cache)
         check(self._rt, self._rt.cudaSetDevice(index), f"cudaSetDevice({index})")
+        self._gpu = gpu_environment(index)
+        self.cache_files: TimingCacheFiles | None = None
+        if timing_cache is None and timing_cache_folder is not None:
+            tag = timing_cache_tag(self.version_text, self._gpu.get("device_name"), self._gpu.get("compute_capability"))
+            self.cache_files = TimingCacheFiles(timing_cache_folder, tag)
+            timing_cache = self.cache_files.prepare_worker(worker, timing_cache_seeds)
+        self.timing_cache = TimingCache(timing_cache)
         self._logger = recording_logger(trt, log_severity)
         self._builder: Any = None
         self.last_build: dict[str, Any] = {}
@@ -691,35 +611,73 @@ class TensorRTBackend(OnnxGraphBackend):
         runner.info.update({k: v for k, v in applied.items() if k.startswith("builder_flags")})
         return runner
 
+    # ----- timing caches across workers ------------------------------------------
+    @classmethod
+    def cache_folder(cls, base: str | os.PathLike[str]) -> str | None:
+        """``<base>/timing-cache``: where a build keeps its TensorRT timing caches."""
+        return str(Path(base) / TIMING_CACHE_FOLDER)
+
+    @classmethod
+    def cache_seeds(cls, folder: str | None) -> dict[str, bytes]:
+        """The combined timing caches of earlier builds in ``folder`` (see :meth:`TimingCacheFiles.seeds`)."""
+        return TimingCacheFiles.seeds(folder)
+
+    @classmethod
+    def worker_options(cls, folder: str | None, index: int, seeds: Mapping[str, bytes]) -> dict[str, Any]:
+        """Worker ``index`` keeps its timing cache in ``folder``, started from the combined one."""
+        if folder is None:
+            return {}
+        return {"timing_cache_folder": folder, "worker": index, "timing_cache_seeds": dict(seeds)}
+
+    def timing_cache_bytes(self) -> bytes:
+        """This backend's timing cache, saved to its file and serialized."""
+        self.timing_cache.save()
+        return self.timing_cache.serialize()
+
+    def combine_timing_caches(self, blobs: Sequence[bytes]) -> dict[str, bytes]:
+        """Combine serialized caches (``ITimingCache.combine``) with the folder's combined cache of earlier builds.
+
+        Returns ``{file name: bytes}`` of the combined cache for the driver to write
+        into the build's timing-cache folder (``{}`` without a folder). A cache
+        TensorRT refuses (another version or GPU) is left out with a warning.
+        """
+        if self.cache_files is None:
+            return {}
+        config = self._trt.Builder(self._logger).create_builder_config()
+        combined = TimingCache(None)
+        combined.attach(config)
+        parts = [b for b in blobs if b]
+        if self.cache_files.combined.is_file():
+            parts.append(self.cache_files.combined.read_bytes())
+        for blob in parts:
+            if not combined.merge_bytes(blob):
+                print("warning: TensorRT refused a timing cache to combine; it was left out", file=sys.stderr)
+        data = combined.serialize()
+        return {self.cache_files.combined.name: data} if data else {}
+
     # ----- description ---------------------------------------------------------
     def settings(self) -> dict[str, Any]:
-        """TensorRT version, typing, builder options, CUDA graphs, timing cache."""
+        """What changes the engines: the configuration (typing and builder level as applied), the build
+        options, TF32 and the TensorRT version."""
         return {
-            "backend": self.name,
-            "device": self.device,
+            **self.config.to_dict(),
             "tensorrt_version": self.version_text,
-            "strongly_typed": self.strongly_typed,
-            **asdict(self.build_options),
+            "avg_timing_iterations": self.build_options.avg_timing_iterations,
+            "workspace_bytes": self.build_options.workspace_bytes,
             "tf32": "cleared for fp32",
-            "cuda_graphs": self.cuda_graphs,
-            "timing_cache": str(self.timing_cache.path) if self.timing_cache.path else None,
             "opset": self.graph_opset(),
         }
 
     def environment(self) -> dict[str, Any]:
-        """TensorRT and cuda-python versions, GPU facts, host facts."""
+        """TensorRT and cuda-python versions, GPU facts, host facts, the timing-cache file."""
         env: dict[str, Any] = {
             "engine": "tensorrt",
             "engine_version": self.version_text,
             **host_environment(),
-            **gpu_environment(self.device_index),
+            **self._gpu,
+            "timing_cache": str(self.timing_cache.path) if self.timing_cache.path else None,
         }
-        try:
-            from importlib.metadata import version
-
-            env["cuda_python_version"] = version("cuda-python")
-        except Exception:
-            env["cuda_python_version"] = None
+        env.update(cuda_python_versions())
         return env
 
     def close(self) -> None:
@@ -728,3 +686,20 @@ class TensorRTBackend(OnnxGraphBackend):
             self.timing_cache.save()
             self._builder = None
         super().close()
+
+
+def cuda_python_versions() -> dict[str, str | None]:
+    """The installed ``cuda-python`` and ``cuda-bindings`` versions (``None`` for one that is not installed).
+
+    cuda-python 12.6.1 and later is a meta-package over cuda-bindings, which can
+    also be installed alone; either provides the runtime module this backend uses.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for dist in ("cuda-python", "cuda-bindings"):
+        try:
+            out[dist.replace("-", "_") + "_version"] = version(dist)
+        except PackageNotFoundError:
+            out[dist.replace("-", "_") + "_version"] = None
+    return out

@@ -22,21 +22,21 @@ from typing import Any
 
 from kernels_bench.backends.base import (
     Backend,
-    BackendUnavailable,
     CpuPinning,
     HostClockRunner,
+    RunnerBase,
     as_key_list,
     check_batch,
-    gpu_environment,
-    host_environment,
-    missing,
     parse_device,
 )
+from kernels_bench.config import BackendConfig
+from kernels_bench.errors import BackendUnavailable, engine_missing
+from kernels_bench.gpu import gpu_environment
 from kernels_bench.timing import Runner
+from tables.host import host_environment
 from tables.key import BlockKey
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-_INT8_REFUSAL = "torch has no int8 inference path here; use onnxruntime or tensorrt for int8"
 
 
 @dataclass
@@ -58,7 +58,7 @@ def _import_torch() -> Any:
     try:
         import torch
     except ImportError as error:
-        raise missing("torch", "torch", "cpu", error) from None
+        raise engine_missing("torch", "cpu", error) from None
     return torch
 
 
@@ -90,10 +90,9 @@ class TorchBackend(Backend):
         cpus: Sequence[int] | None = None,
     ) -> None:
         kind, index = parse_device(device)
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"invalid threads={threads!r}: use a positive integer")
-        if cuda_graphs and kind != "cuda":
-            raise ValueError("cuda_graphs=True needs device='cuda': CUDA graphs do not exist on the CPU")
+        self.config = BackendConfig(
+            self.name, device, threads=threads, cpus=tuple(cpus or ()), compile=compile, cuda_graphs=cuda_graphs
+        )
         self._torch = torch = _import_torch()
         if kind == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable(
@@ -112,16 +111,9 @@ class TorchBackend(Backend):
         self._pinning = CpuPinning(cpus)  # may refuse; nothing is changed before it
         self._previous_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
+        self._previous_cudnn_benchmark = bool(torch.backends.cudnn.benchmark)
         if kind == "cuda":
             torch.backends.cudnn.benchmark = True
-            self.precisions = ("fp32", "fp16", "bf16")
-            self.refusals = {"int8": _INT8_REFUSAL}
-        else:
-            self.precisions = ("fp32", "bf16")
-            self.refusals = {
-                "int8": _INT8_REFUSAL,
-                "fp16": "torch has no fast fp16 convolution kernels on the CPU; use fp32 or bf16, or time fp16 on cuda",
-            }
 
     # ----- export step ---------------------------------------------------------
     def prepare(self, keys: BlockKey | Sequence[BlockKey], batch: int, precision: str) -> TorchPrepared:
@@ -168,20 +160,11 @@ class TorchBackend(Backend):
     def settings(self) -> dict[str, Any]:
         """Device, threads, compile mode, CUDA graphs, cudnn.benchmark."""
         torch = self._torch
-        out: dict[str, Any] = {
-            "backend": self.name,
-            "device": self.device,
-            "threads": self.threads,
-            "compile": self.compile,
-            "compile_mode": self.compile_mode or "default",
-            "cuda_graphs": self.cuda_graphs,
-        }
+        out: dict[str, Any] = {**self.config.to_dict(), "compile_mode": self.compile_mode or "default"}
         if self.device_kind == "cuda":
             out["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
             out["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
             out["tf32_cudnn"] = bool(torch.backends.cudnn.allow_tf32)
-        if self._pinning.cpus:
-            out["cpu_affinity"] = list(self._pinning.cpus)
         return out
 
     def environment(self) -> dict[str, Any]:
@@ -198,9 +181,11 @@ class TorchBackend(Backend):
         return env
 
     def close(self) -> None:
-        """Restore the thread count that was set before this backend."""
+        """Restore the thread count, cuDNN autotuning flag and CPU affinity that were set before this backend."""
         if not self.closed:
-            self._torch.set_num_threads(self._previous_threads)
+            torch = self._torch
+            torch.set_num_threads(self._previous_threads)
+            torch.backends.cudnn.benchmark = self._previous_cudnn_benchmark
             self._pinning.restore()
         super().close()
 
@@ -215,13 +200,14 @@ def _copy_module(torch: Any) -> Any:
     return Copy().eval()
 
 
-class _TorchCudaRunner:
+class _TorchCudaRunner(RunnerBase):
     """Runs a module on a dedicated stream, timed by events recorded on it."""
 
     clock = "cuda_events"
     timer_resolution_ms = 0.0005
 
     def __init__(self, torch: Any, model: Any, x: Any, device: Any, cuda_graphs: bool, info: dict[str, Any]) -> None:
+        super().__init__(info)
         self._torch = torch
         self._model = model
         self._x = x
@@ -229,7 +215,6 @@ class _TorchCudaRunner:
         self._start = torch.cuda.Event(enable_timing=True)
         self._end = torch.cuda.Event(enable_timing=True)
         self._graph = None
-        self.info = dict(info)
         # The input was made on the default stream: order the side stream after it.
         self._stream.wait_stream(torch.cuda.current_stream(device))
         with torch.inference_mode(), torch.cuda.stream(self._stream):
@@ -242,12 +227,9 @@ class _TorchCudaRunner:
                 self._out = model(x)
             self._graph = graph
         self.info["cuda_graphs"] = self._graph is not None
-        self._closed = False
 
-    def timed(self, iters: int) -> float:
+    def _timed(self, iters: int) -> float:
         """Total GPU time of ``iters`` back-to-back forward passes (or graph replays), ms."""
-        if self._closed:
-            raise RuntimeError("runner is closed: load the graph again to time it")
         torch = self._torch
         with torch.inference_mode(), torch.cuda.stream(self._stream):
             self._start.record(self._stream)
@@ -262,18 +244,12 @@ class _TorchCudaRunner:
         self._end.synchronize()
         return float(self._start.elapsed_time(self._end))
 
-    def close(self) -> None:
-        """Drop the graph, module and tensors (idempotent)."""
-        if not self._closed:
-            self._closed = True
+    def _release(self) -> None:
+        """Drop the graph, module and tensors (after the stream's work is done)."""
+        try:
             self._stream.synchronize()
+        finally:
             self._graph = None
             self._model = None
             self._x = None
             self._out = None
-
-    def __enter__(self) -> _TorchCudaRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -8,62 +8,44 @@ chained tuple of :class:`~tables.key.BlockKey` plus the input resolution.
 - :mod:`profiler.spaces.gpunet` -- GPUNet's space (Table 1) and 41-integer encoding (Table 2).
 - :mod:`profiler.spaces.genet` -- GENet's MasterNet super-blocks and LLR-NAS perturbation space.
 - :mod:`profiler.spaces.userfile` -- a user's architectures or own staged space from JSON/YAML.
+
+:func:`resolve_space` is the one place a space name (or a space file) becomes a
+space object; everything that accepts ``--space`` or ``space="gpunet"`` calls it.
+The table layer (:mod:`tables`) takes space objects only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 
-from tables.key import BlockKey, chain_keys
+from profiler.spaces import genet, gpunet, userfile
+from profiler.spaces.architecture import ARCH_SOURCES, Architecture
+from profiler.spaces.staged import StagedSpace
 
-#: Where an :class:`Architecture` came from.
-ARCH_SOURCES: tuple[str, ...] = ("gpunet", "genet", "reference", "file")
+#: Built-in space names accepted by :func:`resolve_space` (``genet`` is GENet-normal's space).
+SPACE_NAMES: tuple[str, ...] = ("gpunet", "genet", "genet-light", "genet-normal", "genet-large")
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """One whole network as ordered block keys.
+def resolve_space(space: str | Path | StagedSpace) -> StagedSpace:
+    """A staged search space from a name, a user space file or a space object.
 
-    Attributes:
-        name: identifier (unique within a list of architectures).
-        keys: the blocks in execution order; each key's input is the previous key's output.
-        resolution: input image height = width, in pixels.
-        source: ``"gpunet"``, ``"genet"``, ``"reference"`` or ``"file"``.
-        encoding: the integer encoding in its search space, or ``None`` when it has none.
-
-    Construction checks that the keys chain (raises ``ValueError`` at the first break).
+    Names (case-insensitive): ``gpunet``; ``genet`` (GENet-normal's perturbation
+    space), ``genet-light``, ``genet-normal``, ``genet-large``. A path ending in
+    ``.json``, ``.yaml`` or ``.yml`` is a user space file
+    (:func:`profiler.spaces.userfile.load_space`). A :class:`StagedSpace` is
+    returned as it is. Anything else is a ``ValueError`` listing what is accepted.
     """
-
-    name: str
-    keys: tuple[BlockKey, ...]
-    resolution: int
-    source: str
-    encoding: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"architecture name {self.name!r} is invalid: use a non-empty string")
-        keys = tuple(self.keys)
-        if not keys:
-            raise ValueError(f"architecture {self.name!r} has no blocks: give at least one block key")
-        for i, k in enumerate(keys):
-            if not isinstance(k, BlockKey):
-                raise ValueError(f"architecture {self.name!r} block {i} is {k!r}, not a BlockKey")
-        object.__setattr__(self, "keys", keys)
-        if self.source not in ARCH_SOURCES:
-            raise ValueError(f"architecture source {self.source!r} is invalid: use one of {', '.join(ARCH_SOURCES)}")
-        if isinstance(self.resolution, bool) or int(self.resolution) != self.resolution or self.resolution <= 0:
-            raise ValueError(f"architecture {self.name!r} resolution {self.resolution!r} must be a positive integer")
-        object.__setattr__(self, "resolution", int(self.resolution))
-        if self.encoding is not None:
-            object.__setattr__(self, "encoding", tuple(int(v) for v in self.encoding))
-        try:
-            chain_keys(keys)
-        except ValueError as exc:
-            raise ValueError(f"architecture {self.name!r}: {exc}") from None
-
-    def __len__(self) -> int:
-        return len(self.keys)
+    if isinstance(space, StagedSpace):
+        return space
+    text = str(space).strip()
+    low = text.lower()
+    if low == "gpunet":
+        return gpunet.SPACE
+    if low in ("genet", "genet-light", "genet-normal", "genet-large"):
+        return genet.space("normal" if low == "genet" else low)
+    if Path(text).suffix.lower() in (".json", ".yaml", ".yml"):
+        return userfile.load_space(Path(text))
+    raise ValueError(f"unknown space {text!r}; use one of {', '.join(SPACE_NAMES)} or a .json/.yaml space file")
 
 
-__all__ = ["ARCH_SOURCES", "Architecture"]
+__all__ = ["ARCH_SOURCES", "SPACE_NAMES", "Architecture", "StagedSpace", "resolve_space"]

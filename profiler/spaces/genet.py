@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from profiler.spaces import Architecture
+from profiler.spaces.architecture import Architecture
 from profiler.spaces.staged import StagedArch, StagedSpace, StageSpec
 from tables.key import BlockKey
 

@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from profiler.spaces import Architecture
+from profiler.spaces.architecture import Architecture
 from profiler.spaces.staged import StagedArch, StagedSpace, StageSpec
 from tables.key import BlockKey
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from profiler.spaces import Architecture
-from tables.key import ACTIVATIONS, BLOCK_TYPES, BlockKey
+from profiler.spaces.architecture import Architecture
+from tables.key import ACTIVATIONS, BLOCK_TYPES, BlockKey, block_names
 
 #: Fields a stage may encode, in encoding order.
 ENCODED_FIELDS: tuple[str, ...] = ("filters", "kernel", "expansion", "se", "act", "layers")
@@ -46,9 +46,6 @@ _FIELD_LABELS = {
     "act": "activation",
     "layers": "layers",
 }
-_CLASSIFIERS = ("tail", "pool_fc")
-_RATIO_BLOCKS = tuple(n for n, b in BLOCK_TYPES.items() if b.has_ratio)
-_SE_BLOCKS = tuple(n for n, b in BLOCK_TYPES.items() if b.has_se)
 
 
 def _as_int_tuple(values: Iterable[object], what: str) -> tuple[int, ...]:
@@ -120,7 +117,7 @@ class StageSpec:
         layers = _as_int_tuple(self.layers, f"{where} layers")
         if layers[0] < 0:
             raise ValueError(f"{where}: layer counts {list(layers)} must be >= 0")
-        if self.block in (*_CLASSIFIERS, "conv_pool") and layers != (1,):
+        if not bt.repeatable and layers != (1,):
             raise ValueError(f"{where}: a {self.block} stage has exactly 1 layer")
         if layers[0] == 0 and self.stride != 1:
             raise ValueError(f"{where}: a stage that may have 0 layers must have stride 1")
@@ -134,7 +131,7 @@ class StageSpec:
             if filters[0] <= 0:
                 raise ValueError(f"{where}: filters {list(filters)} must be positive channel counts")
             object.__setattr__(self, "filters", filters)
-        elif self.block in _CLASSIFIERS:
+        elif bt.classifier:
             raise ValueError(f"{where}: a {self.block} stage needs filters (its output width)")
         try:
             expansions = tuple(sorted({float(e) for e in self.expansions}))
@@ -142,14 +139,15 @@ class StageSpec:
             raise ValueError(f"{where}: expansions {self.expansions!r} must be positive numbers") from None
         if not expansions or any(not math.isfinite(e) or e <= 0 for e in expansions):
             raise ValueError(f"{where}: expansions {list(self.expansions)} must be positive numbers")
-        if self.block not in _RATIO_BLOCKS and expansions != (1.0,):
+        if not bt.has_ratio and expansions != (1.0,):
             raise ValueError(f"{where}: block {self.block} has no expansion ratio; leave expansion out")
         object.__setattr__(self, "expansions", expansions)
         se = _as_int_tuple([int(s) if isinstance(s, bool) else s for s in self.se], f"{where} se")
         if any(s not in (0, 1) for s in se):
             raise ValueError(f"{where}: SE choices {list(se)} must be 0 or 1")
-        if self.block not in _SE_BLOCKS and se != (0,):
-            raise ValueError(f"{where}: block {self.block} takes no SE; only {', '.join(_SE_BLOCKS)} do")
+        if not bt.has_se and se != (0,):
+            takers = ", ".join(block_names(has_se=True))
+            raise ValueError(f"{where}: block {self.block} takes no SE; only {takers} do")
         object.__setattr__(self, "se", se)
         if self.encoded is None:
             enc = tuple(f for f in ENCODED_FIELDS if len(self.choices(f)) > 1)
@@ -200,11 +198,15 @@ class StageSpec:
             raise ValueError(f"{self.name}: filters is None; give one of {list(self.filters)}")
         else:
             cout = int(filters)
-        if self.block in _CLASSIFIERS:
-            first = BlockKey(self.block, cin, h, h, cout, 1, 1, 1.0, False, act if self.block == "tail" else "relu")
+        bt = BLOCK_TYPES[self.block]
+        if bt.classifier:
+            # one layer whose kernel, stride, ratio and SE are fixed by the type, whatever the arguments say
+            first = BlockKey(
+                self.block, cin, h, h, cout, self.kernels[0], self.stride, 1.0, False, act if bt.has_act else "relu"
+            )
             return first, None
-        ratio = float(e) if self.block in _RATIO_BLOCKS else 1.0
-        use_se = bool(se) and self.block in _SE_BLOCKS
+        ratio = float(e) if bt.has_ratio else 1.0
+        use_se = bool(se) and bt.has_se
         first = BlockKey(self.block, cin, h, h, cout, int(kernel), self.stride, ratio, use_se, act)
         if layers == 1:
             return first, None
@@ -301,7 +303,7 @@ class StagedSpace:
             raise ValueError(f"space {self.name}: no stages; give at least one")
         object.__setattr__(self, "stages", stages)
         for st in stages[:-1]:
-            if st.block in _CLASSIFIERS:
+            if BLOCK_TYPES[st.block].classifier:
                 raise ValueError(f"space {self.name}: {st.name} is a {st.block} classifier but is not the last stage")
         if stages[0].filters is None:
             raise ValueError(f"space {self.name}: the first stage needs filters")
@@ -317,9 +319,10 @@ class StagedSpace:
         # every stride stage must still see a feature map at least as large as its stride
         h = self.resolutions[0]
         for st in stages:
-            if st.block in _CLASSIFIERS:
+            bt = BLOCK_TYPES[st.block]
+            if bt.classifier:
                 break
-            if h < st.stride * (2 if st.block == "conv_pool" else 1):
+            if h < bt.min_size(st.stride):
                 raise ValueError(
                     f"space {self.name}: resolution {self.resolutions[0]} is too small; "
                     f"{st.name} gets a {h}x{h} feature map"
@@ -631,24 +634,11 @@ class StagedSpace:
             out["act"][:, si] = value("act")
             out["layers"][:, si] = layers
             c = np.where(layers > 0, cout, c)
-            h = _next_hw_array(st, h)
+            h = _next_hw(st, h)
         out["resolution"] = res
         return out
 
 
-def _next_hw_array(st: StageSpec, h: np.ndarray) -> np.ndarray:
-    if st.block in _CLASSIFIERS:
-        return np.ones_like(h)
-    h = -(-h // st.stride)
-    if st.block == "conv_pool":
-        h = -(-h // 2)
-    return h
-
-
-def _next_hw(st: StageSpec, h: int) -> int:
-    if st.block in _CLASSIFIERS:
-        return 1
-    h = -(-h // st.stride)
-    if st.block == "conv_pool":
-        h = -(-h // 2)
-    return h
+def _next_hw(st: StageSpec, h: int | np.ndarray) -> int | np.ndarray:
+    """Output feature size (pixels) of stage ``st`` for an input of ``h`` pixels (an int, or an int64 array)."""
+    return BLOCK_TYPES[st.block].out_size(h, st.stride)

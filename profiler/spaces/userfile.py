@@ -63,7 +63,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from profiler.spaces import Architecture
+from profiler.spaces.architecture import Architecture
 from profiler.spaces.staged import StagedSpace, StageSpec
 from tables.key import BLOCK_TYPES, parse_key
 

@@ -1,9 +1,8 @@
-"""Shared plumbing of the report commands: argument parsing, one-line errors, inputs.
+"""The inputs every report shares: latency tables, validation files, CSVs, architectures, common flags.
 
-Every ``python -m reports.<name>`` builds its parser with :func:`make_parser` and
-runs through :func:`run_main`, so a user's mistake (a missing file or column, an
-unknown network, a key the table lacks) ends as one line on stderr and a
-non-zero exit status, never a traceback.
+The commands themselves run through :func:`tables.cli.run_cli`: a mistake in
+these inputs raises :class:`ReportError` (a ``ValueError``), which ends the
+command as one line on stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -11,19 +10,26 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from profiler.networks import get_network, load_gpunet_config
+from profiler.spaces import Architecture
+from profiler.spaces.gpunet import architecture as gpunet_architecture
+from tables.errors import one_line
+from tables.key import BlockKey, parse_key
+from tables.predictor import Prediction, predict
+from tables.schema import read_metadata as read_schema_metadata
+from tables.schema import read_table
+from tables.table import LatencyTable
 
 #: Metadata key of tables and validation files (JSON).
 METADATA_KEY = b"nas_latency"
-
-#: Exit status for bad input data and for bad command-line usage.
-EXIT_ERROR = 1
-EXIT_USAGE = 2
 
 #: Columns every validation file written by ``python -m profiler.validate`` has.
 VALIDATION_COLUMNS: tuple[str, ...] = (
@@ -39,65 +45,11 @@ VALIDATION_COLUMNS: tuple[str, ...] = (
 )
 
 
-class ReportError(Exception):
-    """A mistake in the user's input; the CLI prints its message as one line."""
+class ReportError(ValueError):
+    """A mistake in the user's input (file, column, network, key): one line on stderr, exit status 2."""
 
 
-class _UsageError(Exception):
-    """Raised by the parser instead of printing usage and exiting."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(message)
-
-
-def make_parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
-    """An argument parser whose usage errors come back as one line."""
-    return _Parser(
-        prog=prog,
-        description=description,
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message collapsed onto one line (KeyError without its quotes)."""
-    if isinstance(exc, KeyError) and exc.args:
-        text = str(exc.args[0])
-    else:
-        text = str(exc) or type(exc).__name__
-    return re.sub(r"\s*\n\s*", "; ", text.strip())
-
-
-def run_main(
-    parser: argparse.ArgumentParser,
-    body: Callable[[argparse.Namespace], int | None],
-    argv: Sequence[str] | None,
-) -> int:
-    """Parse ``argv``, run ``body(args)`` and turn user errors into one line on stderr.
-
-    Returns the exit status: 0 on success, 1 for bad input data, 2 for bad usage.
-    """
-    prog = parser.prog
-    try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
-    except _UsageError as exc:
-        print(f"{prog}: error: {one_line(exc)} (see --help)", file=sys.stderr)
-        return EXIT_USAGE
-    except SystemExit as exc:  # --help and --version exit through here
-        return int(exc.code or 0)
-    try:
-        status = body(args)
-    except ImportError as exc:
-        name = getattr(exc, "name", None) or one_line(exc)
-        print(f"{prog}: error: this report needs the module {name!r}, which is not installed", file=sys.stderr)
-        return EXIT_ERROR
-    except (ReportError, ValueError, LookupError, OSError) as exc:
-        print(f"{prog}: error: {one_line(exc)}", file=sys.stderr)
-        return EXIT_ERROR
-    return int(status or 0)
+# ----- command-line arguments every report shares --------------------------------------
 
 
 def add_out_argument(parser: argparse.ArgumentParser, default: str = ".") -> None:
@@ -157,29 +109,28 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> None
 
 def read_table_metadata(path: Path | str) -> dict[str, Any]:
     """A latency table's metadata, validated by ``tables.schema.read_metadata``."""
-    from tables.schema import read_metadata as read_schema_metadata
-
     return read_schema_metadata(path)
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
     """The ``nas_latency`` JSON metadata of any Parquet file ({} when absent), not validated."""
-    import pyarrow.parquet as pq
-
-    raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ReportError(f"{str(path)!r} is not a Parquet file or is truncated ({one_line(exc)})") from None
+    raw = (schema.metadata or {}).get(METADATA_KEY)
     if raw is None:
         return {}
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ReportError(f"{str(path)!r}: metadata {METADATA_KEY.decode()!r} is not valid JSON ({exc})") from None
+        key = METADATA_KEY.decode()
+        raise ReportError(f"{str(path)!r}: metadata {key!r} is not valid JSON ({one_line(exc)})") from None
     return meta if isinstance(meta, dict) else {}
 
 
 def read_latency_table(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A latency table as (rows, metadata), read through ``tables.schema.read_table``."""
-    from tables.schema import read_table
-
     p = Path(path)
     df, meta = read_table(p)
     if len(df) == 0:
@@ -190,10 +141,11 @@ def read_latency_table(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 def read_validation(path: Path | str) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A validation file of ``python -m profiler.validate`` as (rows, metadata)."""
-    import pyarrow.parquet as pq
-
     p = _existing(path, "validation file")
-    df = pq.read_table(p).to_pandas()
+    try:
+        df = pq.read_table(p).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise ReportError(f"validation file {str(p)!r} is not Parquet or is truncated ({one_line(exc)})") from None
     require_columns(df, VALIDATION_COLUMNS, f"validation file {str(p)!r}")
     if len(df) == 0:
         raise ReportError(f"validation file {str(p)!r} has no rows")
@@ -248,9 +200,7 @@ def parse_encoding(text: str) -> list[int] | None:
     return [int(t) for t in re.findall(r"-?\d+", text)]
 
 
-def _keys_from_strings(items: Iterable[str], source: str) -> list[Any]:
-    from tables.key import parse_key
-
+def _keys_from_strings(items: Iterable[str], source: str) -> list[BlockKey]:
     keys = []
     for item in items:
         line = item.split("#", 1)[0].strip()
@@ -264,18 +214,14 @@ def _keys_from_strings(items: Iterable[str], source: str) -> list[Any]:
     return keys
 
 
-def _architecture_from_file(path: Path) -> Any:
-    from profiler.spaces import Architecture
-
+def _architecture_from_file(path: Path) -> Architecture:
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ReportError(f"{str(path)!r} is not valid JSON ({exc})") from None
+            raise ReportError(f"{str(path)!r} is not valid JSON ({one_line(exc)})") from None
         if isinstance(data, list) and data and all(isinstance(d, dict) for d in data):
-            from profiler.networks import load_gpunet_config
-
             return load_gpunet_config(path)
         if not (isinstance(data, list) and all(isinstance(d, str) for d in data)):
             raise ReportError(f"{str(path)!r}: expected a GPUNet layer list or a JSON list of block-key strings")
@@ -288,48 +234,40 @@ def _architecture_from_file(path: Path) -> Any:
         raise ReportError(f"{str(path)!r}: {one_line(exc)}") from None
 
 
-def resolve_architecture(text: str, base_dir: Path | None = None) -> Any:
+def resolve_architecture(text: str, base_dir: Path | None = None) -> Architecture:
     """Turn a reference-network name, a GPUNet encoding or a file into a ``profiler.spaces.Architecture``.
 
     ``text`` is one of: a 41-integer GPUNet encoding (JSON list, or integers
     separated by spaces or commas); a file (relative to ``base_dir`` or to the
     current folder) holding a GPUNet layer list (JSON) or block-key strings (a
     JSON list, or one per line); otherwise the name of a reference network of
-    ``profiler.networks``. Imports ``profiler`` only when called.
+    ``profiler.networks``.
     """
     text = str(text).strip()
     if not text or text.lower() == "nan":
         raise ReportError("empty architecture: give a network name, an encoding or a file")
     encoding = parse_encoding(text)
     if encoding is not None:
-        from profiler.spaces.gpunet import architecture
-
         try:
-            return architecture(encoding)
+            return gpunet_architecture(encoding)
         except (ValueError, LookupError) as exc:
             raise ReportError(f"GPUNet encoding {text!r}: {one_line(exc)}") from None
     for candidate in ([base_dir / text] if base_dir is not None else []) + [Path(text)]:
         if candidate.is_file():
             return _architecture_from_file(candidate)
-    from profiler.networks import get_network
-
     try:
         return get_network(text)
     except (KeyError, ValueError) as exc:
         raise ReportError(f"{one_line(exc)}; or give a GPUNet encoding or an existing file") from None
 
 
-def load_latency_table(path: Path | str) -> Any:
+def load_latency_table(path: Path | str) -> LatencyTable:
     """A ``tables.table.LatencyTable`` for predictions."""
-    from tables.table import LatencyTable
-
     return LatencyTable.load(_existing(path, "latency table"))
 
 
-def predict_architecture(table: Any, arch: Any, name: str) -> Any:
+def predict_architecture(table: LatencyTable, arch: Architecture, name: str) -> Prediction:
     """``tables.predictor.predict(table, arch)``; a key the table lacks becomes a ReportError."""
-    from tables.predictor import predict
-
     try:
         return predict(table, arch)
     except (KeyError, LookupError, ValueError) as exc:

@@ -1,0 +1,414 @@
+"""Building one latency table: what to measure, measuring the missing keys, crash-safe parts, the final table.
+
+:class:`TableJob` says everything about one table (target, backend configuration,
+timing protocol, keys, rounds, drift reference, where it goes);
+:func:`build_table` measures what is missing with an executor
+(:mod:`profiler.executors`) and writes the rows as crash-safe parts (see
+:mod:`tables.store`), then compacts them into the table. ``python -m
+profiler.build`` makes one job per precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kernels_bench.config import BackendConfig
+from profiler.devices import DeviceProfile
+from tables.cli import UsageError
+from tables.key import BlockKey
+from tables.paths import lock_path, rounds_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from kernels_bench.timing import TimingSettings
+    from profiler.executors import Executor
+
+#: Median coefficient of variation of a build's keys above which the build suggests --drift-correct.
+UNSTEADY_CV = 0.03
+
+
+@dataclass(frozen=True)
+class TableJob:
+    """One table to build (or to resume).
+
+    Attributes:
+        profile: the device profile (``--device``).
+        config: the backend configuration.
+        precision: the table's precision.
+        batch: images per inference.
+        timing: the timing protocol.
+        keys: the keys this table holds (a shard's share of ``floor_keys``).
+        out_dir: the output folder.
+        table_name: the table's file name (a shard's own name, or the standard one).
+        source: what was enumerated (stored in the metadata).
+        detected: what was detected about the machine (stored as ``device``).
+        floor_keys: the keys that choose the floor's input shape (default ``keys``), so
+            every shard of one key set measures the same floor.
+        order_seed: measure the keys still missing in a random order drawn from this seed
+            (``None``: the given order; see :func:`measuring_order`).
+        drift_reference: the drift reference's key (``None``: no drift correction).
+        rounds: measure every key this many times (see :func:`build_table`).
+        retry_failed: measure again keys recorded as failed.
+        progress: show a progress bar.
+        extra_metadata: more metadata fields (a shard's description).
+    """
+
+    profile: DeviceProfile
+    config: BackendConfig
+    precision: str
+    batch: int
+    timing: TimingSettings
+    keys: tuple[BlockKey, ...]
+    out_dir: Path
+    table_name: str
+    source: dict[str, Any] = field(default_factory=dict)
+    detected: dict[str, Any] = field(default_factory=dict)
+    floor_keys: tuple[BlockKey, ...] = ()
+    order_seed: int | None = 0
+    drift_reference: str | None = None
+    rounds: int = 1
+    retry_failed: bool = False
+    progress: bool = True
+    extra_metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        """The table's file."""
+        return self.out_dir / self.table_name
+
+    def replace(self, **changes: Any) -> TableJob:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class BuildOutcome:
+    """What :func:`build_table` did: the table written, keys measured now, and every failure of the table's keys."""
+
+    path: Path
+    measured: int
+    failures: list[tuple[str, str]]
+
+
+def floor_shape(keys: Sequence[BlockKey], batch: int) -> tuple[int, ...]:
+    """Input shape of the identity graph used for the backend floor: the median-sized key input."""
+    sizes = sorted(keys, key=lambda k: k.cin * k.h * k.w)
+    k = sizes[len(sizes) // 2]
+    return (batch, k.cin, k.h, k.w)
+
+
+def measuring_order(keys: Sequence[BlockKey], seed: int | None) -> list[BlockKey]:
+    """The keys in the order they are measured: shuffled with ``seed``, or as given when ``seed`` is None.
+
+    Keys are enumerated network by network, so in the given order the blocks of
+    one network are measured within seconds of each other and a machine whose
+    speed drifts over minutes moves a whole network's block sum at once. In a
+    shuffled order each network's blocks are spread over the build and the drift
+    averages out over its blocks. The order depends only on the set of keys and
+    the seed, not on how they were listed.
+    """
+    if seed is None:
+        return list(keys)
+    ordered = sorted(keys, key=str)
+    random.Random(seed).shuffle(ordered)
+    return ordered
+
+
+def round_places(out_dir: Path, name: str, rounds: int) -> list[tuple[Path, str]]:
+    """(folder, file name) of each round's store of table ``name``: the table itself for one round,
+    else ``<out>/<table>.rounds/round-1.parquet``, ``round-2.parquet``, ..."""
+    if rounds == 1:
+        return [(out_dir, name)]
+    return [(rounds_dir(out_dir, name), f"round-{r + 1}.parquet") for r in range(rounds)]
+
+
+def check_rounds(previous: Mapping[str, Any] | None, rounds: int, table: Path) -> None:
+    """Refuse resuming a table with another number of rounds than it was built with."""
+    if previous is None:
+        return
+    stored = int(previous.get("rounds") or 1)
+    if stored != rounds:
+        raise UsageError(
+            f"{table} was built with --rounds {stored}; this build asks for {rounds}: "
+            "repeat the original options or choose another --out"
+        )
+
+
+def check_drift_reference(
+    previous: Mapping[str, Any] | None, drift_reference: str | None, table: Path
+) -> dict[str, Any] | None:
+    """The stored ``drift_reference`` entry when resuming ``table``; refuses a build that changes it.
+
+    Keys brought to one reference speed and keys measured without one (or with
+    another reference graph) cannot share a table.
+    """
+    if previous is None:
+        return None
+    stored = previous.get("drift_reference")
+    if (stored is None) != (drift_reference is None) or (stored and stored.get("key") != drift_reference):
+        was = f"with drift reference {stored.get('key')}" if stored else "without --drift-correct"
+        now = f"with drift reference {drift_reference}" if drift_reference else "without --drift-correct"
+        raise UsageError(
+            f"{table} was built {was}; this build is {now}: repeat the original options or choose another --out"
+        )
+    return dict(stored) if stored else None
+
+
+def drift_summary(drift: Mapping[str, Any], rows: pd.DataFrame) -> dict[str, Any]:
+    """The ``drift_reference`` entry with how fast the reference ran while the keys were timed.
+
+    ``during_build``: the median, 10th and 90th percentile of every ok row's
+    ``reference_ms`` (ms per batch) and their count: how much the machine's speed
+    moved during the build, which the correction took out.
+    """
+    import numpy as np
+
+    ok = rows[(rows["status"] == "ok") & rows["reference_ms"].notna()]["reference_ms"].to_numpy(float)
+    out = dict(drift)
+    if len(ok):
+        out["during_build"] = {
+            "median_ms": float(np.median(ok)),
+            "p10_ms": float(np.percentile(ok, 10)),
+            "p90_ms": float(np.percentile(ok, 90)),
+            "n": len(ok),
+        }
+    return out
+
+
+def stability_note(path: Path) -> str | None:
+    """One line on how steady the machine was during the build of the table at ``path``, or ``None``.
+
+    With drift correction: how far the reference's speed moved (10th to 90th
+    percentile). Without: a hint to use ``--drift-correct`` when the median
+    coefficient of variation of the keys' samples exceeds :data:`UNSTEADY_CV`.
+    """
+    from tables.schema import read_table
+
+    try:
+        frame, md = read_table(path)
+    except ValueError:
+        return None
+    during = (md.get("drift_reference") or {}).get("during_build")
+    if during:
+        spread = (during["p90_ms"] - during["p10_ms"]) / during["median_ms"] * 100
+        return (
+            f"  drift reference: {during['p10_ms']:.4g}-{during['p90_ms']:.4g} ms (10th-90th percentile) while the "
+            f"keys were timed, a {spread:.1f}% swing of the machine's speed; every key was brought to "
+            f"{md['drift_reference']['latency_ms']:.4g} ms"
+        )
+    cv = frame.loc[frame["status"] == "ok", "cv"].median()
+    if md.get("drift_reference") is None and cv == cv and cv > UNSTEADY_CV:
+        return (
+            f"  note: the timed runs varied by a median {cv * 100:.1f}% (coefficient of variation); on a machine "
+            "this unsteady --drift-correct (and --cpus) make the table steadier"
+        )
+    return None
+
+
+def done_counts(out_dir: Path, name: str, keys: Sequence[BlockKey], rounds: int = 1) -> list[int]:
+    """Keys of ``keys`` already stored in table ``name``, per round (one entry for a table built in one round)."""
+    from tables.store import PartStore
+
+    counts = []
+    for folder, file in round_places(out_dir, name, rounds):
+        try:
+            status = PartStore(folder, file, None).done_keys() if folder.is_dir() else {}
+        except (OSError, ValueError):
+            status = {}
+        counts.append(sum(1 for k in keys if str(k) in status))
+    return counts
+
+
+def build_command(metadata: Mapping[str, Any], archs_file: Path | str, out_dir: Path | str) -> str:
+    """The ``profiler.build`` command that measures the keys of ``archs_file`` into the table of ``metadata``.
+
+    Every setting that changes the table's numbers is repeated (backend options,
+    timing protocol where it is not the default, drift reference, rounds), so the
+    keys it adds are measured as the table's own were.
+    """
+    from kernels_bench.timing import TimingSettings
+    from profiler.options import TIMING_FLAGS
+
+    try:
+        backend_flags = BackendConfig.from_metadata(metadata).cli_args()
+    except ValueError:  # not a backend this tool runs (a synthetic table): name it as it is
+        backend_flags = ["--backend", str(metadata.get("backend"))]
+    parts = [
+        "python -m profiler.build",
+        f"--device {metadata.get('device_profile')}",
+        *backend_flags,
+        f"--precision {metadata.get('precision')}",
+        f"--batch {metadata.get('batch')}",
+    ]
+    timing = dict(metadata.get("timing") or {})
+    defaults = TimingSettings().to_dict()
+    for flag, name in TIMING_FLAGS.items():
+        if name in timing and timing[name] != defaults.get(name):
+            parts.append(f"--{flag.replace('_', '-')} {timing[name]:g}")
+    drift = metadata.get("drift_reference")
+    if drift:
+        parts.append(f"--drift-correct --drift-reference {drift['key']}")
+    rounds = int(metadata.get("rounds") or 1)
+    if rounds > 1:
+        parts.append(f"--rounds {rounds}")
+    parts += [f"--archs {archs_file}", f"--out {out_dir}"]
+    return " ".join(parts)
+
+
+def table_metadata(job: TableJob, info: Mapping[str, Any], floor: Any, drift: Any) -> dict[str, Any]:
+    """The table's metadata document for ``job`` (built by :func:`tables.schema.build_metadata`).
+
+    ``info`` is what the executor's ``start()`` returned (the backend's environment,
+    settings and opset); ``floor`` and ``drift`` the floor and drift-reference entries.
+    """
+    from tables.schema import build_metadata
+
+    env = dict(info["environment"])
+    return build_metadata(
+        device_profile=job.profile.name,
+        device=job.detected,
+        engine={"name": env.get("engine"), "version": env.get("engine_version")},
+        backend=job.config.backend,
+        backend_settings=info["settings"],
+        precision=job.precision,
+        batch=job.batch,
+        timing=job.timing.to_dict(),
+        floor=floor,
+        opset=info.get("opset"),
+        source=job.source,
+        environment=env,
+        key_order={"order": "given"} if job.order_seed is None else {"order": "shuffled", "seed": job.order_seed},
+        drift_reference=drift,
+        rounds=job.rounds,
+        **job.extra_metadata,
+    )
+
+
+def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> BuildOutcome:
+    """Measure the missing keys of one table; returns the table's path, keys measured now and failures.
+
+    ``executor`` measures (see :mod:`profiler.executors`); this function alone writes
+    the rows, as crash-safe parts. ``info`` is what ``executor.start()`` returned.
+    The keys still to measure are taken in :func:`measuring_order`. With a drift
+    reference (the executor must have been made with it) the reference graph is
+    timed alone once (the table's reference speed, metadata ``drift_reference``)
+    and every key's ``latency_ms`` is brought to that speed
+    (:func:`tables.schema.drift_corrected`).
+
+    With ``job.rounds`` > 1 every key is measured once per round, each round a pass
+    over all keys in its own shuffled order (``order_seed + round``) kept as its
+    own crash-safe table under ``<table>.rounds/``; the table then holds, per key,
+    the median of its rounds (:func:`tables.store.combine_rounds`). ``measured``
+    counts key measurements made now (keys x rounds).
+    """
+    from tables.schema import apply_drift_correction, write_table
+    from tables.store import BuildLock, PartStore, combine_rounds
+
+    out_dir, name, rounds = job.out_dir, job.table_name, job.rounds
+    keys = list(job.keys)
+    with BuildLock(lock_path(out_dir, name)):
+        final = PartStore(out_dir, name, None)
+        # one round: the table itself; several: one store per round, combined into the table at the end
+        stores = [final] if rounds == 1 else [PartStore(d, f, None) for d, f in round_places(out_dir, name, rounds)]
+        previous = final.metadata() or stores[0].metadata()
+        check_rounds(previous, rounds, job.path)
+        drift = check_drift_reference(previous, job.drift_reference, job.path)
+        statuses = [store.done_keys() for store in stores]
+        wanted = [str(k) for k in keys]
+
+        def pending(r: int, skip: set[str]) -> list[BlockKey]:
+            status = statuses[r]
+            return [
+                k
+                for k, text in zip(keys, wanted)
+                if text not in skip and (text not in status or (job.retry_failed and status[text] == "failed"))
+            ]
+
+        # a key that failed in a round is not measured in the later ones (unless --retry-failed)
+        failed_before = set() if job.retry_failed else {k for st in statuses for k, v in st.items() if v == "failed"}
+        plan = [len(pending(r, failed_before)) for r in range(rounds)]
+        planned = sum(plan)
+        floor = (previous or {}).get("floor")
+        if floor is None and planned:
+            floor = executor.floor(floor_shape(job.floor_keys or keys, job.batch), job.batch, job.precision)
+        if job.drift_reference is not None and drift is None and planned:
+            drift = executor.reference(job.batch, job.precision)
+        metadata = table_metadata(job, info, floor, drift)
+        for store in stores:
+            store.set_metadata(metadata)
+        failures: dict[str, str] = {}
+        measured = 0
+        bar = None
+        label = f"{job.precision} b{job.batch}" + (f" x{executor.workers}" if executor.workers > 1 else "")
+        if job.progress and planned:
+            from tqdm import tqdm
+
+            bar = tqdm(total=planned, desc=label, unit="key", dynamic_ncols=True, file=sys.stderr)
+        try:
+            for r, store in enumerate(stores):
+                todo = pending(r, failed_before)
+                todo = measuring_order(todo, None if job.order_seed is None else job.order_seed + r)
+                if bar is not None and rounds > 1:
+                    bar.total -= plan[r] - len(todo)  # keys that failed in an earlier round of this run
+                    bar.set_description(f"{label} round {r + 1}/{rounds}", refresh=False)
+                for rows in executor.measure([str(k) for k in todo], job.batch, job.precision):
+                    if drift is not None:
+                        rows = [apply_drift_correction(row, float(drift["latency_ms"])) for row in rows]
+                    store.append(rows)
+                    for row in rows:
+                        if row["status"] == "failed":
+                            failures.setdefault(row["key"], row["error"])
+                            if not job.retry_failed:
+                                failed_before.add(row["key"])
+                    if bar is not None:
+                        bar.set_postfix_str(rows[-1]["block"], refresh=False)
+                        bar.update(len(rows))
+                measured += len(todo)
+                if rounds > 1:
+                    store.compact()
+        finally:
+            if bar is not None:
+                bar.close()
+        if rounds == 1:
+            path = final.compact({"drift_reference": drift_summary(drift, final.rows())} if drift else None)
+        else:
+            import pandas as pd
+
+            per_round = [store.rows() for store in stores]
+            table_md = final.metadata() or metadata
+            if drift:
+                all_rows = pd.concat(per_round, ignore_index=True)
+                table_md = {**table_md, "drift_reference": drift_summary(drift, all_rows)}
+            path = write_table(combine_rounds(per_round), job.path, table_md)
+        # failures of earlier runs that were not retried still count for the summary
+        wanted_set = set(wanted)
+        for status in statuses:
+            for k, st in status.items():
+                if st == "failed" and not job.retry_failed and k in wanted_set:
+                    failures.setdefault(k, "failed in an earlier run (use --retry-failed to measure it again)")
+        return BuildOutcome(path, measured, list(failures.items()))
+
+
+__all__ = [
+    "UNSTEADY_CV",
+    "BuildOutcome",
+    "TableJob",
+    "build_command",
+    "build_table",
+    "check_drift_reference",
+    "check_rounds",
+    "done_counts",
+    "drift_summary",
+    "floor_shape",
+    "measuring_order",
+    "round_places",
+    "stability_note",
+    "table_metadata",
+]
