@@ -13,8 +13,8 @@ the executors send it to their workers, and two configurations compare with
 
 What each backend runs on each device (:func:`precisions_for`, :func:`check_precision`)
 is data here too, so a command refuses an impossible request before any engine
-is imported. This module imports nothing beyond the standard library and
-:mod:`kernels_bench.errors`.
+is imported. This module imports nothing beyond the standard library,
+:mod:`kernels_bench.errors` and :mod:`tables.settings`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kernels_bench.errors import PrecisionNotSupported
+from tables.settings import normalized_backend_settings
 
 #: Every precision name this project knows (each backend runs a subset).
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
@@ -187,17 +188,16 @@ FIELDS: tuple[Field, ...] = (
         ("cuda",),
     ),
     Field("cuda_graphs", ("torch", "tensorrt"), "replay CUDA graphs (torch and tensorrt on a GPU)", ("cuda",)),
+    Field(
+        "tf32",
+        ("tensorrt", "onnxruntime", "torch"),
+        "allow TF32 math in fp32 on the GPU (default off in every backend: fp32 means fp32; recorded)",
+        ("cuda",),
+    ),
     Field("compile", ("torch",), "torch backend: torch.compile instead of eager"),
 )
 
 _FIELD = {f.name: f for f in FIELDS}
-
-#: Names older tables stored some settings under (read, never written).
-_OLD_NAMES: dict[str, str] = {
-    "intra_op_threads": "threads",
-    "cpu_affinity": "cpus",
-    "builder_optimization_level": "opt_level",
-}
 
 
 @dataclass(frozen=True)
@@ -212,6 +212,9 @@ class BackendConfig:
         opt_level: TensorRT builder optimization level 0-5; ``None``: TensorRT's default (3).
         strongly_typed: TensorRT typing; ``None``: the version's default (weak on 8.6/10.x, strong on 11.x).
         cuda_graphs: replay CUDA graphs (torch and tensorrt on a GPU).
+        tf32: allow TF32 math for fp32 on the GPU (every backend; default False, one policy for all three:
+            TensorRT clears its TF32 flag, torch turns ``allow_tf32`` off for matmul and cuDNN, onnxruntime's
+            CUDA provider gets ``use_tf32=0``).
         compile: ``torch.compile`` (torch).
         cache_dir: where exported graphs and TensorRT timing caches are kept; changes no number,
             so it is neither compared nor stored.
@@ -228,6 +231,7 @@ class BackendConfig:
     opt_level: int | None = None
     strongly_typed: bool | None = None
     cuda_graphs: bool = False
+    tf32: bool = False
     compile: bool = False
     cache_dir: str | None = None
 
@@ -250,6 +254,7 @@ class BackendConfig:
         if self.strongly_typed is not None:
             object.__setattr__(self, "strongly_typed", bool(self.strongly_typed))
         object.__setattr__(self, "cuda_graphs", bool(self.cuda_graphs))
+        object.__setattr__(self, "tf32", bool(self.tf32))
         object.__setattr__(self, "compile", bool(self.compile))
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", str(self.cache_dir))
@@ -328,8 +333,9 @@ class BackendConfig:
         ``builder_optimization_level``) are read too. ``backend`` fills a missing
         ``backend`` entry.
         """
-        data = {(_OLD_NAMES.get(k, k)): v for k, v in settings.items() if k in _OLD_NAMES}
-        data.update({k: v for k, v in settings.items() if k in _FIELD or k in ("backend", "device")})
+        data = {
+            k: v for k, v in normalized_backend_settings(settings).items() if k in _FIELD or k in ("backend", "device")
+        }
         name = str(data.pop("backend", None) or backend or "")
         device = str(data.pop("device", "cpu") or "cpu")
         kind = device_kind(device)

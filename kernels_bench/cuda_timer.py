@@ -71,6 +71,22 @@ def check(cudart: Any, result: Any, what: str) -> Any:
     return payload[0] if len(payload) == 1 else payload
 
 
+def native_handle(obj: Any) -> int:
+    """The address a cuda-python object (a stream, an event, a graph) wraps, as an int.
+
+    ``cuda.bindings.utils.get_cuda_native_handle`` where it exists (cuda-bindings
+    12.9 and 13.x deprecate ``int(obj)``), else ``int(obj)``.
+    """
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle
+    except ImportError:
+        return int(obj)
+    try:
+        return int(get_cuda_native_handle(obj))
+    except (TypeError, ValueError):  # not a cuda-python object (an int already, a stand-in)
+        return int(obj)
+
+
 def stream_handle(stream: Any) -> int:
     """An integer stream handle from a :class:`Stream`, a cuda-python stream, a torch stream or an int."""
     if isinstance(stream, Stream):
@@ -78,7 +94,7 @@ def stream_handle(stream: Any) -> int:
     cuda_stream = getattr(stream, "cuda_stream", None)  # torch.cuda.Stream
     if cuda_stream is not None:
         return int(cuda_stream)
-    return int(stream) if stream is not None else 0
+    return native_handle(stream) if stream is not None else 0
 
 
 class Stream:
@@ -92,7 +108,7 @@ class Stream:
     @property
     def handle_int(self) -> int:
         """The stream as an integer (what TensorRT's ``execute_async_v3`` takes)."""
-        return int(self.handle)
+        return native_handle(self.handle)
 
     def synchronize(self) -> None:
         """Wait until all work on the stream is done."""
@@ -217,3 +233,63 @@ def device_facts(cudart: ModuleType | None = None, device: int = 0) -> dict[str,
         "cuda_driver_api": f"{driver // 1000}.{(driver % 1000) // 10}",
         "cuda_runtime": f"{runtime // 1000}.{(runtime % 1000) // 10}",
     }
+
+
+def cuda_python_versions() -> dict[str, str | None]:
+    """The installed ``cuda-python`` and ``cuda-bindings`` versions (``None`` for one that is not installed).
+
+    cuda-python 12.6.1 and later is a meta-package over cuda-bindings, which can
+    also be installed alone; either provides the runtime module this backend uses.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for dist in ("cuda-python", "cuda-bindings"):
+        try:
+            out[dist.replace("-", "_") + "_version"] = version(dist)
+        except PackageNotFoundError:
+            out[dist.replace("-", "_") + "_version"] = None
+    return out
+
+
+def bindings_major() -> int | None:
+    """Major version of the installed CUDA Python bindings (``cuda-bindings``, else ``cuda-python``)."""
+    versions = cuda_python_versions()
+    text = versions.get("cuda_bindings_version") or versions.get("cuda_python_version")
+    if not text:
+        return None
+    head = text.split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def check_driver(cudart: Any, major: int | None = None) -> None:
+    """Refuse CUDA Python bindings newer than the driver's CUDA major, naming the extra to install.
+
+    cuda-python 13.x cannot talk to a CUDA-12 driver (the V100/T4 machines that
+    run TensorRT 8.6 and 10.x cu12): every call after this one would fail with
+    ``cudaErrorInsufficientDriver``. ``major`` defaults to :func:`bindings_major`.
+    """
+    from kernels_bench.errors import BackendUnavailable, install_hint
+
+    major = bindings_major() if major is None else major
+    try:
+        driver = int(check(cudart, cudart.cudaDriverGetVersion(), "cudaDriverGetVersion"))
+    except CudaError:
+        return
+    if driver == 0:
+        raise BackendUnavailable(
+            "no NVIDIA driver found (cudaDriverGetVersion returned 0): install the driver, or use --device cpu"
+        )
+    driver_major = driver // 1000
+    if major is not None and driver_major < major:
+        if driver_major == 12:
+            fix = (
+                f"install the CUDA-12 pins with {install_hint('tensorrt-cu12')} (TensorRT 10.x) "
+                f"or {install_hint('tensorrt8')} (TensorRT 8.6)"
+            )
+        else:
+            fix = "update the NVIDIA driver (this project's TensorRT extras need a CUDA 12 or 13 driver)"
+        raise BackendUnavailable(
+            f"the installed cuda-python {major}.x needs a CUDA {major} driver, but this driver supports CUDA "
+            f"{driver_major}.{(driver % 1000) // 10}: {fix}"
+        )

@@ -12,6 +12,7 @@ EXTRAS: dict[str, str] = {
     "ort-gpu": ".[ort-gpu]",
     "tensorrt": ".[tensorrt]",
     "tensorrt-cu12": ".[tensorrt-cu12]",
+    "tensorrt8": ".[tensorrt8]",
     "reports": ".[reports]",
     "ray": ".[ray]",
 }

@@ -70,6 +70,12 @@ TENSORRT8_MAX_OPSET = 17
 #: Opsets accepted: 13 is the first with per-axis Q/DQ; 20 is the highest TensorRT 10 parses.
 OPSET_RANGE: tuple[int, int] = (13, 20)
 
+#: Float types around int8 Q/DQ: float32, or float16 (strongly typed TensorRT, the float type of the graph).
+QDQ_FLOATS: tuple[str, ...] = ("float32", "float16")
+
+#: First opset whose QuantizeLinear/DequantizeLinear take float16 inputs and scales.
+FP16_QDQ_MIN_OPSET = 19
+
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 
@@ -239,6 +245,8 @@ def export_keys(
     cache_dir: Path | str | None = None,
     seed: int = 0,
     method: str = "direct",
+    qdq_weights: str = "int8",
+    qdq_float: str = "float32",
 ) -> ExportedGraph:
     """Export one key, or a chain of keys as one network, to a cached static-shape ONNX file.
 
@@ -248,8 +256,13 @@ def export_keys(
     :func:`choose_opset`); ``seed`` seeds the weights and the INT8 calibration
     data; ``method`` builds the fp32 graph "direct" (numpy + onnx.helper, no
     torch) or "torch" (TorchScript export of the torch module, the reference).
-    Raises ``ValueError`` for an unknown precision, target or method, a batch
-    below 1, an unsupported opset or keys that do not chain.
+    For int8: ``qdq_weights`` is how weights are stored (see
+    :data:`kernels_bench.quant.QDQ_WEIGHTS`), ``qdq_float`` the float type around
+    the Q/DQ: "float32", or "float16" for strongly typed TensorRT, which runs
+    what is not quantized in the graph's own float type (the opset is then at
+    least 19, the first whose Q/DQ take float16). Raises ``ValueError`` for an
+    unknown precision, target, method or int8 form, a batch below 1, an
+    unsupported opset or keys that do not chain.
     """
     start = time.perf_counter()
     _check_precision(precision)
@@ -261,6 +274,12 @@ def export_keys(
     key_list = _normalize_keys(keys)
     opset = _check_opset(choose_opset(target) if opset is None else opset)
     flavour = target if precision == "int8" else None
+    if qdq_float not in QDQ_FLOATS:
+        raise ValueError(f"unknown int8 float type {qdq_float!r}: allowed {', '.join(QDQ_FLOATS)}")
+    if precision != "int8":
+        qdq_weights, qdq_float = "int8", "float32"  # no Q/DQ: the options change nothing
+    elif qdq_float == "float16":
+        opset = max(opset, FP16_QDQ_MIN_OPSET)
     path = _cache_path(
         cache_dir,
         {
@@ -271,6 +290,7 @@ def export_keys(
             "opset": opset,
             "seed": int(seed),
             "method": method,
+            **({"qdq_weights": qdq_weights, "qdq_float": qdq_float} if precision == "int8" else {}),
         },
     )
     hit = path.exists()
@@ -286,13 +306,15 @@ def export_keys(
         elif precision == "int8":
             from kernels_bench.quant import quantize_model
 
-            model = quantize_model(model, target, seed=seed)
+            model = quantize_model(model, target, seed=seed, weights=qdq_weights)
+            if qdq_float == "float16":
+                model = to_float16(model)
         write_bytes(path, model.SerializeToString())
     return ExportedGraph(
         path=path,
         input_name=INPUT_NAME,
         input_shape=(batch, *key_list[0].input_shape),
-        input_dtype="float16" if precision == "fp16" else "float32",
+        input_dtype="float16" if precision == "fp16" or qdq_float == "float16" else "float32",
         output_names=(OUTPUT_NAME,),
         output_shapes=((batch, *key_list[-1].output_shape),),
         precision=precision,

@@ -120,6 +120,26 @@ def detect_gpus() -> dict[str, Any]:
     }
 
 
+def device_memory_bytes(index: int = 0) -> int | None:
+    """Total memory of GPU ``index`` in bytes (through cuda-python, else torch), or ``None`` if unknown."""
+    try:
+        from kernels_bench.cuda_timer import check, load_cudart
+
+        rt = load_cudart()
+        check(rt, rt.cudaSetDevice(index), f"cudaSetDevice({index})")
+        _free, total = check(rt, rt.cudaMemGetInfo(), "cudaMemGetInfo")
+        return int(total)
+    except Exception:  # cuda-python missing or no usable device: try torch
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                return int(torch.cuda.get_device_properties(index).total_memory)
+        except ImportError:
+            pass
+    return None
+
+
 def nvidia_driver_version() -> str | None:
     """The NVIDIA kernel driver version from ``/proc/driver/nvidia/version`` (Linux), or ``None``."""
     try:

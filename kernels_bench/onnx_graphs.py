@@ -16,8 +16,9 @@ same order:
 - ``conv_pool`` -> ``MaxPool`` 3x3 stride 2 pad 1; ``tail`` / ``pool_fc`` ->
   ``ReduceMean``, ``Flatten`` (axis 1), ``Gemm`` (transB=1).
 
-One emitter per block type, kept in :data:`EMITTERS` (the twin of
-:data:`kernels_bench.blocks.BLOCK_BUILDERS`).
+Each block type's structure is written once, in :data:`tables.structure.STRUCTURES`
+(the twin of :data:`kernels_bench.blocks.BLOCK_BUILDERS`); the emitter here is a
+:class:`tables.structure.BlockBuilder` whose primitives append the nodes above.
 
 Weights are seeded per key (:func:`key_seed`, which is
 :func:`kernels_bench.weights.weight_seed` like :func:`kernels_bench.blocks.block_seed`)
@@ -37,14 +38,15 @@ Graph input ``"input"``, output ``"output"``, static shapes, float32, no
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kernels_bench import weights
 from kernels_bench.weights import BN_EPS
-from tables.key import NUM_CLASSES, BlockKey, chain_keys
+from tables import structure
+from tables.key import BlockKey, chain_keys
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -60,8 +62,11 @@ _REDUCE_AXES_INPUT_OPSET = 18
 key_seed = weights.weight_seed
 
 
-class _Emitter:
-    """Accumulates nodes, folded initializers and the raw torch-named parameters of a chain of blocks."""
+class _Emitter(structure.BlockBuilder[str]):
+    """Accumulates nodes, folded initializers and the raw torch-named parameters of a chain of blocks.
+
+    The primitives of :class:`tables.structure.BlockBuilder` append nodes; tensors are node output names.
+    """
 
     def __init__(self, opset: int) -> None:
         from onnx import helper, numpy_helper
@@ -75,7 +80,7 @@ class _Emitter:
         self.rng = np.random.default_rng(0)
         self.prefix = ""
 
-    # ----- primitives --------------------------------------------------------------
+    # ----- nodes, initializers and weight draws ---------------------------------------
     def node(self, op: str, inputs: list[str], path: str, **attrs: object) -> str:
         """Append one node named ``/{prefix}{path}/{op}`` (also its output tensor's name); returns that name."""
         name = f"/{(self.prefix + path).rstrip('.')}/{op}"
@@ -111,20 +116,8 @@ class _Emitter:
         self.params[self.prefix + name] = value
         return value
 
-    # ----- layers ------------------------------------------------------------------
-    def activation(self, x: str, act: str, path: str) -> str:
-        """``Relu``; ``Sigmoid`` + ``Mul`` (swish); ``Clip(x, 0, 6)`` with Constant bounds (relu6)."""
-        if act == "relu":
-            return self.node("Relu", [x], path)
-        if act == "swish":
-            return self.node("Mul", [x, self.node("Sigmoid", [x], path)], path)
-        if act == "relu6":
-            lo = self.constant(np.array(0.0, dtype=np.float32), path, "Constant")
-            hi = self.constant(np.array(6.0, dtype=np.float32), path, "Constant_1")
-            return self.node("Clip", [x, lo, hi], path)
-        raise ValueError(f"unknown activation {act!r}: allowed relu, swish, relu6")
-
     def conv(self, x: str, path: str, w: np.ndarray, b: np.ndarray, stride: int, groups: int) -> str:
+        """One ``Conv`` node ``{path}`` with initializers ``{path}.weight`` and ``{path}.bias``, padded (k - 1) // 2."""
         k = w.shape[-1]
         wn, bn = self.initializer(w, f"{path}.weight"), self.initializer(b, f"{path}.bias")
         return self.node(
@@ -138,10 +131,9 @@ class _Emitter:
             strides=[stride, stride],
         )
 
-    def conv_bn(
-        self, x: str, path: str, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: str | None = None
-    ) -> str:
-        """``blocks.conv_bn``: conv ``{path}.0`` -> BN ``{path}.1`` folded into one Conv, then act ``{path}.2``."""
+    # ----- the builder's primitives (tables.structure.BlockBuilder) ----------------------
+    def conv_bn(self, x: str, path: str, cin: int, cout: int, k: int, stride: int, groups: int) -> str:
+        """``blocks.conv_bn`` without its activation: conv ``{path}.0`` -> BN ``{path}.1`` folded into one Conv."""
         w = self.param(f"{path}.0.weight", self.weight((cout, cin // groups, k, k)))
         gamma = self.param(f"{path}.1.weight", self.uniform((cout,), *weights.BN_SCALE_RANGE))
         beta = self.param(f"{path}.1.bias", self.normal((cout,), weights.BN_SHIFT_STD))
@@ -149,21 +141,13 @@ class _Emitter:
         var = self.param(f"{path}.1.running_var", self.uniform((cout,), *weights.BN_VAR_RANGE))
         self.param(f"{path}.1.num_batches_tracked", np.array(0, dtype=np.int64))
         scale = gamma / np.sqrt(var + np.float32(BN_EPS))
-        y = self.conv(x, f"{path}.0", w * scale[:, None, None, None], beta - mean * scale, stride, groups)
-        return y if act is None else self.activation(y, act, f"{path}.2")
+        return self.conv(x, f"{path}.0", w * scale[:, None, None, None], beta - mean * scale, stride, groups)
 
     def conv_bias(self, x: str, path: str, cin: int, cout: int) -> str:
         """1x1 conv with bias (SE reduce / expand)."""
         w = self.param(f"{path}.weight", self.weight((cout, cin, 1, 1)))
         b = self.param(f"{path}.bias", self.bias(cout))
         return self.conv(x, path, w, b, 1, 1)
-
-    def global_mean(self, x: str, path: str) -> str:
-        """``x.mean(dim=(2, 3), keepdim=True)`` as the TorchScript exporter writes it for the opset."""
-        if self.opset >= _REDUCE_AXES_INPUT_OPSET:
-            axes = self.constant(np.array([2, 3], dtype=np.int64), path, "Constant")
-            return self.node("ReduceMean", [x, axes], path, keepdims=1)
-        return self.node("ReduceMean", [x], path, axes=[2, 3], keepdims=1)
 
     def linear(self, x: str, path: str, cin: int, cout: int) -> str:
         """``nn.Linear`` as ``Gemm`` (transB=1)."""
@@ -172,104 +156,55 @@ class _Emitter:
         wn, bn = self.initializer(w, f"{path}.weight"), self.initializer(b, f"{path}.bias")
         return self.node("Gemm", [x, wn, bn], path, alpha=1.0, beta=1.0, transB=1)
 
-    def squeeze_excite(self, x: str, channels: int, rd: int, act: str) -> str:
-        s = self.global_mean(x, "se")
-        s = self.activation(self.conv_bias(s, "se.reduce", channels, rd), act, "se.act")
-        gate = self.node("Sigmoid", [self.conv_bias(s, "se.expand", rd, channels)], "se.gate")
-        return self.node("Mul", [x, gate], "se")
+    def relu(self, x: str, path: str) -> str:
+        return self.node("Relu", [x], path)
 
-    # ----- blocks ------------------------------------------------------------------
-    def block(self, key: BlockKey, x: str) -> str:
-        """Emit one key's nodes reading ``x`` through its :data:`EMITTERS` entry; returns the block's output tensor."""
-        emit = EMITTERS.get(key.block)
-        if emit is None:
-            raise ValueError(f"no ONNX emitter for block type {key.block!r}: add one to EMITTERS")
-        return emit(self, key, x)
+    def clip(self, x: str, lo: float, hi: float, path: str) -> str:
+        """``Clip`` with its bounds as two scalar ``Constant`` nodes (as the TorchScript exporter writes relu6)."""
+        lo_name = self.constant(np.array(lo, dtype=np.float32), path, "Constant")
+        hi_name = self.constant(np.array(hi, dtype=np.float32), path, "Constant_1")
+        return self.node("Clip", [x, lo_name, hi_name], path)
 
-    def conv_block(self, key: BlockKey, x: str, *, pool: bool) -> str:
-        """``blocks.ConvBlock``: kxk conv stride s -> BN -> act, then a 3x3 stride-2 ``MaxPool`` when ``pool``."""
-        y = self.conv_bn(x, "body", key.cin, key.cout, key.k, key.s, act=key.act)
-        if not pool:
-            return y
+    def sigmoid(self, x: str, path: str) -> str:
+        return self.node("Sigmoid", [x], path)
+
+    def mul(self, a: str, b: str, path: str) -> str:
+        return self.node("Mul", [a, b], path)
+
+    def add(self, a: str, b: str, path: str) -> str:
+        return self.node("Add", [a, b], path)
+
+    def global_mean(self, x: str, path: str) -> str:
+        """``x.mean(dim=(2, 3), keepdim=True)`` as the TorchScript exporter writes it for the opset."""
+        if self.opset >= _REDUCE_AXES_INPUT_OPSET:
+            axes = self.constant(np.array([2, 3], dtype=np.int64), path, "Constant")
+            return self.node("ReduceMean", [x, axes], path, keepdims=1)
+        return self.node("ReduceMean", [x], path, axes=[2, 3], keepdims=1)
+
+    def flatten(self, x: str, path: str) -> str:
+        return self.node("Flatten", [x], path, axis=1)
+
+    def max_pool(self, x: str, path: str, k: int, stride: int) -> str:
         return self.node(
             "MaxPool",
-            [y],
-            "pool",
+            [x],
+            path,
             ceil_mode=0,
             dilations=[1, 1],
-            kernel_shape=[3, 3],
-            pads=[1, 1, 1, 1],
-            strides=[2, 2],
+            kernel_shape=[k, k],
+            pads=[(k - 1) // 2] * 4,
+            strides=[stride, stride],
         )
 
-    def classifier(self, x: str, cin: int, cout: int) -> str:
-        """Global mean -> ``Flatten`` (axis 1) -> linear ``fc`` cin -> cout."""
-        flat = self.node("Flatten", [self.global_mean(x, "")], "", axis=1)
-        return self.linear(flat, "fc", cin, cout)
-
-    def residual(self, key: BlockKey, x: str, branch: str) -> str:
-        """``blocks.ResidualBlock``: act(branch + shortcut), the shortcut the identity or a 1x1 conv + BN."""
-        shortcut = x if key.has_residual else self.conv_bn(x, "shortcut", key.cin, key.cout, 1, key.s)
-        return self.activation(self.node("Add", [branch, shortcut], ""), key.act, "act")
-
-    def bottleneck_branch(self, key: BlockKey, x: str, *, depthwise: bool) -> str:
-        """The ``bl`` / ``dw`` branch: 1x1 to mid, kxk (depthwise when ``depthwise``) stride s, 1x1 to cout."""
-        mid, act = key.mid_channels, key.act
-        y = self.conv_bn(x, "branch.0", key.cin, mid, 1, act=act)
-        y = self.conv_bn(y, "branch.1", mid, mid, key.k, key.s, groups=mid if depthwise else 1, act=act)
-        return self.conv_bn(y, "branch.2", mid, key.cout, 1)
-
-    def inverted_residual(self, key: BlockKey, x: str, *, fused: bool) -> str:
-        """``blocks.InvertedResidual``: expand -> [SE] -> 1x1 project, plus ``x`` when ``key.has_residual``."""
-        act = key.act
-        if fused:
-            mid = key.mid_channels
-            y = self.conv_bn(x, "expand", key.cin, mid, key.k, key.s, act=act)
-        elif key.e == 1:
-            mid = key.cin
-            y = self.conv_bn(x, "expand.0", mid, mid, key.k, key.s, groups=mid, act=act)
-        else:
-            mid = key.mid_channels
-            y = self.conv_bn(x, "expand.0", key.cin, mid, 1, act=act)
-            y = self.conv_bn(y, "expand.1", mid, mid, key.k, key.s, groups=mid, act=act)
-        if key.se:
-            y = self.squeeze_excite(y, mid, key.se_channels, act)
-        y = self.conv_bn(y, "project", mid, key.cout, 1)
-        return self.node("Add", [y, x], "") if key.has_residual else y
-
+    # ----- a chain of keys -----------------------------------------------------------
     def chain(self, keys: Sequence[BlockKey], seed: int, *, prefixed: bool) -> str:
         """Emit the keys in order from the graph input; block ``i`` is named ``"{i}."`` when ``prefixed``."""
         x = INPUT_NAME
         for i, key in enumerate(keys):
             self.rng = np.random.default_rng(key_seed(key, seed))
             self.prefix = f"{i}." if prefixed else ""
-            x = self.block(key, x)
+            x = structure.build(self, key, x)
         return x
-
-
-def _xx(em: _Emitter, key: BlockKey, x: str) -> str:
-    mid = key.mid_channels
-    y = em.conv_bn(x, "branch.0", key.cin, mid, key.k, key.s, act=key.act)
-    return em.residual(key, x, em.conv_bn(y, "branch.1", mid, key.cout, key.k))
-
-
-def _tail(em: _Emitter, key: BlockKey, x: str) -> str:
-    return em.classifier(em.conv_bn(x, "conv", key.cin, key.cout, 1, act=key.act), key.cout, NUM_CLASSES)
-
-
-#: One emitter per block type, ``(emitter, key, input tensor) -> output tensor``; every entry of
-#: ``BLOCK_TYPES`` has one, with the nodes and parameter names of its ``blocks.BLOCK_BUILDERS`` module.
-EMITTERS: dict[str, Callable[[_Emitter, BlockKey, str], str]] = {
-    "conv": lambda em, key, x: em.conv_block(key, x, pool=False),
-    "conv_pool": lambda em, key, x: em.conv_block(key, x, pool=True),
-    "xx": _xx,
-    "bl": lambda em, key, x: em.residual(key, x, em.bottleneck_branch(key, x, depthwise=False)),
-    "dw": lambda em, key, x: em.residual(key, x, em.bottleneck_branch(key, x, depthwise=True)),
-    "irb": lambda em, key, x: em.inverted_residual(key, x, fused=False),
-    "fused_irb": lambda em, key, x: em.inverted_residual(key, x, fused=True),
-    "tail": _tail,
-    "pool_fc": lambda em, key, x: em.classifier(x, key.cin, key.cout),
-}
 
 
 def _checked_keys(keys: BlockKey | Sequence[BlockKey]) -> list[BlockKey]:

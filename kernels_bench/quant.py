@@ -112,20 +112,31 @@ def activation_max_abs(
     return result
 
 
+#: How the TensorRT flavour stores a weight: ``"int8"`` (an int8 initializer and a DequantizeLinear, what
+#: TensorRT 10 and 11 read) or ``"float"`` (the float weight with a QuantizeLinear/DequantizeLinear pair, what
+#: TensorRT 8.x needs: 8.4 refused int8 initializers).
+QDQ_WEIGHTS: tuple[str, ...] = ("int8", "float")
+
+
 def quantize_model(
-    model: onnx.ModelProto, flavour: str, *, calibration_batches: int = 1, seed: int = 0
+    model: onnx.ModelProto, flavour: str, *, calibration_batches: int = 1, seed: int = 0, weights: str = "int8"
 ) -> onnx.ModelProto:
     """A copy of fp32 ``model`` with explicit int8 Q/DQ placed for ``flavour`` ("tensorrt" or "onnxruntime").
 
-    Inputs and outputs stay float32. Raises ``ValueError`` for an unknown
-    flavour or a graph without static float32 inputs.
+    Inputs and outputs stay float32. ``weights`` (TensorRT flavour): see
+    :data:`QDQ_WEIGHTS`. Raises ``ValueError`` for an unknown flavour or weight
+    form, or a graph without static float32 inputs.
     """
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown int8 flavour {flavour!r}: allowed {', '.join(FLAVOURS)}")
+    if weights not in QDQ_WEIGHTS:
+        raise ValueError(f"unknown int8 weight form {weights!r}: allowed {', '.join(QDQ_WEIGHTS)}")
     if calibration_batches < 1:
         raise ValueError(f"calibration_batches={calibration_batches}: need at least one calibration batch")
     if flavour == "tensorrt":
-        return _quantize_tensorrt(model, calibration_batches, seed)
+        return _quantize_tensorrt(model, calibration_batches, seed, weights)
+    if weights != "int8":
+        raise ValueError("the onnxruntime flavour stores int8 weights only (its QLinearConv reads them)")
     return _quantize_onnxruntime(model, calibration_batches, seed)
 
 
@@ -153,7 +164,9 @@ def _quantize_weight(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.nd
     return wq, scale
 
 
-def _quantize_tensorrt(model: onnx.ModelProto, calibration_batches: int, seed: int) -> onnx.ModelProto:
+def _quantize_tensorrt(
+    model: onnx.ModelProto, calibration_batches: int, seed: int, weights: str = "int8"
+) -> onnx.ModelProto:
     import onnx
     from onnx import helper, numpy_helper
 
@@ -214,8 +227,14 @@ def _quantize_tensorrt(model: onnx.ModelProto, calibration_batches: int, seed: i
             zp_name = f"{name}_zero_point"
             new_inits.append(numpy_helper.from_array(np.zeros(wq.shape[0], dtype=np.int8), zp_name))
         q_name, scale_name, dq_name = f"{name}_int8", f"{name}_scale", f"{name}_dequantized"
-        new_inits += [numpy_helper.from_array(wq, q_name), numpy_helper.from_array(scale, scale_name)]
+        new_inits.append(numpy_helper.from_array(scale, scale_name))
         attrs = {"axis": axis} if axis is not None else {}
+        if weights == "int8":
+            new_inits.append(numpy_helper.from_array(wq, q_name))
+        else:  # the float weight itself, quantized in the graph
+            pending.setdefault(idx, []).append(
+                helper.make_node("QuantizeLinear", [name, scale_name, zp_name], [q_name], name=f"{name}_Q", **attrs)
+            )
         pending.setdefault(idx, []).append(
             helper.make_node("DequantizeLinear", [q_name, scale_name, zp_name], [dq_name], name=f"{name}_DQ", **attrs)
         )
@@ -382,7 +401,8 @@ def check_tensorrt_qdq(model: onnx.ModelProto) -> list[str]:
     that is not int8, a scale that is not positive, a per-channel scale without
     an explicit ``axis=0`` or on an activation, a DequantizeLinear of an int32
     tensor (quantized bias), and a Q on the output of a weighted layer unless
-    it only feeds elementwise Adds (the residual input of a fused add).
+    every reader of it is an elementwise Add (the residual input of a fused
+    add) or the activation input of the next weighted layer (its input Q).
     """
 
     consts = _constants(model)
@@ -414,7 +434,7 @@ def check_tensorrt_qdq(model: onnx.ModelProto) -> list[str]:
         per_channel = scale is not None and scale.size > 1
         if per_channel and axis != 0:
             problems.append(f"{label}: per-channel scale without an explicit axis=0")
-        if node.op_type == "QuantizeLinear" and per_channel:
+        if node.op_type == "QuantizeLinear" and per_channel and node.input[0] not in consts:
             problems.append(f"{label}: per-channel scale on an activation (activations are per-tensor)")
         if node.op_type == "DequantizeLinear":
             data = consts.get(node.input[0])
@@ -423,8 +443,13 @@ def check_tensorrt_qdq(model: onnx.ModelProto) -> list[str]:
         if node.op_type == "QuantizeLinear":
             src = producer.get(node.input[0])
             if src is not None and src.op_type in WEIGHTED_OPS:
-                users = [c for dq in consumers.get(node.output[0], []) for o in dq.output for c in consumers.get(o, [])]
-                if not users or any(u.op_type != "Add" for u in users):
+                # the output of a weighted layer may carry a Q only where it is the input Q of what reads it: the
+                # residual input of an Add (so the add fuses), or the activation input of the next weighted layer
+                # (a block that ends in a bare conv feeding one that starts with one)
+                dq_outputs = [o for dq in consumers.get(node.output[0], []) for o in dq.output]
+                users = [(c, o) for o in dq_outputs for c in consumers.get(o, [])]
+                allowed = all(u.op_type == "Add" or (u.op_type in WEIGHTED_OPS and u.input[0] == o) for u, o in users)
+                if not users or not allowed:
                     problems.append(
                         f"{label}: quantizes the output of {src.op_type} {src.name!r}; quantize inputs only"
                     )

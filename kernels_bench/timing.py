@@ -6,7 +6,8 @@ timed correctly for its device (a host clock around synchronous CPU runs, CUDA
 events on the runner's own stream on a GPU). The protocol is the same for all:
 
 1. warm up: at least ``warmup_runs`` inferences *and* at least ``warmup_min_ms``
-   of wall time;
+   of wall time (a GPU runner back to back, so its clocks rise as under load;
+   ``profiler.build`` defaults ``warmup_min_ms`` to :data:`GPU_WARMUP_MS` on a GPU);
 2. estimate the time of one inference;
 3. choose an inner loop so that one sample lasts at least ``min_sample_ms`` and at
    least 1000 times the timer's resolution (a kernel shorter than the resolution of
@@ -49,6 +50,23 @@ CLOCKS: tuple[str, ...] = ("host", "cuda_events")
 #: A sample must last at least this many timer resolutions (0.1% quantisation).
 RESOLUTION_FACTOR = 1000
 
+#: Default minimum warm-up of GPU runs, ms of back-to-back work (trtexec warms up 200 ms): an idle GPU's
+#: clocks take that long to rise (345 MHz idle against 1980 MHz under load on an H200).
+GPU_WARMUP_MS = 200.0
+
+#: Length of one back-to-back chunk of a GPU warm-up, ms.
+_GPU_WARMUP_CHUNK_MS = 10.0
+
+
+#: Upper limits of the timing settings: a protocol beyond them would run for days per key, or never end.
+LIMITS: dict[str, float] = {
+    "repeats": 10_000,
+    "warmup_runs": 100_000,
+    "max_inner": 1_000_000,
+    "warmup_min_ms": 600_000.0,  # 10 minutes
+    "min_sample_ms": 60_000.0,  # 1 minute
+}
+
 
 @dataclass
 class TimingSettings:
@@ -63,6 +81,8 @@ class TimingSettings:
         min_sample_ms: minimum duration of one sample, ms (>= 0); short
             inferences are repeated ``inner`` times per sample to reach it.
         max_inner: upper bound of the inner loop (>= 1).
+        cold_l2: GPU runners write a buffer twice the L2 cache's size before each sample, so every
+            sample starts with a cold L2 (default False: L2-warm, as layers of a network see each other).
     """
 
     repeats: int = 30
@@ -71,19 +91,22 @@ class TimingSettings:
     trim: float = 0.1
     min_sample_ms: float = 0.0
     max_inner: int = 1000
+    cold_l2: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first field outside its allowed range."""
-        _check_int("repeats", self.repeats, 1)
-        _check_int("warmup_runs", self.warmup_runs, 0)
-        _check_int("max_inner", self.max_inner, 1)
-        _check_float("warmup_min_ms", self.warmup_min_ms)
-        _check_float("min_sample_ms", self.min_sample_ms)
+        """Raise ``ValueError`` naming the first field outside its allowed range (see :data:`LIMITS`)."""
+        _check_int("repeats", self.repeats, 1, LIMITS["repeats"])
+        _check_int("warmup_runs", self.warmup_runs, 0, LIMITS["warmup_runs"])
+        _check_int("max_inner", self.max_inner, 1, LIMITS["max_inner"])
+        _check_float("warmup_min_ms", self.warmup_min_ms, LIMITS["warmup_min_ms"])
+        _check_float("min_sample_ms", self.min_sample_ms, LIMITS["min_sample_ms"])
         if not _is_number(self.trim) or not 0.0 <= float(self.trim) < 0.5:
             raise ValueError(f"invalid timing setting trim={self.trim!r}: use a fraction with 0 <= trim < 0.5")
+        if not isinstance(self.cold_l2, bool):
+            raise ValueError(f"invalid timing setting cold_l2={self.cold_l2!r}: use true or false")
 
     def inner_loop(self, single_run_ms: float, resolution_ms: float) -> int:
         """Number of back-to-back inferences per sample.
@@ -120,14 +143,14 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"invalid timing setting {name}={value!r}: use an integer >= {minimum}")
+def _check_int(name: str, value: object, minimum: int, maximum: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(f"invalid timing setting {name}={value!r}: use an integer from {minimum} to {maximum:g}")
 
 
-def _check_float(name: str, value: object) -> None:
-    if not _is_number(value) or not math.isfinite(float(value)) or float(value) < 0:  # type: ignore[arg-type]
-        raise ValueError(f"invalid timing setting {name}={value!r}: use a finite number >= 0")
+def _check_float(name: str, value: object, maximum: float) -> None:
+    if not _is_number(value) or not math.isfinite(float(value)) or not 0 <= float(value) <= maximum:  # type: ignore[arg-type]
+        raise ValueError(f"invalid timing setting {name}={value!r}: use a number from 0 to {maximum:g}")
 
 
 # ----- statistics ------------------------------------------------------------
@@ -255,8 +278,11 @@ class Runner(Protocol):
     timer_resolution_ms: float
     clock: str
 
-    def timed(self, iters: int) -> float:
-        """Run ``iters`` back-to-back inferences of the batch; return their total time, ms."""
+    def timed(self, iters: int, *, cold_l2: bool = False) -> float:
+        """Run ``iters`` back-to-back inferences of the batch; return their total time, ms.
+
+        ``cold_l2``: a GPU runner flushes its L2 cache first (host runners ignore it).
+        """
         ...
 
     def close(self) -> None:
@@ -281,6 +307,38 @@ def _estimate_single_run_ms(runner: Runner, settings: TimingSettings) -> float:
         if elapsed >= floor_ms or iters >= settings.max_inner:
             return elapsed / iters
         iters = min(iters * 2, settings.max_inner)
+
+
+def _warm_up(runner: Runner, settings: TimingSettings, reference: Runner | None) -> int:
+    """Warm ``runner`` (and ``reference``) up; returns the inferences run.
+
+    At least ``warmup_runs`` inferences and ``warmup_min_ms`` of wall time. A GPU
+    runner (``clock == "cuda_events"``) warms up back to back, in chunks of about
+    10 ms of GPU work, so its clocks rise as they do under load; a host runner
+    one synchronous inference at a time.
+    """
+    t0 = time.perf_counter()
+
+    def warm() -> bool:
+        return (time.perf_counter() - t0) * 1e3 >= settings.warmup_min_ms
+
+    done = 0
+    if runner.clock != "cuda_events":
+        while done < settings.warmup_runs or not warm():
+            runner.timed(1)
+            if reference is not None:
+                reference.timed(1)
+            done += 1
+        return done
+    one = max(runner.timed(1), 1e-6)
+    done = 1
+    while done < settings.warmup_runs or not warm():
+        chunk = max(1, min(settings.max_inner, math.ceil(_GPU_WARMUP_CHUNK_MS / one)))
+        one = max(runner.timed(chunk) / chunk, 1e-6)
+        if reference is not None:
+            reference.timed(chunk)
+        done += chunk
+    return done
 
 
 def time_runner(
@@ -323,12 +381,7 @@ def time_runner(
             raise ValueError(f"invalid reference_ratio={reference_ratio!r}: use a number > 0")
 
     t_warm = time.perf_counter()
-    warmup_done = 0
-    while warmup_done < settings.warmup_runs or (time.perf_counter() - t_warm) * 1e3 < settings.warmup_min_ms:
-        runner.timed(1)
-        if reference is not None:
-            reference.timed(1)
-        warmup_done += 1
+    warmup_done = _warm_up(runner, settings, reference)
     single_ms = _estimate_single_run_ms(runner, settings)
     inner = settings.inner_loop(single_ms, runner.timer_resolution_ms)
     ref_inner = None
@@ -340,20 +393,29 @@ def time_runner(
         ref_inner = min(max(1, ref_inner), settings.max_inner)
     warmup_s = time.perf_counter() - t_warm
 
+    state = getattr(runner, "device_state", None)
+    before = state() if callable(state) else None
+    cold = settings.cold_l2 and runner.clock == "cuda_events"
     t_timed = time.perf_counter()
     samples: list[float] = []
     ref_samples: list[float] = []
     for _ in range(settings.repeats):
         if reference is not None:
-            ref_samples.append(reference.timed(ref_inner) / ref_inner)
-        samples.append(runner.timed(inner) / inner)
+            ref_samples.append(
+                (reference.timed(ref_inner, cold_l2=True) if cold else reference.timed(ref_inner)) / ref_inner
+            )
+        samples.append((runner.timed(inner, cold_l2=True) if cold else runner.timed(inner)) / inner)
     timed_s = time.perf_counter() - t_timed
+    after = state() if callable(state) else None
 
     stats = summarize(samples, settings.trim)
     run_settings: dict[str, Any] = settings.to_dict()
     run_settings["clock"] = runner.clock
     run_settings["timer_resolution_ms"] = float(runner.timer_resolution_ms)
+    run_settings["l2"] = ("cold" if cold else "warm") if runner.clock == "cuda_events" else "n/a"
     run_settings.update(getattr(runner, "info", {}) or {})
+    if before is not None or after is not None:
+        run_settings["device_state"] = {"before": before, "after": after}
     result = TimingResult(
         samples_ms=samples,
         inner_loop=inner,

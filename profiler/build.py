@@ -47,21 +47,26 @@ from pathlib import Path
 
 from kernels_bench.config import BACKENDS, PRECISIONS, BackendConfig
 from kernels_bench.errors import check_engine_installed
+from kernels_bench.export import default_cache_dir
 from kernels_bench.measure import DEFAULT_DRIFT_REFERENCE
 from profiler import enumeration, sharding
 from profiler.devices import DeviceProfile, check_device, detect_for, get_profile
 from profiler.options import add_backend_arguments, add_timing_arguments, config_from_args, timing_from_args
 from profiler.plan import DEFAULT_CHUNK_SIZE, EXECUTORS, fmt_duration, make_executor, make_plan, print_dry_run
 from profiler.tablebuild import TableJob, build_table, stability_note
-from tables.cli import CliParser, UsageError, run_cli
+from tables.atomic import remove_stale_temporaries
+from tables.cli import CliParser, UsageError, run_cli, text_arg
 from tables.host import logical_cpus, usable_cpus
 from tables.key import parse_key
 from tables.paths import table_filename
 
-#: Largest batch size a build accepts.
+#: Documented limits of the numeric options (a build beyond them would not end, or not fit in memory).
 MAX_BATCH = 4096
-#: Most rounds a build accepts.
 MAX_ROUNDS = 100
+MAX_SAMPLE = 100_000  # architectures of --sample (GPUNet's 132,990 keys are all covered well before)
+MAX_WORKERS = 1024
+MAX_CHUNK_SIZE = 10_000
+MAX_SEED = 2**32 - 1
 
 
 # --------------------------------------------------------------------------- arguments
@@ -82,11 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--backend", choices=BACKENDS, help="default: tensorrt on a GPU device, onnxruntime on cpu")
     src = p.add_argument_group("what to profile (default: the reference networks)")
-    src.add_argument("--space", help="gpunet, genet, or a space file (JSON/YAML): every key of the space")
+    src.add_argument(
+        "--space", type=text_arg, help="gpunet, genet, or a space file (JSON/YAML): every key of the space"
+    )
     src.add_argument("--sample", type=int, help="only the keys of N architectures sampled from --space with Sobol")
     src.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     src.add_argument("--networks", help="comma-separated reference networks (e.g. resnet-50,gpunet-0) or 'all'")
-    src.add_argument("--archs", help="a JSON/YAML file listing architectures: exactly their keys")
+    src.add_argument("--archs", type=text_arg, help="a JSON/YAML file listing architectures: exactly their keys")
     src.add_argument("--limit", type=int, help="profile only the first N keys (smoke runs)")
     t = p.add_argument_group("timing protocol")
     add_timing_arguments(t, defaults=True)
@@ -136,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--shard", help="I/N: measure only shard I of N (numbered from 1) of the keys, e.g. a Slurm array task"
     )
     o = p.add_argument_group("output")
-    o.add_argument("--out", default="tables_out", help="output directory (default: ./tables_out)")
+    o.add_argument("--out", type=text_arg, default="tables_out", help="output directory (default: ./tables_out)")
     o.add_argument(
         "--order",
         choices=("shuffled", "given"),
@@ -214,6 +221,17 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
     if args.rounds > MAX_ROUNDS:
         raise UsageError(f"--rounds {args.rounds} is more than {MAX_ROUNDS}: use at most {MAX_ROUNDS} rounds")
+    if args.sample is not None and not 1 <= args.sample <= MAX_SAMPLE:
+        raise UsageError(
+            f"--sample must be from 1 to {MAX_SAMPLE:,} architectures, got {args.sample}: for every key of the "
+            "space use --space alone"
+        )
+    if args.workers is not None and not 1 <= args.workers <= MAX_WORKERS:
+        raise UsageError(f"--workers must be from 1 to {MAX_WORKERS}, got {args.workers}")
+    if not 1 <= args.chunk_size <= MAX_CHUNK_SIZE:
+        raise UsageError(f"--chunk-size must be from 1 to {MAX_CHUNK_SIZE}, got {args.chunk_size}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be from 0 to {MAX_SEED}, got {args.seed}")
 
 
 # --------------------------------------------------------------------------- main
@@ -225,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     precisions = parse_precisions(args.precision, profile)
     for p in precisions:  # refused here, before any engine is imported or device looked for
         config.check_precision(p)
-    timing = timing_from_args(args)
+    timing = timing_from_args(args, gpu=config.device_kind == "cuda")
     shard = None
     if args.shard is not None:
         shard = sharding.parse_shard(args.shard)
@@ -299,6 +317,7 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as exc:
             raise UsageError(str(exc)) from None
     check_out_dir(out_dir)
+    remove_stale_temporaries(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
     assert detected is not None
     if not keys:
         print(f"shard {shard[0]}/{shard[1]} holds none of the {len(source.keys)} keys: its tables stay empty")
@@ -336,11 +355,13 @@ def run(args: argparse.Namespace) -> int:
                 f"{outcome.path}: {ok} ok, {len(failures)} failed; measured {outcome.measured} now in "
                 f"{fmt_duration(wall)}{rate}"
             )
+            if failures:
+                print(f"  failed: {outcome.summary()}")
             note = stability_note(outcome.path)
             if note:
                 print(note)
-            for k, msg in failures[:10]:
-                print(f"  failed {k}: {msg}")
+            for k, kind, msg in failures[:10]:
+                print(f"  failed ({kind}) {k}: {msg}")
             if len(failures) > 10:
                 print(f"  ... and {len(failures) - 10} more (see the table's error column)")
             any_failed = any_failed or bool(failures)

@@ -33,9 +33,29 @@ def unique_keys(key_lists: Iterable[Iterable[BlockKey]]) -> list[BlockKey]:
     return list(seen)
 
 
+#: Most keys a whole-space enumeration may hold (GENet-normal has 763,848; each key takes about 1 KB in memory).
+MAX_SPACE_KEYS = 2_000_000
+
+
+def check_space_size(sp: StagedSpace, limit: int = MAX_SPACE_KEYS) -> int:
+    """The space's key-count bound, counted arithmetically; a usage error naming what to narrow above ``limit``."""
+    bound, per_stage = sp.key_count_bound()
+    if bound > limit:
+        worst = max(range(len(per_stage)), key=per_stage.__getitem__)
+        st = sp.stages[worst]
+        raise UsageError(
+            f"space {sp.name} has up to {bound:,} keys, more than the {limit:,} a build enumerates; its stage "
+            f"{worst} ({st.block}) alone gives up to {per_stage[worst]:,}: narrow that stage's choices (filters, "
+            "kernels, expansions, SE, activations) or the resolutions, or profile a sample (--sample N)"
+        )
+    return bound
+
+
 def keys_for_space(space: str | Path | StagedSpace) -> list[BlockKey]:
-    """Every key of a whole space (exact), sorted by key string."""
-    return sorted(resolve_space(space).space_keys(), key=str)
+    """Every key of a whole space (exact), sorted by key string; refused above :data:`MAX_SPACE_KEYS`."""
+    sp = resolve_space(space)
+    check_space_size(sp)
+    return sorted(sp.space_keys(), key=str)
 
 
 def architectures_for_sample(space: str | Path | StagedSpace, n: int, seed: int = 0) -> list[Architecture]:
@@ -151,10 +171,12 @@ def collect_keys(
 
 
 __all__ = [
+    "MAX_SPACE_KEYS",
     "KeySource",
     "architectures_for_archs_file",
     "architectures_for_networks",
     "architectures_for_sample",
+    "check_space_size",
     "collect_keys",
     "keys_for_archs_file",
     "keys_for_networks",

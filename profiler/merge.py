@@ -6,13 +6,19 @@ Examples::
     python -m profiler.merge old.parquet new.parquet run2/cpu_onnxruntime_fp32_b1.parquet.parts --out merged.parquet
 
 Inputs are table files, or folders of parts (``<table>.parquet.parts/``) left by
-a build that did not finish. They must describe the same table: same device
-profile, backend, engine version, precision and batch; otherwise the merge is
-refused (``--force`` merges anyway and says what differs). Tables built with
-``--drift-correct`` must share the drift reference graph too; each brought its
-keys to its own reference speed, so the rows of every other input are brought
-to the first input's (latency x first reference / its reference), and the merge
-says so.
+a build that did not finish. They must have been measured with the same
+settings -- every setting that changes a number (:mod:`tables.settings`): device
+and its model, backend and every backend setting (threads, pinning, provider,
+builder options, ...), engine and version, precision, batch, timing protocol,
+rounds, opset, drift reference graph. Otherwise the merge is refused in one line
+naming each differing setting with both values; ``--force`` merges anyway, and
+then every row keeps the fingerprint of the settings it was measured with
+(column ``settings_id``; metadata ``settings_by_id`` and ``merge_forced``), so
+the mix stays visible in the table. Tables built with ``--drift-correct`` each
+brought their keys to their own reference speed, so the rows of every other
+input are brought to the first input's (latency x first reference / its
+reference), and the merge says so. Every input is read with the table reader's
+row checks: a NaN, infinite or negative "ok" row refuses the input.
 
 A key found more than once keeps one row: an ok row beats a failed one; among ok
 rows the one with the lower coefficient of variation (cv) wins; among failed rows
@@ -35,8 +41,9 @@ from typing import Any
 
 import pandas as pd
 
-from tables.cli import CliParser, run_cli
+from tables.cli import CliParser, run_cli, text_arg
 from tables.schema import STATUS_OK, empty_frame, read_table, utc_now, write_table
+from tables.settings import describe, differences, settings_id, table_settings
 from tables.store import dedup_rows
 
 #: Conflicts printed in full; the rest are counted.
@@ -99,16 +106,8 @@ class MergeReport:
 
 # --------------------------------------------------------------------------- inputs
 def identity(md: dict[str, Any]) -> dict[str, Any]:
-    """What must agree between merged tables: device profile, backend, engine version, precision, batch."""
-    engine = md.get("engine") or {}
-    return {
-        "device": md.get("device_profile"),
-        "backend": md.get("backend"),
-        "engine version": engine.get("version") if isinstance(engine, dict) else None,
-        "precision": md.get("precision"),
-        "batch": md.get("batch"),
-        "drift reference": (md.get("drift_reference") or {}).get("key"),
-    }
+    """What must agree between merged tables: every setting that changes a number (see :mod:`tables.settings`)."""
+    return table_settings(md)
 
 
 def reference_ms(md: dict[str, Any]) -> float | None:
@@ -137,19 +136,18 @@ def load_source(path: str | Path) -> Source:
 
 
 def check_identities(sources: Sequence[Source], force: bool) -> list[str]:
-    """The differences between the inputs' identities; ``MergeRefused`` for any unless ``force``."""
-    first = identity(sources[0].metadata)
+    """The settings in which the inputs differ from the first; ``MergeRefused`` for any unless ``force``."""
     diffs: list[str] = []
     for src in sources[1:]:
-        other = identity(src.metadata)
-        for name, value in first.items():
-            if other[name] != value:
-                diffs.append(f"{name} {value!r} in {sources[0].label} vs {other[name]!r} in {src.label}")
+        found = differences(sources[0].metadata, src.metadata)
+        if found:
+            diffs.append(f"{describe(found)} ({sources[0].label} vs {src.label})")
     if diffs and not force:
         raise MergeRefused(
-            f"the inputs describe different tables ({diffs[0]}"
-            + (f"; and {len(diffs) - 1} more differences" if len(diffs) > 1 else "")
-            + "): merge only tables of one target, or pass --force"
+            f"the inputs were measured with different settings: {diffs[0]}"
+            + (f"; and {len(diffs) - 1} more inputs differ" if len(diffs) > 1 else "")
+            + "; merge only tables of one target and settings, or pass --force to merge them with each row "
+            "keeping its settings id"
         )
     return diffs
 
@@ -260,13 +258,14 @@ def merge_sources(sources: Sequence[Source], *, force: bool = False) -> tuple[pd
             "shard": s.metadata.get("shard"),
             "host": s.metadata.get("host"),
             "created_at": s.metadata.get("created_at"),
-            **identity(s.metadata),
+            "settings_id": settings_id(s.metadata),
         }
         for s in sources
     ]
     metadata["merged_at"] = utc_now().isoformat()
     if report.identity_differences:
         metadata["merge_forced"] = report.identity_differences
+        metadata["settings_by_id"] = {settings_id(s.metadata): table_settings(s.metadata) for s in sources}
     if report.rescaled:
         metadata["merge_rescaled"] = report.rescaled
     return merged, metadata, report
@@ -294,10 +293,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m profiler.merge",
         description="Merge shards, tables and part folders of one target into one latency table.",
     )
-    p.add_argument("inputs", nargs="+", metavar="PARTS", help="table files (.parquet) or part folders (.parquet.parts)")
-    p.add_argument("--out", required=True, help="the merged table (.parquet)")
     p.add_argument(
-        "--force", action="store_true", help="merge tables of different device, backend, engine, precision or batch"
+        "inputs",
+        nargs="+",
+        type=text_arg,
+        metavar="PARTS",
+        help="table files (.parquet) or part folders (.parquet.parts)",
+    )
+    p.add_argument("--out", type=text_arg, required=True, help="the merged table (.parquet)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="merge tables measured with different settings; each row keeps the id of its settings",
     )
     return p
 

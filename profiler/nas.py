@@ -39,7 +39,8 @@ import numpy as np
 import pandas as pd
 
 from profiler.spaces import resolve_space
-from tables.cli import CliParser, UsageError, run_cli
+from tables.cli import CliParser, UsageError, run_cli, text_arg
+from tables.cost import key_cost
 from tables.key import BlockKey
 from tables.paths import missing_archs_path
 
@@ -148,38 +149,12 @@ def screen(table, space: Any, n: int, seed: int = 0, *, calibrated: bool = True)
 
 
 # --------------------------------------------------------------------------- synthetic table
-def macs(key: BlockKey) -> int:
-    """A rough multiply-accumulate count of one block (convolutions and classifier only, batch 1)."""
-    oh, ow = key.out_hw
-    mid = key.mid_channels
-    k2 = key.k * key.k
-    out_px = oh * ow
-    b = key.block
-    if b == "irb":
-        n = key.cin * mid * key.h * key.w + mid * k2 * out_px + mid * key.cout * out_px
-        return n + (mid * max(1, mid // 4) * 2 if key.se else 0)
-    if b == "fused_irb":
-        n = key.cin * mid * k2 * out_px + mid * key.cout * out_px
-        return n + (mid * max(1, mid // 4) * 2 if key.se else 0)
-    if b == "xx":
-        return key.cin * mid * k2 * out_px + mid * key.cout * k2 * out_px
-    if b == "bl":
-        return key.cin * mid * key.h * key.w + mid * mid * k2 * out_px + mid * key.cout * out_px
-    if b == "dw":
-        return key.cin * mid * key.h * key.w + mid * k2 * out_px + mid * key.cout * out_px
-    if b == "tail":
-        return key.cin * key.cout * key.h * key.w + key.cout * 1000
-    if b == "pool_fc":
-        return key.cin * key.cout
-    if b == "conv_pool":
-        ch, cw = -(-key.h // key.s), -(-key.w // key.s)
-        return key.cin * key.cout * k2 * ch * cw
-    return key.cin * key.cout * k2 * out_px
-
-
 def synthetic_latency_ms(key: BlockKey) -> float:
-    """Synthetic latency of a key: ``0.01 + 0.5 * GMACs`` ms (a fixed formula, not a measurement)."""
-    return SYNTHETIC_BASE_MS + SYNTHETIC_MS_PER_GMAC * macs(key) / 1e9
+    """Synthetic latency of a key: ``0.01 + 0.5 * GMACs`` ms per image (a fixed formula, not a measurement).
+
+    GMACs: the key's multiply-accumulates per image (:func:`tables.cost.key_cost`), in billions.
+    """
+    return SYNTHETIC_BASE_MS + SYNTHETIC_MS_PER_GMAC * key_cost(key).macs / 1e9
 
 
 def synthetic_table(keys: Iterable[BlockKey]):  # -> tables.table.LatencyTable
@@ -233,6 +208,10 @@ def synthetic_table(keys: Iterable[BlockKey]):  # -> tables.table.LatencyTable
 
 
 # --------------------------------------------------------------------------- CLI
+#: Most candidates one screening samples: 41 int64 columns each, about 1.6 GB of encodings at the limit.
+MAX_CANDIDATES = 5_000_000
+
+
 def parse_budgets(text: str) -> list[float]:
     """``"0.5,1,2"`` -> ``[0.5, 1.0, 2.0]``; one-line :class:`UsageError` on bad input."""
     out = []
@@ -258,13 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m profiler.nas",
         description="Sample candidates of a search space, predict them from a latency table, count them per budget.",
     )
-    p.add_argument("--table", required=True, help="latency table (.parquet or a folder) from profiler.build")
-    p.add_argument("--space", default="gpunet", help="gpunet, genet, genet-light/normal/large or a space file")
+    p.add_argument(
+        "--table", type=text_arg, required=True, help="latency table (.parquet or a folder) from profiler.build"
+    )
+    p.add_argument(
+        "--space", type=text_arg, default="gpunet", help="gpunet, genet, genet-light/normal/large or a space file"
+    )
     p.add_argument("--sample", type=int, required=True, help="number of Sobol-sampled candidates")
     p.add_argument("--seed", type=int, default=0, help="Sobol seed (default 0)")
     p.add_argument("--budgets", required=True, help="comma-separated latency budgets, ms per batch (e.g. 0.5,1,2)")
     p.add_argument("--uncalibrated", action="store_true", help="raw block sums, without the table's calibration")
-    p.add_argument("--out", help="write the candidates within the largest budget to this Parquet file")
+    p.add_argument("--out", type=text_arg, help="write the candidates within the largest budget to this Parquet file")
     return p
 
 
@@ -298,8 +281,11 @@ def run(args: argparse.Namespace) -> int:
     from tables.table import LatencyTable, MissingKeysError
 
     budgets = parse_budgets(args.budgets)
-    if args.sample <= 0:
-        raise UsageError(f"--sample must be a positive number of candidates, got {args.sample}")
+    if not 1 <= args.sample <= MAX_CANDIDATES:
+        raise UsageError(
+            f"--sample must be from 1 to {MAX_CANDIDATES:,} candidates, got {args.sample}: screen larger sets in "
+            "several runs with other --seed values"
+        )
     table_path = Path(args.table)
     if not table_path.exists():
         raise UsageError(f"latency table not found: {table_path}; build it with python -m profiler.build")

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from kernels_bench.config import FIELDS, BackendConfig, parse_cpus
-from kernels_bench.timing import TimingSettings
-from tables.cli import UsageError
+from kernels_bench.timing import GPU_WARMUP_MS, TimingSettings
+from tables.cli import UsageError, text_arg
 
 #: Flag -> field of :class:`TimingSettings`.
 TIMING_FLAGS: dict[str, str] = {
@@ -27,6 +27,7 @@ TIMING_FLAGS: dict[str, str] = {
     "warmup_ms": "warmup_min_ms",
     "trim": "trim",
     "min_sample_ms": "min_sample_ms",
+    "cold_l2": "cold_l2",
 }
 
 
@@ -56,11 +57,25 @@ def add_timing_arguments(group: argparse._ArgumentGroup, *, defaults: bool) -> N
         f"(default {d.min_sample_ms:g}: only the timer's resolution sets it); longer samples average out a noisy "
         "machine",
     )
+    group.add_argument(
+        "--cold-l2",
+        action="store_const",
+        const=True,
+        default=False if defaults else None,
+        help="GPU: flush the L2 cache before every sample (default: L2-warm, as inside a network; recorded)",
+    )
 
 
-def timing_from_args(args: argparse.Namespace, base: Mapping[str, Any] | None = None) -> TimingSettings:
-    """The timing protocol of the flags; a flag left ``None`` keeps ``base``'s value (a table's ``timing``)."""
+def timing_from_args(
+    args: argparse.Namespace, base: Mapping[str, Any] | None = None, *, gpu: bool = False
+) -> TimingSettings:
+    """The timing protocol of the flags; a flag left ``None`` keeps ``base``'s value (a table's ``timing``).
+
+    Without a base, ``--warmup-ms`` defaults to :data:`~kernels_bench.timing.GPU_WARMUP_MS` when ``gpu``.
+    """
     values = dict(base or {})
+    if base is None and gpu:
+        values["warmup_min_ms"] = GPU_WARMUP_MS
     for flag, name in TIMING_FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None:
@@ -77,14 +92,18 @@ def add_backend_arguments(group: argparse._ArgumentGroup) -> None:
         if f.name == "threads":
             group.add_argument(f.flag, type=int, default=1, help=f.help)
         elif f.name == "cpus":
-            group.add_argument(f.flag, help=f.help + "; with --executor local each worker gets its own share")
+            group.add_argument(
+                f.flag, type=text_arg, help=f.help + "; with --executor local each worker gets its own share"
+            )
         elif f.name == "opt_level":
             group.add_argument(f.flag, type=int, help=f.help)
         elif f.name == "strongly_typed":
             group.add_argument(f.flag, action="store_const", const=True, default=None, help=f.help)
         else:
             group.add_argument(f.flag, action="store_true", help=f.help)
-    group.add_argument("--cache-dir", help="where exported ONNX graphs and the TensorRT timing caches are kept")
+    group.add_argument(
+        "--cache-dir", type=text_arg, help="where exported ONNX graphs and the TensorRT timing caches are kept"
+    )
 
 
 def cpus_from_text(text: str | None) -> tuple[int, ...]:
@@ -108,6 +127,7 @@ def config_from_args(args: argparse.Namespace, backend: str, device: str) -> Bac
             opt_level=args.opt_level,
             strongly_typed=args.strongly_typed,
             cuda_graphs=args.cuda_graphs,
+            tf32=args.tf32,
             compile=args.compile,
             cache_dir=args.cache_dir,
         )

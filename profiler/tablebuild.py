@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from kernels_bench.config import BackendConfig
 from profiler.devices import DeviceProfile
-from tables.cli import UsageError
+from tables.atomic import remove_stale_temporaries
+from tables.errors import PERMANENT, TRANSIENT, error_text
 from tables.key import BlockKey
-from tables.paths import lock_path, rounds_dir
+from tables.paths import lock_path, parts_dir, rounds_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -90,11 +91,37 @@ class TableJob:
 
 @dataclass
 class BuildOutcome:
-    """What :func:`build_table` did: the table written, keys measured now, and every failure of the table's keys."""
+    """What :func:`build_table` did: the table written, keys measured now, and every failure of the table's keys
+    (``(key, kind, error)``, kind ``transient`` or ``permanent``)."""
 
     path: Path
     measured: int
-    failures: list[tuple[str, str]]
+    failures: list[tuple[str, str, str]]
+
+    def summary(self) -> str:
+        """``"2 failed: 1 transient (disk full: /out/x.onnx), 1 permanent"``-like words for the failures, or ``""``."""
+        if not self.failures:
+            return ""
+        kinds = {}
+        for _, kind, error in self.failures:
+            kinds.setdefault(kind, []).append(error)
+        parts = []
+        for kind in (TRANSIENT, PERMANENT):
+            errors = kinds.get(kind)
+            if not errors:
+                continue
+            paths = sorted({p for e in errors for p in _paths_in(e)})
+            where = f" ({', '.join(paths[:3])}{' ...' if len(paths) > 3 else ''})" if paths else ""
+            rerun = "a plain rerun measures them again" if kind == TRANSIENT else "--retry-failed measures them again"
+            parts.append(f"{len(errors)} {kind}{where}: {rerun}")
+        return "; ".join(parts)
+
+
+def _paths_in(error: str) -> list[str]:
+    """File paths an OS error's text names (``...: '/path'``)."""
+    import re
+
+    return re.findall(r"'(/[^']+)'", error)
 
 
 def floor_shape(keys: Sequence[BlockKey], batch: int) -> tuple[int, ...]:
@@ -127,38 +154,6 @@ def round_places(out_dir: Path, name: str, rounds: int) -> list[tuple[Path, str]
     if rounds == 1:
         return [(out_dir, name)]
     return [(rounds_dir(out_dir, name), f"round-{r + 1}.parquet") for r in range(rounds)]
-
-
-def check_rounds(previous: Mapping[str, Any] | None, rounds: int, table: Path) -> None:
-    """Refuse resuming a table with another number of rounds than it was built with."""
-    if previous is None:
-        return
-    stored = int(previous.get("rounds") or 1)
-    if stored != rounds:
-        raise UsageError(
-            f"{table} was built with --rounds {stored}; this build asks for {rounds}: "
-            "repeat the original options or choose another --out"
-        )
-
-
-def check_drift_reference(
-    previous: Mapping[str, Any] | None, drift_reference: str | None, table: Path
-) -> dict[str, Any] | None:
-    """The stored ``drift_reference`` entry when resuming ``table``; refuses a build that changes it.
-
-    Keys brought to one reference speed and keys measured without one (or with
-    another reference graph) cannot share a table.
-    """
-    if previous is None:
-        return None
-    stored = previous.get("drift_reference")
-    if (stored is None) != (drift_reference is None) or (stored and stored.get("key") != drift_reference):
-        was = f"with drift reference {stored.get('key')}" if stored else "without --drift-correct"
-        now = f"with drift reference {drift_reference}" if drift_reference else "without --drift-correct"
-        raise UsageError(
-            f"{table} was built {was}; this build is {now}: repeat the original options or choose another --out"
-        )
-    return dict(stored) if stored else None
 
 
 def drift_summary(drift: Mapping[str, Any], rows: pd.DataFrame) -> dict[str, Any]:
@@ -251,7 +246,8 @@ def build_command(metadata: Mapping[str, Any], archs_file: Path | str, out_dir: 
     defaults = TimingSettings().to_dict()
     for flag, name in TIMING_FLAGS.items():
         if name in timing and timing[name] != defaults.get(name):
-            parts.append(f"--{flag.replace('_', '-')} {timing[name]:g}")
+            value = timing[name]
+            parts.append(f"--{flag.replace('_', '-')}" + ("" if isinstance(value, bool) else f" {value:g}"))
     drift = metadata.get("drift_reference")
     if drift:
         parts.append(f"--drift-correct --drift-reference {drift['key']}")
@@ -291,6 +287,26 @@ def table_metadata(job: TableJob, info: Mapping[str, Any], floor: Any, drift: An
     )
 
 
+def measure_floor_or_warn(executor: Executor, job: TableJob, keys: Sequence[BlockKey]) -> dict[str, Any] | None:
+    """The table's floor entry, or ``None`` with a warning when the identity graph cannot be timed.
+
+    The floor only serves the ``floor_linear`` calibration; a table without one
+    is complete, so its keys are measured whatever happens to the floor.
+    """
+    shape = floor_shape(job.floor_keys or keys, job.batch)
+    try:
+        return executor.floor(shape, job.batch, job.precision)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        print(
+            f"warning: the backend floor (an identity graph of shape {list(shape)}) could not be timed: "
+            f"{error_text(exc)}; the table gets no floor, the keys are measured anyway",
+            file=sys.stderr,
+        )
+        return None
+
+
 def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> BuildOutcome:
     """Measure the missing keys of one table; returns the table's path, keys measured now and failures.
 
@@ -309,41 +325,49 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
     counts key measurements made now (keys x rounds).
     """
     from tables.schema import apply_drift_correction, write_table
-    from tables.store import BuildLock, PartStore, combine_rounds
+    from tables.store import BuildLock, PartStore, check_same_identity, combine_rounds
 
     out_dir, name, rounds = job.out_dir, job.table_name, job.rounds
     keys = list(job.keys)
     with BuildLock(lock_path(out_dir, name)):
+        # what killed writes left behind (temporary files of dead processes) goes first
+        for folder in (out_dir, parts_dir(out_dir, name), *(d for d, _ in round_places(out_dir, name, rounds))):
+            remove_stale_temporaries(folder)
         final = PartStore(out_dir, name, None)
         # one round: the table itself; several: one store per round, combined into the table at the end
         stores = [final] if rounds == 1 else [PartStore(d, f, None) for d, f in round_places(out_dir, name, rounds)]
         previous = final.metadata() or stores[0].metadata()
-        check_rounds(previous, rounds, job.path)
-        drift = check_drift_reference(previous, job.drift_reference, job.path)
+        drift = (previous or {}).get("drift_reference")
+        if previous is not None:  # every setting that changes a number must be the table's (before any work)
+            same_graph = drift and drift.get("key") == job.drift_reference
+            asked = (
+                drift if same_graph else ({"key": job.drift_reference, "ratio": 1.0} if job.drift_reference else None)
+            )
+            candidate = table_metadata(job, info, previous.get("floor"), asked)
+            check_same_identity(previous, candidate, f"the existing table {job.path}", "this build")
         statuses = [store.done_keys() for store in stores]
         wanted = [str(k) for k in keys]
 
         def pending(r: int, skip: set[str]) -> list[BlockKey]:
+            # missing keys, keys whose failure was the machine's (a plain rerun measures them again), and with
+            # --retry-failed the permanent failures too
             status = statuses[r]
-            return [
-                k
-                for k, text in zip(keys, wanted)
-                if text not in skip and (text not in status or (job.retry_failed and status[text] == "failed"))
-            ]
+            redo = {TRANSIENT, "failed"} if job.retry_failed else {TRANSIENT}
+            return [k for k, text in zip(keys, wanted) if text not in skip and status.get(text, TRANSIENT) in redo]
 
-        # a key that failed in a round is not measured in the later ones (unless --retry-failed)
+        # a key that failed for good in a round is not measured in the later ones (unless --retry-failed)
         failed_before = set() if job.retry_failed else {k for st in statuses for k, v in st.items() if v == "failed"}
         plan = [len(pending(r, failed_before)) for r in range(rounds)]
         planned = sum(plan)
         floor = (previous or {}).get("floor")
         if floor is None and planned:
-            floor = executor.floor(floor_shape(job.floor_keys or keys, job.batch), job.batch, job.precision)
+            floor = measure_floor_or_warn(executor, job, keys)
         if job.drift_reference is not None and drift is None and planned:
             drift = executor.reference(job.batch, job.precision)
         metadata = table_metadata(job, info, floor, drift)
         for store in stores:
             store.set_metadata(metadata)
-        failures: dict[str, str] = {}
+        failures: dict[str, tuple[str, str]] = {}
         measured = 0
         bar = None
         label = f"{job.precision} b{job.batch}" + (f" x{executor.workers}" if executor.workers > 1 else "")
@@ -364,8 +388,8 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
                     store.append(rows)
                     for row in rows:
                         if row["status"] == "failed":
-                            failures.setdefault(row["key"], row["error"])
-                            if not job.retry_failed:
+                            failures[row["key"]] = (row.get("failure_kind") or PERMANENT, row["error"])
+                            if not job.retry_failed and row.get("failure_kind") != TRANSIENT:
                                 failed_before.add(row["key"])
                     if bar is not None:
                         bar.set_postfix_str(rows[-1]["block"], refresh=False)
@@ -387,13 +411,15 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
                 all_rows = pd.concat(per_round, ignore_index=True)
                 table_md = {**table_md, "drift_reference": drift_summary(drift, all_rows)}
             path = write_table(combine_rounds(per_round), job.path, table_md)
-        # failures of earlier runs that were not retried still count for the summary
+        # permanent failures of earlier runs that were not retried still count for the summary
         wanted_set = set(wanted)
         for status in statuses:
             for k, st in status.items():
                 if st == "failed" and not job.retry_failed and k in wanted_set:
-                    failures.setdefault(k, "failed in an earlier run (use --retry-failed to measure it again)")
-        return BuildOutcome(path, measured, list(failures.items()))
+                    failures.setdefault(
+                        k, (PERMANENT, "failed in an earlier run (use --retry-failed to measure it again)")
+                    )
+        return BuildOutcome(path, measured, [(k, kind, error) for k, (kind, error) in failures.items()])
 
 
 __all__ = [
@@ -402,8 +428,6 @@ __all__ = [
     "TableJob",
     "build_command",
     "build_table",
-    "check_drift_reference",
-    "check_rounds",
     "done_counts",
     "drift_summary",
     "floor_shape",

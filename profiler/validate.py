@@ -69,7 +69,7 @@ from profiler.devices import check_device, detect_for, get_profile
 from profiler.options import add_timing_arguments, cpus_from_text, timing_from_args
 from profiler.spaces import Architecture
 from profiler.tablebuild import build_command
-from tables.cli import CliParser, UsageError, WorkFailed, run_cli
+from tables.cli import CliParser, UsageError, WorkFailed, run_cli, text_arg
 from tables.errors import error_text
 from tables.paths import calibration_path, missing_archs_path, table_filename, validation_path
 from tables.table import write_archs_file
@@ -133,20 +133,26 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m profiler.validate",
         description="Time whole networks end to end, compare with the table's block sums, fit and save a calibration.",
     )
-    p.add_argument("--table", required=True, help="latency table (.parquet) from python -m profiler.build")
+    p.add_argument(
+        "--table", type=text_arg, required=True, help="latency table (.parquet) from python -m profiler.build"
+    )
     src = p.add_argument_group("networks (default: those the table was built for)")
     src.add_argument("--networks", help="comma-separated reference networks (e.g. resnet-50,gpunet-0) or 'all'")
     src.add_argument("--sample", type=int, help="N architectures sampled from --space with Sobol")
-    src.add_argument("--space", help="space of --sample: gpunet, genet, genet-light/normal/large or a space file")
+    src.add_argument(
+        "--space", type=text_arg, help="space of --sample: gpunet, genet, genet-light/normal/large or a space file"
+    )
     src.add_argument("--seed", type=int, default=0, help="seed of --sample and of the fit/holdout split (default 0)")
-    src.add_argument("--archs", help="a JSON/YAML file listing architectures")
+    src.add_argument("--archs", type=text_arg, help="a JSON/YAML file listing architectures")
     p.add_argument(
         "--holdout",
         type=float,
         default=0.3,
         help="share of the networks held out from the calibration fit and reported on (0 <= f < 1, default 0.3)",
     )
-    p.add_argument("--out", help="validation Parquet file (default: <table>.validation.parquet next to the table)")
+    p.add_argument(
+        "--out", type=text_arg, help="validation Parquet file (default: <table>.validation.parquet next to the table)"
+    )
     t = p.add_argument_group("timing protocol (default: the table's)")
     add_timing_arguments(t, defaults=False)
     t.add_argument(
@@ -169,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-save-calibration", action="store_true", help="do not write <table>.calibration.json next to the table"
     )
-    p.add_argument("--cache-dir", help="where exported ONNX graphs (and the TensorRT timing cache) are kept")
+    p.add_argument(
+        "--cache-dir", type=text_arg, help="where exported ONNX graphs (and the TensorRT timing cache) are kept"
+    )
     p.add_argument("--force-device", action="store_true", help="validate even if the GPU does not match the table")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p

@@ -46,15 +46,43 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+#: Test hook: ``POINT`` or ``POINT:N`` kills this process (SIGKILL) at the N-th (default first) pass through
+#: a named write point (see :func:`fault_point`). Points: ``lock`` (a build lock just taken), ``part`` (a
+#: part written, not yet renamed), ``compact`` (the compacted table written, not yet renamed), ``rename``
+#: (the compacted table renamed, its parts not yet deleted).
+FAULT_ENV = "LATENCY_FAULT_KILL_AT"
+
+_fault_hits: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """Die here, as a power cut or ``kill -9`` would, when :data:`FAULT_ENV` names this point (tests)."""
+    wanted = os.environ.get(FAULT_ENV)
+    if not wanted:
+        return
+    point, _, nth = wanted.partition(":")
+    if point != name:
+        return
+    _fault_hits[name] = _fault_hits.get(name, 0) + 1
+    if _fault_hits[name] >= int(nth or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, fault: str | None = None) -> Iterator[Path]:
     """Write ``path`` atomically: yields the temporary path to write; on a clean exit it replaces ``path``.
 
     The parent folder is created. On an exception the temporary file is removed
-    and ``path`` is left as it was::
+    and ``path`` is left as it was; an ``OSError`` without a file name (a full
+    disk while writing) gets ``path`` as its file name, so its message names it::
 
         with atomic_path(out) as tmp:
             pyarrow.parquet.write_table(table, tmp)
+
+    ``fault`` names the write point (see :func:`fault_point`) passed between the
+    write and the rename.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +90,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_file(tmp)
+        if fault is not None:
+            fault_point(fault)
         os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -118,7 +153,9 @@ def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
 
 
 __all__ = [
+    "FAULT_ENV",
     "atomic_path",
+    "fault_point",
     "fsync_dir",
     "pid_alive",
     "remove_stale_temporaries",

@@ -38,8 +38,10 @@ import numpy as np
 from scipy.optimize import lsq_linear
 
 from tables.atomic import write_text
+from tables.errors import one_line
 from tables.metrics import accuracy_metrics
 from tables.schema import utc_now
+from tables.settings import settings_id
 
 #: Calibration models, simplest first (ties in cross-validated error go to the simpler one).
 MODELS: tuple[str, ...] = ("none", "linear", "floor_linear", "per_type", "io_linear")
@@ -49,6 +51,23 @@ TABLE_IDENTITY: tuple[str, ...] = ("device_profile", "backend", "precision", "ba
 
 CALIBRATION_KIND = "latency_calibration"
 CALIBRATION_VERSION = 1
+
+#: Sane ranges of a calibration's parameters, (low, high) inclusive: a value outside is a damaged or
+#: hand-edited file, refused instead of applied (the fit never gives one: a > 0, latencies positive).
+LIMITS: dict[str, tuple[float, float]] = {
+    "a": (1e-3, 100.0),  # slope, no unit
+    "b": (-1e6, 1e6),  # intercept, ms per batch
+    "io_ms_per_mel": (-1e4, 1e4),  # ms per batch per million elements
+    "floor_ms": (0.0, 1e6),  # ms per batch per block
+    "type_scale": (0.0, 100.0),  # per block type, no unit
+}
+
+
+def _check_range(name: str, value: Any, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"calibration {name}={value!r} is not a finite number: fit it again")
+    if not low <= value <= high:
+        raise ValueError(f"calibration {name}={value!r} is outside the sane range {low:g}..{high:g}: fit it again")
 
 
 @dataclass
@@ -86,6 +105,15 @@ class Calibration:
             raise ValueError(f"unknown calibration model {self.model!r}: use one of {', '.join(MODELS)}")
         if self.model == "floor_linear" and (self.floor_ms is None or not math.isfinite(self.floor_ms)):
             raise ValueError("calibration model floor_linear needs floor_ms (the backend floor, ms per batch)")
+        _check_range("a", self.a, *LIMITS["a"])
+        _check_range("b", self.b, *LIMITS["b"])
+        _check_range("io_ms_per_mel", self.io_ms_per_mel, *LIMITS["io_ms_per_mel"])
+        if self.floor_ms is not None:
+            _check_range("floor_ms", self.floor_ms, *LIMITS["floor_ms"])
+        for block, scale in self.type_scales.items():
+            _check_range(f"type_scales[{block}]", scale, *LIMITS["type_scale"])
+        if isinstance(self.n_fit, bool) or not isinstance(self.n_fit, int) or self.n_fit < 0:
+            raise ValueError(f"calibration n_fit={self.n_fit!r} is not a count of networks")
 
     @property
     def needs_block_counts(self) -> bool:
@@ -159,7 +187,8 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
-        """Inverse of :meth:`to_dict`; raises ``ValueError`` on a document of another kind or version."""
+        """Inverse of :meth:`to_dict`; ``ValueError`` on a document of another kind or version, or one whose
+        values are not numbers in their sane ranges (:data:`LIMITS`)."""
         if not isinstance(data, Mapping) or data.get("kind") != CALIBRATION_KIND:
             raise ValueError(f"not a calibration document (kind must be {CALIBRATION_KIND!r})")
         if data.get("version") != CALIBRATION_VERSION:
@@ -173,11 +202,11 @@ class Calibration:
             b=float(data.get("b", 0.0)),
             floor_ms=None if data.get("floor_ms") is None else float(data["floor_ms"]),
             io_ms_per_mel=float(data.get("io_ms_per_mel") or 0.0),
-            type_scales={str(k): float(v) for k, v in (data.get("type_scales") or {}).items()},
-            table=dict(data.get("table") or {}),
-            n_fit=int(data.get("n_fit", 0)),
-            cv_mape_pct={str(k): float(v) for k, v in (data.get("cv_mape_pct") or {}).items()},
-            accuracy={str(k): dict(v) for k, v in (data.get("accuracy") or {}).items()},
+            type_scales={str(k): float(v) for k, v in _mapping(data, "type_scales").items()},
+            table=dict(_mapping(data, "table")),
+            n_fit=_count(data.get("n_fit", 0), "n_fit"),
+            cv_mape_pct={str(k): float(v) for k, v in _mapping(data, "cv_mape_pct").items()},
+            accuracy={str(k): dict(v) for k, v in _mapping(data, "accuracy").items()},
             created_at=str(data.get("created_at", "")),
         )
 
@@ -188,30 +217,50 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Calibration:
-        """Read a calibration JSON file; one-line ``ValueError`` when it is missing or malformed."""
+        """Read a calibration JSON file; one-line ``ValueError`` when it is missing, unreadable or malformed."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ValueError(f"calibration file not found: {path}") from None
+        except IsADirectoryError:
+            raise ValueError(f"calibration path {path} is a folder, not a calibration file") from None
+        except OSError as exc:
+            raise ValueError(f"calibration file {path} cannot be read ({exc.strerror or exc})") from None
         except ValueError as exc:
-            raise ValueError(f"calibration file {path} is not valid JSON ({exc}); fit it again") from None
+            raise ValueError(f"calibration file {path} is not valid JSON ({one_line(exc)}); fit it again") from None
         try:
             return cls.from_dict(data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"calibration file {path}: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"calibration file {path}: {one_line(exc)}") from None
 
-    def check_table(self, metadata: Mapping[str, Any], where: str = "") -> None:
-        """Raise ``ValueError`` when this calibration was fitted for another device, backend, precision or batch."""
+    def check_table(self, metadata: Mapping[str, Any], where: str = "", *, require_link: bool = False) -> None:
+        """Raise ``ValueError`` when this calibration was fitted for another table.
+
+        It must name the same device profile, backend, precision and batch, and,
+        when it records one (every fitted calibration does), the same settings
+        fingerprint (:func:`tables.settings.settings_id`): a table rebuilt with
+        other settings does not keep the calibration of the old one. With
+        ``require_link`` (a calibration file next to a table) a calibration that
+        records no fingerprint is refused too.
+        """
         diffs = [
             f"{name} {self.table.get(name)!r} vs table {metadata.get(name)!r}"
             for name in TABLE_IDENTITY
             if name in self.table and self.table.get(name) != metadata.get(name)
         ]
+        link = self.table.get("settings_id")
+        if link is not None and link != settings_id(metadata):
+            diffs.append(f"settings {link} vs table {settings_id(metadata)}")
         if diffs:
             raise ValueError(
                 f"calibration {where or ''} belongs to another table ({'; '.join(diffs)}); "
-                "fit it again for this table or remove the file"
+                "fit it again for this table (python -m profiler.validate) or remove the file"
+            )
+        if require_link and link is None:
+            raise ValueError(
+                f"calibration {where or ''} records no link to its table (fitted by an older version): "
+                "fit it again for this table (python -m profiler.validate) or remove the file"
             )
 
     def summary(self) -> str:
@@ -233,6 +282,19 @@ class Calibration:
             f"calibration {self.model} ({params}), n={self.n_fit}: "
             f"MAPE on the fit networks {raw:.2f}% raw, {cv:.2f}% cross-validated"
         )
+
+
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
+        raise ValueError(f"{name}={value!r} is not a count")
+    return int(value)
+
+
+def _mapping(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = data.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a JSON object, not {type(value).__name__}")
+    return value
 
 
 # --------------------------------------------------------------------------- fitting
@@ -261,29 +323,39 @@ class _Data:
         return {t: self.type_sums[:, j] for j, t in enumerate(self.types)}
 
 
+def _least_squares(design: np.ndarray, target: np.ndarray, bounds: list[tuple[float, float]]) -> np.ndarray:
+    """The least-squares solution with each coefficient within its bounds (plain least squares when inside)."""
+    x, *_ = np.linalg.lstsq(design, target, rcond=None)
+    lower = np.array([b[0] for b in bounds])
+    upper = np.array([b[1] for b in bounds])
+    if np.all(x >= lower) and np.all(x <= upper):
+        return x
+    return lsq_linear(design, target, bounds=(lower, upper), method="bvls").x
+
+
 def _fit_model(model: str, d: _Data, floor_ms: float | None) -> Calibration:
     """Least squares on *relative* errors, sum(((fit - measured) / measured) ** 2): the accuracy
-    figures are relative, and plain least squares would let the largest networks set the fit."""
+    figures are relative, and plain least squares would let the largest networks set the fit. Every
+    coefficient stays in its sane range (:data:`LIMITS`): a slope is positive, a scale is not negative."""
     n = len(d.measured)
     w = 1.0 / d.measured
+    target = d.measured * w
     if model == "none":
         return Calibration("none")
     if model in ("linear", "floor_linear"):
         x = d.sum_ms if model == "linear" else d.sum_ms - d.n_blocks * float(floor_ms)
         design = np.column_stack([x, np.ones(n)])
-        (a, b), *_ = np.linalg.lstsq(design * w[:, None], d.measured * w, rcond=None)
+        a, b = _least_squares(design * w[:, None], target, [LIMITS["a"], LIMITS["b"]])
         return Calibration(model, a=float(a), b=float(b), floor_ms=floor_ms if model == "floor_linear" else None)
     if model == "io_linear":
         design = np.column_stack([d.sum_ms, d.io_mel, np.ones(n)])
-        (a, c, b), *_ = np.linalg.lstsq(design * w[:, None], d.measured * w, rcond=None)
+        a, c, b = _least_squares(design * w[:, None], target, [LIMITS["a"], LIMITS["io_ms_per_mel"], LIMITS["b"]])
         return Calibration(model, a=float(a), b=float(b), io_ms_per_mel=float(c))
     design = np.column_stack([d.type_sums, np.ones(n)])
     k = d.type_sums.shape[1]
-    lower = np.r_[np.zeros(k), -np.inf]
-    upper = np.full(k + 1, np.inf)
-    res = lsq_linear(design * w[:, None], d.measured * w, bounds=(lower, upper), method="bvls")
-    scales = {t: float(c) for t, c in zip(d.types, res.x[:k])}
-    return Calibration("per_type", b=float(res.x[k]), type_scales=scales)
+    coef = _least_squares(design * w[:, None], target, [LIMITS["type_scale"]] * k + [LIMITS["b"]])
+    scales = {t: float(c) for t, c in zip(d.types, coef[:k])}
+    return Calibration("per_type", b=float(coef[k]), type_scales=scales)
 
 
 def _apply(cal: Calibration, d: _Data) -> np.ndarray:
@@ -388,6 +460,8 @@ def fit(
     best = min(candidates, key=lambda name: (round(cv_mape[name], 9), MODELS.index(name)))
     cal = _fit_model(best, d, floor_ms)
     cal.table = {k: table[k] for k in TABLE_IDENTITY if table is not None and k in table}
+    if table is not None and "backend_settings" in table:  # a whole metadata document: link to its settings
+        cal.table["settings_id"] = settings_id(table)
     cal.n_fit = len(s)
     cal.cv_mape_pct = cv_mape
     cal.accuracy = {

@@ -16,8 +16,10 @@ Every error is one line on stderr, never a traceback (``--debug`` shows it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from tables.errors import one_line
@@ -65,6 +67,28 @@ class CliParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {one_line(message)} (see {self.prog} --help)\n")
 
 
+def text_arg(value: str) -> str:
+    """An ``argparse`` type for a path, name or list that may not be empty (``--out ''`` is refused)."""
+    if not str(value).strip():
+        raise argparse.ArgumentTypeError("empty value: give a path or a name")
+    return value
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Print every warning as one line on stderr (``warning: ...``), not Python's two-line format."""
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        print(f"warning: {one_line(str(message))}", file=sys.stderr)
+
+    previous = warnings.showwarning
+    warnings.showwarning = show  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def exit_status(exc: BaseException) -> int:
     """The exit status an error ends a command with: 2 for bad input, 1 for failed work."""
     status = getattr(exc, "exit_status", None)
@@ -110,7 +134,8 @@ def run_cli(
         code = exc.code
         return code if isinstance(code, int) else (EXIT_OK if code is None else EXIT_USAGE)
     try:
-        return int(run(args) or 0)
+        with one_line_warnings():
+            return int(run(args) or 0)
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -130,6 +155,8 @@ __all__ = [
     "UsageError",
     "WorkFailed",
     "exit_status",
+    "one_line_warnings",
     "report_error",
     "run_cli",
+    "text_arg",
 ]

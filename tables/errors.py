@@ -6,6 +6,7 @@ failed key's error as one line in its ``error`` column; both come from here.
 
 from __future__ import annotations
 
+import errno
 import re
 
 #: Longest one-line message a command prints (the rest is cut with an ellipsis).
@@ -43,4 +44,48 @@ def error_text(exc: BaseException | str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return one_line(exc, limit)
 
 
-__all__ = ["MAX_MESSAGE_CHARS", "error_text", "one_line"]
+#: Failure kinds of a key: transient ones are measured again by a plain rerun, permanent ones only with
+#: ``--retry-failed``.
+TRANSIENT = "transient"
+PERMANENT = "permanent"
+
+#: OS errors that say the machine, not the key, was the problem (disk full, too many open files, no memory).
+TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EMFILE", "ENFILE", "ENOMEM", "EAGAIN", "EIO", "EBUSY")
+    if hasattr(errno, name)
+)
+
+#: Pieces of an error's text that mark it transient when only the text is left (a row from a worker).
+_TRANSIENT_TEXT = (
+    "no space left on device",
+    "disk quota exceeded",
+    "too many open files",
+    "cannot allocate memory",
+    "out of memory",
+    "outofmemoryerror",
+    "memoryerror",
+    "cudaerrormemoryallocation",
+    "workerdied",
+    "workerlost",
+)
+
+
+def failure_kind(error: BaseException | str) -> str:
+    """:data:`TRANSIENT` when a failure says the machine was the problem (a full disk, too many open files,
+    no memory, a dead worker), else :data:`PERMANENT` (the engine refused the graph, the key is invalid, ...)."""
+    if isinstance(error, BaseException):
+        if isinstance(error, MemoryError):
+            return TRANSIENT
+        if isinstance(error, OSError) and error.errno in TRANSIENT_ERRNOS:
+            return TRANSIENT
+        if "OutOfMemory" in type(error).__name__:
+            return TRANSIENT
+        text = error_text(error)
+    else:
+        text = str(error)
+    low = text.lower()
+    return TRANSIENT if any(piece in low for piece in _TRANSIENT_TEXT) else PERMANENT
+
+
+__all__ = ["MAX_MESSAGE_CHARS", "PERMANENT", "TRANSIENT", "error_text", "failure_kind", "one_line"]

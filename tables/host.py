@@ -55,6 +55,14 @@ def spare_cpu() -> int | None:
     return cpus[-1] if len(cpus) >= 2 else None
 
 
+def host_memory_bytes() -> int | None:
+    """Physical memory of the machine in bytes, or ``None`` where the platform cannot tell."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def host_info() -> dict[str, object]:
     """The ``host`` entry of a table's metadata: name, OS, Python, machine, CPU model and logical CPUs."""
     return {

@@ -215,9 +215,9 @@ _KEY_RE = re.compile(
 )
 
 
-def _fmt_ratio(e: float) -> str:
-    text = f"{e:.6g}"
-    return text
+def format_ratio(e: float) -> str:
+    """The ratio field of a key string: the shortest of 6 significant digits (``4`` for 4.0, ``0.25``)."""
+    return f"{e:.6g}"
 
 
 def _bad(field_name: str, value: object, allowed: str) -> ValueError:
@@ -273,7 +273,7 @@ class BlockKey:
             raise _bad("e", self.e, "a positive number") from None
         if not math.isfinite(e) or e <= 0:
             raise _bad("e", self.e, "a positive number")
-        e = float(_fmt_ratio(e))
+        e = float(format_ratio(e))
         if not bt.has_ratio and e != 1.0:
             raise _bad("e", self.e, f"1 for block {self.block} (it has no ratio)")
         object.__setattr__(self, "e", e)
@@ -292,7 +292,7 @@ class BlockKey:
             self,
             "_str",
             f"{self.block}_i{self.cin}x{self.h}x{self.w}_o{self.cout}_k{self.k}_s{self.s}"
-            f"_e{_fmt_ratio(self.e)}_se{int(self.se)}_{self.act}",
+            f"_e{format_ratio(self.e)}_se{int(self.se)}_{self.act}",
         )
 
     # ----- derived shapes -------------------------------------------------

@@ -124,7 +124,24 @@ def _calibrate(
     cal = table.calibration
     if not calibrated or cal is None:
         return sums, False
-    return cal.apply(sums, n_blocks, type_sums, io_mel), True
+    out = cal.apply(sums, n_blocks, type_sums, io_mel)
+    values = np.atleast_1d(np.asarray(out, dtype=np.float64))
+    bad = ~(np.isfinite(values) & (values > 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raw = float(np.atleast_1d(np.asarray(sums, dtype=np.float64))[i])
+        if np.ndim(out) == 0:
+            what = f"{values[i]:.4g} ms for this network (block sum {raw:.4g} ms)"
+        else:
+            what = (
+                f"{values[i]:.4g} ms for {int(bad.sum())} of {len(values)} networks (first: row {i}, sum {raw:.4g} ms)"
+            )
+        raise ValueError(
+            f"the table's calibration ({cal.model}) gives {what}: such networks lie outside what it was fitted on; "
+            "use calibrated=False for the raw block sum, or fit the calibration again on networks like them "
+            "(python -m profiler.validate)"
+        )
+    return out, True
 
 
 def predict(table: LatencyTable, arch: Any, *, calibrated: bool = True) -> Prediction:

@@ -22,8 +22,19 @@ A table is one Parquet file with one row per block key. Columns:
   median, its samples those of every round; empty for a table built in one round;
 - phases of the measurement in seconds: ``export_s``, ``compile_s``,
   ``warmup_s``, ``timed_s``;
-- ``status`` ("ok" or "failed"), ``error`` (text of a failure, else null) and
-  ``measured_at`` (UTC timestamp).
+- ``status`` ("ok" or "failed"), ``error`` (text of a failure, else null),
+  ``failure_kind`` (of a failed row: "transient" -- the machine was the problem,
+  a plain rerun measures it again -- or "permanent" -- only ``--retry-failed``
+  does) and ``measured_at`` (UTC timestamp);
+- ``settings_id``: the fingerprint of the settings the row was measured with
+  (:func:`tables.settings.settings_id`); every row of a table built normally has
+  the table's own, a forced merge of tables with different settings keeps each
+  row's, with the settings of each id under ``settings_by_id`` in the metadata.
+
+Schema version 2 added ``settings_id`` and ``failure_kind``; tables of version 1
+are still read (the columns filled in from their metadata and error texts).
+Reading checks every row: its key parses and agrees with its typed columns, an
+"ok" row has a finite positive latency, and every column has the schema's type.
 
 The file metadata is one JSON document under the Parquet key ``b"nas_latency"``;
 any Arrow reader gets it without this package::
@@ -48,15 +59,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tables.atomic import atomic_path
-from tables.errors import error_text, one_line
+from tables.errors import PERMANENT, error_text, failure_kind, one_line
 from tables.host import host_info
-from tables.key import KEY_FIELDS, BlockKey, parse_key
+from tables.key import ACTIVATIONS, BLOCK_TYPES, KEY_FIELDS, BlockKey, format_ratio, parse_key
+from tables.settings import settings_id
 
 #: Distribution name of this package (its version goes into every table as ``tool_version``).
 PACKAGE_NAME = "nas-latency-profiler"
 
-#: Version of the column layout and metadata document; bumped on any incompatible change.
-SCHEMA_VERSION = 1
+#: Version of the column layout and metadata document written now; bumped on any incompatible change.
+SCHEMA_VERSION = 2
+
+#: Versions this package reads (older ones get their later columns filled in).
+SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
 
 #: Parquet file-metadata key that holds the JSON metadata document.
 METADATA_KEY = b"nas_latency"
@@ -90,10 +105,20 @@ OPTIONAL_METADATA: tuple[str, ...] = ("floor", "opset", "source", "drift_referen
 
 STAT_COLUMNS: tuple[str, ...] = ("latency_ms", "median_ms", "min_ms", "max_ms", "std_ms", "cv")
 PHASE_COLUMNS: tuple[str, ...] = ("export_s", "compile_s", "warmup_s", "timed_s")
-#: Columns added after the first tables were written: a file without them still reads (filled in).
 DRIFT_COLUMNS: tuple[str, ...] = ("raw_latency_ms", "reference_ms")
-#: Also added later, and also filled in when absent: each round's latency of a table built in rounds.
+#: Each round's latency of a table built in rounds.
 ROUND_COLUMN = "round_latency_ms"
+
+#: Columns added after the first tables were written, and how a file (or rows) without them is filled in:
+#: ``latency`` copies ``latency_ms``, ``null`` leaves nulls, ``empty`` gives empty lists, ``settings`` the
+#: table's settings id, ``kind`` the failure kind read from a failed row's error text.
+ADDED_COLUMNS: dict[str, str] = {
+    "raw_latency_ms": "latency",
+    "reference_ms": "null",
+    ROUND_COLUMN: "empty",
+    "failure_kind": "kind",
+    "settings_id": "settings",
+}
 
 
 def arrow_schema() -> pa.Schema:
@@ -122,7 +147,9 @@ def arrow_schema() -> pa.Schema:
         *(pa.field(name, f64) for name in PHASE_COLUMNS),
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string()),
+        pa.field("failure_kind", pa.string()),
         pa.field("measured_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("settings_id", pa.string()),
     ]
     return pa.schema(fields)
 
@@ -170,6 +197,8 @@ def result_row(
     row: dict[str, Any] = {"key": str(k)}
     for name in KEY_FIELDS:
         row[name] = getattr(k, name)
+    if result is not None and error is None and not _finite_positive(getattr(result, "trimmed_mean_ms", None)):
+        error = f"the timing gave no usable latency (trimmed mean {getattr(result, 'trimmed_mean_ms', None)!r} ms)"
     failed = result is None or error is not None
     if failed:
         for name in STAT_COLUMNS:
@@ -202,11 +231,22 @@ def result_row(
     if failed:
         row["status"] = STATUS_FAILED
         row["error"] = error_text(error) if error is not None else "no timing result"
+        row["failure_kind"] = failure_kind(error) if error is not None else PERMANENT
     else:
         row["status"] = STATUS_OK
         row["error"] = None
+        row["failure_kind"] = None
     row["measured_at"] = measured_at or utc_now()
+    row["settings_id"] = None  # the table's own, filled in when the row is written (rows_to_arrow)
     return row
+
+
+def _finite_positive(value: Any) -> bool:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(v) and v > 0
 
 
 def drift_corrected(latency_ms: float, reference_now_ms: float, reference_ms: float) -> float:
@@ -412,15 +452,7 @@ def rows_to_arrow(
     schema = arrow_schema()
     if not isinstance(rows, pd.DataFrame):
         rows = pd.DataFrame([dict(r) for r in rows], columns=list(schema.names))
-    if any(name not in rows.columns for name in DRIFT_COLUMNS):  # rows made before the drift columns existed
-        rows = rows.copy()
-        if "reference_ms" not in rows.columns:
-            rows["reference_ms"] = math.nan
-        if "raw_latency_ms" not in rows.columns and "latency_ms" in rows.columns:
-            rows["raw_latency_ms"] = rows["latency_ms"]
-    if ROUND_COLUMN not in rows.columns:
-        rows = rows.copy()
-        rows[ROUND_COLUMN] = [[] for _ in range(len(rows))]
+    rows = fill_added_columns(rows, metadata)
     missing = [name for name in schema.names if name not in rows.columns]
     if missing:
         raise ValueError("table rows lack column(s) " + ", ".join(missing) + "; make rows with result_row()")
@@ -431,9 +463,10 @@ def rows_to_arrow(
     frame[ROUND_COLUMN] = pd.Series(
         [[] if _is_missing(v) else [float(x) for x in v] for v in frame[ROUND_COLUMN]], index=frame.index, dtype=object
     )
-    frame["error"] = pd.Series(
-        [None if _is_missing(v) else str(v) for v in frame["error"]], index=frame.index, dtype=object
-    )
+    for name in ("error", "failure_kind", "settings_id"):
+        frame[name] = pd.Series(
+            [None if _is_missing(v) else str(v) for v in frame[name]], index=frame.index, dtype=object
+        )
     for name in ("inner_loop", "warmup_runs"):
         frame[name] = pd.array([None if _is_missing(v) else int(v) for v in frame[name]], dtype="Int64")
     frame["measured_at"] = pd.to_datetime(frame["measured_at"], utc=True)
@@ -455,11 +488,14 @@ def write_table(
     table_or_rows: pa.Table | pd.DataFrame | Iterable[Mapping[str, Any]],
     path: str | os.PathLike[str],
     metadata: Mapping[str, Any],
+    *,
+    fault: str | None = None,
 ) -> Path:
     """Write a table atomically: a temporary file in the same folder, fsync, then ``os.replace``.
 
     A reader sees either the old file or the complete new one, never a partial
-    file. Returns the path written.
+    file. Returns the path written. ``fault`` names the write point for the crash tests
+    (:func:`tables.atomic.fault_point`).
     """
     path = Path(path)
     if isinstance(table_or_rows, pa.Table):
@@ -469,7 +505,7 @@ def write_table(
         table = table.replace_schema_metadata({METADATA_KEY: _encode_metadata(metadata)})
     else:
         table = rows_to_arrow(table_or_rows, metadata)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, fault=fault) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return path
 
@@ -500,7 +536,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     except ValueError:
         raise ValueError(f"{path}: latency-table metadata is not valid JSON; rebuild the table") from None
     version = md.get("schema_version") if isinstance(md, dict) else None
-    if version != SCHEMA_VERSION:
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
         raise ValueError(
             f"table schema version {version} is not supported by this version ({SCHEMA_VERSION}); "
             f"{path} needs a matching release of this package, or rebuild the table"
@@ -525,29 +561,151 @@ def read_table(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, An
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         raise ValueError(f"not a Parquet file or truncated: {path} ({one_line(exc)})") from None
-    expected = arrow_schema()
-    for name in DRIFT_COLUMNS:  # tables written before these columns existed
-        if name not in table.schema.names:
-            fill = table.column("latency_ms") if name == "raw_latency_ms" else pa.nulls(len(table), pa.float64())
-            table = table.append_column(pa.field(name, pa.float64()), fill)
-    if ROUND_COLUMN not in table.schema.names:
-        empty = pa.array([[] for _ in range(len(table))], type=pa.list_(pa.float64()))
-        table = table.append_column(pa.field(ROUND_COLUMN, pa.list_(pa.float64())), empty)
-    missing = [name for name in expected.names if name not in table.schema.names]
+    check_column_types(table.schema, path)
+    missing = [n for n in arrow_schema().names if n not in table.schema.names and n not in ADDED_COLUMNS]
     if missing:
         raise ValueError(f"{path} lacks table column(s) {', '.join(missing)}; rebuild the table")
-    return table_to_frame(table.select(expected.names)), md
+    frame = table_to_frame(table, md)
+    check_rows(frame, path)
+    return frame, md
 
 
-def table_to_frame(table: pa.Table) -> pd.DataFrame:
-    """An Arrow table of :func:`arrow_schema` -> DataFrame (``samples_ms`` as lists of float)."""
-    frame = table.to_pandas()
+def fill_added_columns(frame: pd.DataFrame, metadata: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """``frame`` with the :data:`ADDED_COLUMNS` it lacks filled in (a copy when anything was added).
+
+    ``settings_id`` nulls become the id of ``metadata``'s settings (when given): a
+    row written into a table carries that table's settings unless it has its own.
+    """
+    added = {}
+    for name, rule in ADDED_COLUMNS.items():
+        if name in frame.columns and not (rule == "settings" and metadata is not None):
+            continue
+        if rule == "latency":
+            added[name] = frame["latency_ms"] if "latency_ms" in frame.columns else math.nan
+        elif rule == "null":
+            added[name] = math.nan
+        elif rule == "empty":
+            added[name] = [[] for _ in range(len(frame))]
+        elif rule == "kind":
+            added[name] = [
+                failure_kind(str(err or "")) if status == STATUS_FAILED else None
+                for status, err in zip(frame.get("status", []), frame.get("error", [None] * len(frame)))
+            ]
+        elif rule == "settings":
+            own = settings_id(metadata) if metadata is not None else None
+            old = frame[name] if name in frame.columns else [None] * len(frame)
+            added[name] = [own if _is_missing(v) else v for v in old]
+    if not added:
+        return frame
+    out = frame.copy()
+    for name, value in added.items():
+        out[name] = value
+    return out
+
+
+def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
+    if actual == expected:
+        return True
+    for check in (pa.types.is_integer, pa.types.is_floating, pa.types.is_string, pa.types.is_timestamp):
+        if check(expected):
+            if check is pa.types.is_floating:
+                return pa.types.is_floating(actual) or pa.types.is_integer(actual)
+            if check is pa.types.is_string:
+                return pa.types.is_string(actual) or pa.types.is_large_string(actual) or pa.types.is_null(actual)
+            return check(actual) or pa.types.is_null(actual)
+    if pa.types.is_list(expected):
+        return (pa.types.is_list(actual) or pa.types.is_large_list(actual)) and (
+            pa.types.is_floating(actual.value_type)
+            or pa.types.is_integer(actual.value_type)
+            or pa.types.is_null(actual.value_type)
+        )
+    if pa.types.is_boolean(expected):
+        return pa.types.is_boolean(actual)
+    return False
+
+
+def check_column_types(schema: pa.Schema, path: str | os.PathLike[str]) -> None:
+    """One-line ``ValueError`` naming the first column whose type is not the table schema's (numbers stay numbers)."""
+    for field in arrow_schema():
+        if field.name in schema.names and not _compatible(schema.field(field.name).type, field.type):
+            raise ValueError(
+                f"{path}: column {field.name} is stored as {schema.field(field.name).type}, not {field.type}; "
+                "the file was not written by this tool or is damaged: rebuild the table"
+            )
+
+
+def canonical_keys(frame: pd.DataFrame) -> pd.Series:
+    """The canonical key string of every row, made from its typed columns (vectorized)."""
+    ratios = {e: format_ratio(float(e)) for e in pd.unique(frame["e"])}
+    se = frame["se"].map(lambda v: "1" if bool(v) else "0")
+    return (
+        frame["block"].astype(str)
+        + "_i"
+        + frame["cin"].astype(str)
+        + "x"
+        + frame["h"].astype(str)
+        + "x"
+        + frame["w"].astype(str)
+        + "_o"
+        + frame["cout"].astype(str)
+        + "_k"
+        + frame["k"].astype(str)
+        + "_s"
+        + frame["s"].astype(str)
+        + "_e"
+        + frame["e"].map(ratios)
+        + "_se"
+        + se
+        + "_"
+        + frame["act"].astype(str)
+    )
+
+
+def check_rows(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """One-line ``ValueError`` for the first row that is not a row this tool writes.
+
+    Checks: the block type and activation are known, the integer fields are
+    positive, each key string equals the one its typed columns make (so it
+    parses, and to the same key), the status is ok or failed, and every ok row
+    has a finite positive ``latency_ms``.
+    """
+    if frame.empty:
+        return
+
+    def refuse(mask: np.ndarray, what: str) -> None:
+        if mask.any():
+            i = int(np.flatnonzero(mask)[0])
+            raise ValueError(
+                f"{path}: row {i} (key {frame['key'].iloc[i]!r}) {what}; the table is damaged or was not written by "
+                "this tool: rebuild it (or re-measure those keys with --retry-failed)"
+            )
+
+    refuse(~frame["block"].isin(list(BLOCK_TYPES)).to_numpy(), "has an unknown block type")
+    refuse(~frame["act"].isin(list(ACTIVATIONS)).to_numpy(), "has an unknown activation")
+    ints = frame[["cin", "h", "w", "cout", "k", "s"]].to_numpy()
+    refuse((ints <= 0).any(axis=1), "has a key field that is not a positive integer")
+    refuse((frame["key"] != canonical_keys(frame)).to_numpy(), "has a key string that does not match its columns")
+    refuse(~frame["status"].isin([STATUS_OK, STATUS_FAILED]).to_numpy(), "has a status other than ok or failed")
+    lat = pd.to_numeric(frame["latency_ms"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    ok = (frame["status"] == STATUS_OK).to_numpy()
+    refuse(ok & ~(np.isfinite(lat) & (lat > 0)), "is ok but its latency_ms is not a finite positive number")
+
+
+def table_to_frame(table: pa.Table, metadata: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """An Arrow table of :func:`arrow_schema` (later columns may be missing) -> DataFrame in the schema's
+    column order (``samples_ms`` as lists of float); missing columns filled from ``metadata``."""
+    frame = fill_added_columns(table.to_pandas(), metadata)
+    frame = frame.loc[:, list(arrow_schema().names)]
     frame["samples_ms"] = [list(v) if v is not None else [] for v in frame["samples_ms"]]
     frame[ROUND_COLUMN] = [list(v) if v is not None else [] for v in frame[ROUND_COLUMN]]
     for name in ("cin", "h", "w", "cout", "k", "s", "n_samples"):
         frame[name] = frame[name].astype(np.int64)
     for name in ("inner_loop", "warmup_runs"):
         frame[name] = frame[name].astype("Int64")
+    for name in ("error", "failure_kind", "settings_id"):  # text or None, never NaN
+        frame[name] = pd.Series(
+            [None if _is_missing(v) else str(v) for v in frame[name]], index=frame.index, dtype=object
+        )
     return frame
 
 

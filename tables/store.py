@@ -27,8 +27,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tables.atomic import pid_alive, remove_stale_temporaries
-from tables.errors import one_line
+from tables.atomic import fault_point, pid_alive, remove_stale_temporaries
+from tables.errors import TRANSIENT, one_line
 from tables.host import hostname
 from tables.paths import lock_path, parts_dir
 from tables.schema import (
@@ -36,12 +36,14 @@ from tables.schema import (
     ROUND_COLUMN,
     STATUS_OK,
     empty_frame,
+    fill_added_columns,
     read_metadata,
     read_table,
     utc_now,
     validate_metadata,
     write_table,
 )
+from tables.settings import check_same_settings
 
 try:  # fcntl is POSIX only; the O_EXCL lock file works everywhere
     import fcntl
@@ -130,14 +132,16 @@ def combine_rounds(rounds: list[pd.DataFrame]) -> pd.DataFrame:
     return dedup_rows(merged)
 
 
-def check_same_identity(a: Mapping[str, Any], b: Mapping[str, Any], what_a: str, what_b: str) -> None:
-    """Raise ``ValueError`` when two metadata documents name another device, backend, precision or batch."""
-    diffs = [f"{name} {a.get(name)!r} vs {b.get(name)!r}" for name in IDENTITY_FIELDS if a.get(name) != b.get(name)]
-    if diffs:
-        raise ValueError(
-            f"{what_a} and {what_b} describe different tables ({'; '.join(diffs)}); "
-            "write to another output or remove the old one"
-        )
+#: What to do when a build's settings are not those of the table it would resume.
+RESUME_ADVICE = "repeat the table's settings (the same flags) to resume it, or write to another output (--out)"
+
+
+def check_same_identity(
+    a: Mapping[str, Any], b: Mapping[str, Any], what_a: str, what_b: str, advice: str = RESUME_ADVICE
+) -> None:
+    """Raise :class:`~tables.settings.SettingsMismatch` when two metadata documents differ in any setting
+    that changes numbers (see :mod:`tables.settings`), naming each with both values, then ``advice``."""
+    check_same_settings(a, b, what_a, what_b, advice)
 
 
 class PartStore:
@@ -273,7 +277,7 @@ class PartStore:
         if len(frame) == 0:
             return None
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        path = write_table(frame, self._new_part_path(), self._require_metadata())
+        path = write_table(frame, self._new_part_path(), self._require_metadata(), fault="part")
         if self.max_parts is not None and len(self.part_paths()) > self.max_parts:
             self.compact_parts(self.max_parts)
         return path
@@ -284,7 +288,9 @@ class PartStore:
                 frame, _ = read_table(path)
                 return frame
             read_metadata(path)
-            return pq.read_table(path, columns=columns).to_pandas()
+            present = set(pq.read_schema(path).names)
+            frame = pq.read_table(path, columns=[c for c in columns if c in present]).to_pandas()
+            return fill_added_columns(frame) if any(c not in present for c in columns) else frame
         except (ValueError, pa.ArrowException, OSError) as exc:
             if path == self.table_path:
                 raise ValueError(one_line(exc)) from None
@@ -305,16 +311,18 @@ class PartStore:
         return frames
 
     def done_keys(self, include_failed: bool = True) -> dict[str, str]:
-        """Keys already stored -> their status ("ok" or "failed"), from the final table and every part.
+        """Keys already stored -> "ok", "failed" (a permanent failure) or "transient" (a failure a plain
+        rerun measures again), from the final table and every part.
 
-        With ``include_failed=False`` only keys with an "ok" row are returned
-        (so that a resumed build measures failed keys again).
+        With ``include_failed=False`` only keys with an "ok" row are returned.
         """
-        frames = self._frames(self.part_paths(), ["key", "status", "measured_at"])
+        frames = self._frames(self.part_paths(), ["key", "status", "measured_at", "error", "failure_kind"])
         if not frames:
             return {}
         best = dedup_rows(pd.concat(frames, ignore_index=True))
-        done = dict(zip(best["key"].tolist(), best["status"].tolist()))
+        done = {}
+        for key, status, kind in zip(best["key"].tolist(), best["status"].tolist(), best["failure_kind"].tolist()):
+            done[key] = TRANSIENT if status != STATUS_OK and kind == TRANSIENT else status
         if not include_failed:
             done = {k: v for k, v in done.items() if v == STATUS_OK}
         return done
@@ -344,7 +352,8 @@ class PartStore:
         unreadable: list[Path] = []
         frames = self._frames(parts, unreadable=unreadable)
         merged = dedup_rows(pd.concat(frames, ignore_index=True)) if frames else empty_frame()
-        write_table(merged, self.table_path, metadata)
+        write_table(merged, self.table_path, metadata, fault="compact")
+        fault_point("rename")
         for path in parts:
             if path in unreadable:
                 path.rename(path.with_name(path.name + ".corrupt"))  # kept aside for inspection
@@ -393,13 +402,15 @@ class BuildLockedError(RuntimeError):
 
 
 class BuildLock:
-    """Exclusive lock on a build's output, as a lock file created with ``O_CREAT | O_EXCL``.
+    """Exclusive lock on a build's output: an OS lock (``flock``) held on ``<table>.lock``.
 
-    The file holds the holder's pid, host and start time (JSON). A second build
-    is refused with :class:`BuildLockedError` naming the holder. A lock left by a
-    dead process on the same host is taken over. Where ``fcntl`` exists the file
-    is also ``flock``-ed, so a live holder is recognised even if its pid was reused.
-    Use as a context manager::
+    The kernel drops the lock when its holder dies, however it dies, so a lock
+    can never go stale: a killed build, a reused pid or a zombie holder do not
+    block the next build. The file also records the holder (pid, host, start
+    time), for the refusal's message only. A second build is refused with
+    :class:`BuildLockedError` naming the holder. On a platform without ``fcntl``
+    the file is created exclusively instead and a lock of a dead process on this
+    host is taken over. Use as a context manager::
 
         with BuildLock(out / "v100_tensorrt_fp16_b64.parquet.lock"):
             ...
@@ -416,7 +427,7 @@ class BuildLock:
         return self._fd is not None
 
     def holder(self) -> dict[str, Any] | None:
-        """What the lock file says about its holder (pid, host, started_at), or ``None`` if there is no lock."""
+        """What the lock file says about its holder (pid, host, started_at), or ``None`` if there is no lock file."""
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -437,27 +448,6 @@ class BuildLock:
             f"wait for it or remove the lock {self.path} if it is dead"
         )
 
-    def _looks_stale(self, holder: Mapping[str, Any] | None) -> bool:
-        if not holder:
-            # empty or garbled: a creator that died before writing, unless it is brand new
-            try:
-                return time.time() - self.path.stat().st_mtime > 10.0
-            except OSError:
-                return False
-        pid = holder.get("pid")
-        if holder.get("host") != hostname() or not isinstance(pid, int):
-            return False  # a holder on another host cannot be checked
-        return pid != os.getpid() and not pid_alive(pid)
-
-    def _try_flock(self, fd: int) -> bool:
-        if fcntl is None:
-            return True
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        return True
-
     def _same_file(self, fd: int) -> bool:
         try:
             st = os.stat(self.path)
@@ -466,49 +456,54 @@ class BuildLock:
         fst = os.fstat(fd)
         return (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino)
 
-    def _take_over_stale(self) -> bool:
-        """Remove a stale lock file; False when it turned out to be held."""
-        try:
-            fd = os.open(self.path, os.O_RDWR)
-        except FileNotFoundError:
-            return True
-        try:
-            if not self._try_flock(fd) or not self._same_file(fd):
-                return False
-            if not self._looks_stale(self.holder()):
-                return False
-            self.path.unlink(missing_ok=True)
-            return True
-        finally:
-            os.close(fd)
+    def _record(self, fd: int) -> None:
+        info = {"pid": os.getpid(), "host": hostname(), "started_at": utc_now().isoformat()}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(info).encode("utf-8"))
+        os.fsync(fd)
 
     def acquire(self) -> BuildLock:
         """Take the lock or raise :class:`BuildLockedError` naming the holder. Returns ``self``."""
         if self._fd is not None:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:  # pragma: no cover - Windows
+            return self._acquire_exclusive()
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise self._refusal(self.holder()) from None
+            if not self._same_file(fd):  # its holder released it (and removed the file) meanwhile: again
+                os.close(fd)
+                continue
+            self._record(fd)
+            self._fd = fd
+            fault_point("lock")
+            return self
+        raise self._refusal(self.holder())
+
+    def _acquire_exclusive(self) -> BuildLock:  # pragma: no cover - Windows
         for _ in range(5):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
             except FileExistsError:
-                holder = self.holder()
-                if holder is None:
-                    continue  # released meanwhile: try again
-                if self._looks_stale(holder) and self._take_over_stale():
+                holder = self.holder() or {}
+                pid = holder.get("pid")
+                if holder.get("host") == hostname() and isinstance(pid, int) and not pid_alive(pid):
+                    self.path.unlink(missing_ok=True)
                     continue
-                raise self._refusal(self.holder() or holder) from None
-            if not self._try_flock(fd):
-                os.close(fd)
-                raise self._refusal(self.holder())
-            info = {"pid": os.getpid(), "host": hostname(), "started_at": utc_now().isoformat()}
-            os.write(fd, json.dumps(info).encode("utf-8"))
-            os.fsync(fd)
+                raise self._refusal(holder) from None
+            self._record(fd)
             self._fd = fd
             return self
         raise self._refusal(self.holder())
 
     def release(self) -> None:
-        """Give the lock back (removes the lock file if it is still ours)."""
+        """Give the lock back: the file is removed while still held, then the OS lock is dropped."""
         fd, self._fd = self._fd, None
         if fd is None:
             return

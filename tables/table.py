@@ -258,7 +258,9 @@ class LatencyTable:
             if metadata is None:
                 metadata = dict(md)
             else:
-                check_same_identity(metadata, md, f"table {files[0]}", f"table {file}")
+                check_same_identity(
+                    metadata, md, f"table {files[0]}", f"table {file}", "load the files of one table only"
+                )
                 if metadata.get("floor") is None and md.get("floor") is not None:
                     metadata["floor"] = md["floor"]
             counts = frame["key"].value_counts()
@@ -282,7 +284,7 @@ class LatencyTable:
                 cal_file = calibration_path(path)
             if cal_file.exists():
                 cal = Calibration.load(cal_file)
-                cal.check_table(metadata, str(cal_file))
+                cal.check_table(metadata, str(cal_file), require_link=True)
         return cls(frame, metadata, calibration=cal, path=path, duplicate_keys=sorted(set(duplicates)))
 
     # ----- metadata -------------------------------------------------------------

@@ -25,6 +25,7 @@ WATCHED = ("torch", "onnx", "onnxruntime", "tensorrt", "cuda", "ray", "matplotli
 STEPS: tuple[tuple[str, str], ...] = (
     ("tables.key", "import tables, tables.key"),
     ("tables", "import tables.table, tables.predictor, tables.cli, tables.store, tables.calibration, tables.paths"),
+    ("tables.cost", "import tables.structure, tables.cost"),
     ("spaces", "import profiler.spaces, profiler.networks"),
     ("kernels_bench.weights", "import kernels_bench.weights"),
     (

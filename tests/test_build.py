@@ -538,3 +538,81 @@ def test_rounds_below_one_are_one_line(tmp_path, cli):
     result = cli(["--device", "cpu", "--batch", "1", "--rounds", "0", "--out", str(tmp_path / "o")])
     assert result.returncode == 2
     assert result.stderr.strip() == "error: --rounds must be at least 1, got 0"
+
+
+def test_a_disk_full_while_exporting_is_a_transient_failure_that_a_plain_rerun_measures(tmp_path, monkeypatch, cli):
+    import errno
+
+    import kernels_bench.export as export
+
+    keys = tiny_keys(3)
+    archs = write_archs(tmp_path / "archs.json", keys)
+    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
+    argv += [*FAST, "--cache-dir", str(tmp_path / "cache")]
+    real = export.write_bytes
+
+    def full(path, data):
+        if str(path).endswith(".onnx") and "identity" not in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(export, "write_bytes", full)
+    first = cli(argv)
+    assert first.returncode == 1
+    assert "3 transient" in first.stdout and "a plain rerun measures them again" in first.stdout
+    assert str(tmp_path / "cache") in first.stdout  # the summary names where the disk filled
+    frame, _ = read(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")
+    assert (frame["failure_kind"] == "transient").all()
+    monkeypatch.setattr(export, "write_bytes", real)
+    again = cli(argv)  # no --retry-failed: the machine was the problem, not the keys
+    assert again.returncode == 0 and "measured 3 now" in again.stdout
+
+
+def test_a_key_the_engine_refuses_stays_failed_until_retry_failed(tmp_path, monkeypatch, cli):
+    import kernels_bench.measure as measure
+
+    keys = tiny_keys(2)
+    archs = write_archs(tmp_path / "archs.json", keys)
+    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
+    argv += FAST
+    real = measure.measure_keys
+
+    def refuse(backend, ks, *args, **kwargs):
+        if list(ks) == [keys[0]]:
+            raise RuntimeError("the engine cannot build this graph")
+        return real(backend, ks, *args, **kwargs)
+
+    monkeypatch.setattr(measure, "measure_keys", refuse)
+    assert cli(argv).returncode == 1
+    monkeypatch.setattr(measure, "measure_keys", real)
+    again = cli(argv)
+    assert again.returncode == 1 and "measured 0 now" in again.stdout and "1 permanent" in again.stdout
+    retried = cli([*argv, "--retry-failed"])
+    assert retried.returncode == 0 and "measured 1 now" in retried.stdout
+
+
+def test_a_key_too_large_for_the_machine_is_a_permanent_failure_that_is_never_run(tmp_path, monkeypatch, cli):
+    import kernels_bench.measure as measure
+    from tables.cost import key_cost
+    from tables.host import host_memory_bytes
+
+    huge = BlockKey("conv", 64, 4096, 4096, 64, k=1, s=1)
+    assert key_cost(huge, 8).memory_bytes > (host_memory_bytes() or 0)
+    keys = [*tiny_keys(1), huge]
+    timed: list[str] = []
+    real = measure.measure_keys
+
+    def record(backend, ks, *args, **kwargs):
+        timed.extend(str(k) for k in ks)
+        return real(backend, ks, *args, **kwargs)
+
+    monkeypatch.setattr(measure, "measure_keys", record)
+    archs = write_archs(tmp_path / "archs.json", keys)
+    argv = ["--device", "cpu", "--batch", "8", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
+    run = cli([*argv, *FAST])
+    assert run.returncode == 1 and "1 permanent" in run.stdout
+    assert str(huge) not in timed
+    frame, _ = read(tmp_path / "cpu_onnxruntime_fp32_b8.parquet")
+    row = frame.set_index("key").loc[str(huge)]
+    assert row["status"] == "failed" and row["failure_kind"] == "permanent"
+    assert "GiB for its weights and largest tensors at batch 8" in row["error"] and "smaller --batch" in row["error"]

@@ -41,6 +41,8 @@ def timing(ms: float, cv: float) -> SimpleNamespace:
 
 
 def metadata(precision: str = "fp32", **extra) -> dict:
+    extra.setdefault("backend_settings", {"backend": "onnxruntime", "device": "cpu", "threads": 1})
+    extra.setdefault("opset", 17)
     return build_metadata(
         device_profile="cpu",
         backend="onnxruntime",
@@ -127,6 +129,62 @@ def test_tables_of_another_engine_version_batch_backend_or_device_are_refused(tm
         merge.merge_sources([merge.load_source(a), merge.load_source(b)])
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("backend_settings", {"backend": "onnxruntime", "device": "cpu", "threads": 8}, "--threads 1 vs 8"),
+        ("backend_settings", {"backend": "onnxruntime", "device": "cpu", "threads": 1, "cpus": [3]}, "--cpus"),
+        ("timing", {"repeats": 20, "trim": 0.2}, "--repeats"),
+        ("opset", 13, "opset 17 vs 13"),
+        ("rounds", 3, "--rounds 1 vs 3"),
+    ],
+)
+def test_tables_measured_with_other_backend_or_timing_settings_are_refused_naming_both_values(
+    tmp_path, capsys, field, value, named
+):
+    a = table(tmp_path / "a.parquet", [ok(KEYS[0], 1.0)])
+    md = metadata()
+    md[field] = value
+    b = write_table([ok(KEYS[1], 1.0)], tmp_path / "b.parquet", md)
+    assert merge.main([str(a), str(b), "--out", str(tmp_path / "m.parquet")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0] and "--force" in err[0]
+
+
+def test_a_forced_merge_keeps_each_rows_settings_so_the_mix_stays_visible(tmp_path):
+    from tables.settings import settings_id
+
+    a = table(tmp_path / "a.parquet", [ok(KEYS[0], 1.0)])
+    md = metadata()
+    md["backend_settings"] = {"backend": "onnxruntime", "device": "cpu", "threads": 8}
+    b = write_table([ok(KEYS[1], 1.0)], tmp_path / "b.parquet", md)
+    out = tmp_path / "m.parquet"
+    assert merge.main([str(a), str(b), "--out", str(out), "--force"]) == 0
+    frame, merged = read_table(out)
+    ids = dict(zip(frame["key"], frame["settings_id"]))
+    assert ids[KEYS[0]] == settings_id(read_table(a)[1]) and ids[KEYS[1]] == settings_id(md)
+    assert set(merged["settings_by_id"]) == set(ids.values())
+    assert merged["settings_by_id"][ids[KEYS[1]]]["backend.threads"] == 8
+
+
+def test_an_input_with_a_nan_or_negative_ok_row_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tables.schema import rows_to_arrow
+
+    good = rows_to_arrow([ok(KEYS[1], 1.0)], metadata())
+    for bad_value in (float("nan"), -1.0):
+        frame = good.to_pandas()
+        frame.loc[0, "latency_ms"] = bad_value
+        path = tmp_path / "bad.parquet"
+        bad = pa.Table.from_pandas(frame, schema=good.schema, preserve_index=False)
+        pq.write_table(bad.replace_schema_metadata(good.schema.metadata), path)
+        a = table(tmp_path / "a.parquet", [ok(KEYS[0], 1.0)])
+        with pytest.raises(ValueError, match="not a finite positive number"):
+            merge.merge_sources([merge.load_source(a), merge.load_source(path)])
+
+
 def test_an_ok_row_beats_a_failed_one_whatever_the_order(tmp_path):
     a = table(tmp_path / "a.parquet", [ok(KEYS[0], 1.0, minutes=0)])
     b = table(tmp_path / "b.parquet", [failed(KEYS[0], minutes=5)])
@@ -209,11 +267,11 @@ def drift(ms: float, key: str = REF) -> dict:
 def test_a_drift_corrected_table_and_an_uncorrected_one_are_refused(tmp_path):
     a = table(tmp_path / "a.parquet", [ok(KEYS[0], 1.0)], drift_reference=drift(1.0))
     b = table(tmp_path / "b.parquet", [ok(KEYS[1], 1.0)])
-    with pytest.raises(merge.MergeRefused, match="drift reference"):
+    with pytest.raises(merge.MergeRefused, match=r"drift.reference"):
         merge.merge_sources([merge.load_source(a), merge.load_source(b)])
     other = drift(1.0, "conv_i8x8x8_o8_k3_s1_e1_se0_relu")
     c = table(tmp_path / "c.parquet", [ok(KEYS[1], 1.0)], drift_reference=other)
-    with pytest.raises(merge.MergeRefused, match="drift reference"):
+    with pytest.raises(merge.MergeRefused, match=r"drift.reference"):
         merge.merge_sources([merge.load_source(a), merge.load_source(c)])
 
 

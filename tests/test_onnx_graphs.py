@@ -18,12 +18,12 @@ from kernels_bench import blocks, weights  # noqa: E402
 from kernels_bench.export import _export_fp32  # noqa: E402
 from kernels_bench.onnx_graphs import (  # noqa: E402
     BN_EPS,
-    EMITTERS,
     block_graph,
     key_seed,
     reference_state_dict,
 )
 from tables.key import BLOCK_TYPES, BlockKey, parse_key  # noqa: E402
+from tables.structure import STRUCTURES  # noqa: E402
 
 #: Three or more keys per block type: SE on/off, irb with e == 1, stride 1/2,
 #: identity and projection shortcuts, every activation.
@@ -117,9 +117,9 @@ def _constant_values(model: onnx.ModelProto) -> list[tuple[str, list]]:
     ]
 
 
-def test_every_block_type_has_an_emitter() -> None:
-    assert set(EMITTERS) == set(BLOCK_TYPES)
-    assert set(EMITTERS) == set(blocks.BLOCK_BUILDERS)
+def test_every_block_type_has_a_structure_and_a_torch_builder() -> None:
+    assert set(STRUCTURES) == set(BLOCK_TYPES)
+    assert set(STRUCTURES) == set(blocks.BLOCK_BUILDERS)
 
 
 def test_every_block_type_is_covered_three_times() -> None:

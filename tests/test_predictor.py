@@ -19,6 +19,7 @@ from tables.calibration import Calibration
 from tables.key import BlockKey
 from tables.predictor import MissingKeysError, fit_for_table, predict, predict_many, write_archs_file
 from tables.schema import build_metadata, result_row
+from tables.settings import settings_id
 from tables.table import LatencyTable
 
 
@@ -171,7 +172,8 @@ def test_fit_for_table_recovers_the_calibration_from_whole_network_measurements(
     sums = np.array([predict(table, a, calibrated=False).sum_ms for a in archs])
     cal = fit_for_table(table, archs, 0.75 * sums + 0.2, models=["none", "linear"])
     assert cal.model == "linear" and cal.a == pytest.approx(0.75) and cal.b == pytest.approx(0.2)
-    assert cal.table == {"device_profile": "cpu", "backend": "onnxruntime", "precision": "fp32", "batch": 8}
+    identity = {"device_profile": "cpu", "backend": "onnxruntime", "precision": "fp32", "batch": 8}
+    assert cal.table == {**identity, "settings_id": settings_id(table.metadata)}  # linked to its table
 
 
 # ----- predict_many: exact sums, chunks, values outside the space, key strings --------------------------
@@ -338,7 +340,7 @@ def test_predict_many_with_io_linear_is_bit_identical_to_predict():
     keys = {k for e in merging_gpunet_encodings(300, 5) for k in gpunet.arch_keys(e)}
     table = odd_table(keys)
     enc = merging_gpunet_encodings(300, 5)
-    table.calibration = Calibration("io_linear", a=1.0 / 3.0, b=0.1, io_ms_per_mel=-1.0 / 7.0)
+    table.calibration = Calibration("io_linear", a=1.0 / 3.0, b=0.1, io_ms_per_mel=1.0 / 7.0)
     loop = np.array([predict(table, gpunet.arch_keys(e)).ms_per_batch for e in enc])
     assert np.array_equal(predict_many(table, enc, gpunet.SPACE), loop)
 
@@ -355,3 +357,16 @@ def test_network_features_match_predict(gpunet_case):
         assert f.io_mel[i] == pytest.approx(p.io_mel, rel=1e-12)
         assert f.n_blocks[i] == p.n_blocks
     assert set(f.type_sums) == {k.block for a in archs for k in a}
+
+
+def test_a_calibration_that_would_give_a_non_positive_latency_is_refused_not_applied(gpunet_case):
+    enc, table = gpunet_case
+    table.calibration = Calibration("linear", a=1.0, b=-1e5)  # far below any network's block sum
+    try:
+        with pytest.raises(ValueError, match=r"gives -?[0-9.e+]+ ms for this network.*calibrated=False"):
+            predict(table, gpunet.arch_keys(enc[0]))
+        with pytest.raises(ValueError, match=rf"for {len(enc)} of {len(enc)} networks"):
+            predict_many(table, enc, gpunet.SPACE)
+        assert predict(table, gpunet.arch_keys(enc[0]), calibrated=False).ms_per_batch > 0
+    finally:
+        table.calibration = None

@@ -24,6 +24,7 @@ from tables.schema import (
     validate_metadata,
     write_table,
 )
+from tables.settings import settings_id
 
 KEY = BlockKey("irb", 64, 40, 40, 128, 5, 2, 6, True, "swish")
 
@@ -98,7 +99,9 @@ def test_round_trip_keeps_rows_and_metadata(tmp_path):
     assert frame["samples_ms"][0] == [1.9, 2.0, 2.1]
     assert list(frame["status"]) == ["ok", "failed"]
     assert math.isnan(frame["latency_ms"][1])
-    assert md["device"]["name"] == "Tesla V100-SXM2-16GB" and md["batch"] == 64 and md["schema_version"] == 1
+    assert (
+        md["device"]["name"] == "Tesla V100-SXM2-16GB" and md["batch"] == 64 and md["schema_version"] == SCHEMA_VERSION
+    )
 
 
 def test_metadata_is_plain_json_readable_with_pyarrow_alone(tmp_path):
@@ -154,12 +157,35 @@ def test_parquet_file_without_our_metadata_is_refused(tmp_path):
 
 def test_other_schema_version_is_refused_with_both_versions_named(tmp_path):
     table = rows_to_arrow([result_row(KEY, timing())]).replace_schema_metadata(
-        {METADATA_KEY: json.dumps(metadata(schema_version=2)).encode()}
+        {METADATA_KEY: json.dumps(metadata(schema_version=3)).encode()}
     )
     pq.write_table(table, tmp_path / "t.parquet")
-    with pytest.raises(ValueError, match=r"table schema version 2 is not supported by this version \(1\)"):
+    with pytest.raises(ValueError, match=r"table schema version 3 is not supported by this version \(2\)"):
         read_table(tmp_path / "t.parquet")
-    assert SCHEMA_VERSION == 1
+    assert SCHEMA_VERSION == 2
+
+
+def test_a_schema_1_table_still_loads_with_its_later_columns_filled_in(tmp_path):
+    rows = [
+        result_row(KEY, timing(2.0)),
+        result_row(KEY.replace(cout=32), error=OSError(28, "No space left on device")),
+    ]
+    new = rows_to_arrow(rows)
+    old = new.drop_columns(["settings_id", "failure_kind", "raw_latency_ms", "reference_ms", "round_latency_ms"])
+    md = metadata(schema_version=1)
+    pq.write_table(old.replace_schema_metadata({METADATA_KEY: json.dumps(md).encode()}), tmp_path / "v1.parquet")
+    frame, got = read_table(tmp_path / "v1.parquet")
+    assert got["schema_version"] == 1
+    assert frame["raw_latency_ms"][0] == 2.0 and math.isnan(frame["reference_ms"][0])
+    assert list(frame["failure_kind"]) == [None, "transient"]  # read from the old error text
+    assert set(frame["settings_id"]) == {settings_id(md)}
+
+
+def test_every_row_carries_the_settings_id_of_its_table_unless_it_has_its_own(tmp_path):
+    md = metadata()
+    rows = [result_row(KEY, timing()), {**result_row(KEY.replace(cout=32), timing()), "settings_id": "aaaaaaaaaaaa"}]
+    frame, _ = read_table(write_table(rows, tmp_path / "t.parquet", md))
+    assert list(frame["settings_id"]) == [settings_id(md), "aaaaaaaaaaaa"]
 
 
 def test_read_metadata_reads_only_the_footer(tmp_path):

@@ -132,7 +132,7 @@ def test_append_compacts_parts_past_the_limit(tmp_path):
 
 def test_first_parts_metadata_is_kept_and_a_later_floor_is_added(tmp_path):
     PartStore(tmp_path, NAME, metadata(timing={"repeats": 30})).append([ok(1, 1.0)])
-    later = PartStore(tmp_path, NAME, metadata(floor={"latency_ms": 0.02}, timing={"repeats": 99}))
+    later = PartStore(tmp_path, NAME, metadata(floor={"latency_ms": 0.02}, timing={"repeats": 30}))
     later.append([ok(2, 2.0)])
     _, md = read_table(later.compact())
     assert md["timing"] == {"repeats": 30}
@@ -141,8 +141,20 @@ def test_first_parts_metadata_is_kept_and_a_later_floor_is_added(tmp_path):
 
 def test_a_build_for_another_precision_is_refused(tmp_path):
     PartStore(tmp_path, NAME, metadata()).append([ok(1, 1.0)])
-    with pytest.raises(ValueError, match="precision 'fp32' vs 'fp16'"):
+    with pytest.raises(ValueError, match="--precision fp32 vs fp16"):
         PartStore(tmp_path, NAME, metadata(precision="fp16"))
+
+
+def test_a_build_with_other_timing_or_backend_settings_is_refused_naming_each_with_both_values(tmp_path):
+    store = PartStore(tmp_path, NAME, metadata(timing={"repeats": 10}))
+    store.append([ok(1, 1.0)])
+    other = metadata(timing={"repeats": 20}, backend_settings={"backend": "onnxruntime", "threads": 2})
+    with pytest.raises(ValueError) as err:
+        PartStore(tmp_path, NAME, other)
+    message = str(err.value)
+    assert "--repeats 10 vs 20" in message and "--threads" in message and "--out" in message
+    assert "\n" not in message
+    assert len(read_table(store.compact())[0]) == 1  # nothing of the table was touched
 
 
 def test_lock_refuses_a_second_holder_naming_the_first(tmp_path):
@@ -166,11 +178,39 @@ def test_lock_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
         assert lock.holder()["pid"] == os.getpid()
 
 
-def test_lock_of_another_host_is_not_taken_over(tmp_path):
+@pytest.mark.parametrize(
+    "holder",
+    [
+        {"pid": 1, "host": "elsewhere", "started_at": "2026-01-01"},  # another host's leftover
+        {"pid": 1, "host": socket.gethostname(), "started_at": "2026-01-01"},  # a live pid of another program
+        {"pid": os.getppid(), "host": socket.gethostname(), "started_at": "2026-01-01"},  # a reused pid
+    ],
+)
+def test_a_lock_file_that_no_live_process_holds_is_taken_over_whatever_it_says(tmp_path, holder):
     path = tmp_path / f"{NAME}.lock"
-    path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "started_at": "2026-01-01"}))
-    with pytest.raises(BuildLockedError, match="pid 1 on host elsewhere"):
-        BuildLock(path).acquire()
+    path.write_text(json.dumps(holder))
+    with BuildLock(path) as lock:
+        assert lock.holder()["pid"] == os.getpid()
+
+
+def test_a_lock_held_by_a_live_process_is_refused_and_free_once_it_is_killed(tmp_path):
+    import signal
+
+    path = tmp_path / f"{NAME}.lock"
+    code = (
+        "import sys, time; from tables.store import BuildLock\n"
+        f"lock = BuildLock({str(path)!r}).acquire(); print('held', flush=True); time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        with pytest.raises(BuildLockedError, match=f"pid {child.pid}"):
+            BuildLock(path).acquire()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    with BuildLock(path) as lock:  # the kernel dropped the dead holder's lock; its file is still there
+        assert lock.held
 
 
 def test_an_unreadable_part_is_skipped_with_a_warning_and_set_aside_at_compaction(tmp_path):

@@ -12,7 +12,8 @@ from fake_timing import constant_timing
 from tables.calibration import Calibration
 from tables.key import BlockKey
 from tables.paths import calibration_path
-from tables.schema import build_metadata, result_row, write_table
+from tables.schema import build_metadata, result_row, rows_to_arrow, write_table
+from tables.settings import settings_id
 from tables.store import PartStore
 from tables.table import LatencyTable, MissingKeysError
 
@@ -120,12 +121,57 @@ def test_validate_lists_failed_keys_and_raises_on_request(table_path):
 
 
 def test_validate_reports_duplicates_and_non_positive_latencies(tmp_path):
-    rows = [result_row(A, timing(0.5)), result_row(A, timing(0.6)), result_row(B, timing(0.0))]
-    table = LatencyTable.load(write_table(rows, tmp_path / NAME, metadata()))
+    rows = [result_row(A, timing(0.5)), result_row(A, timing(0.6)), {**result_row(B, timing(0.5)), "latency_ms": 0.0}]
+    frame = rows_to_arrow(rows).to_pandas()
+    table = LatencyTable(frame, metadata(), duplicate_keys=[str(A)])
     report = table.validate()
     assert report.duplicate_keys == [str(A)]
     assert report.bad_latency_keys == [str(B)]
     assert B not in table
+
+
+def test_a_timing_without_a_usable_latency_is_stored_as_a_failed_key():
+    row = result_row(B, timing(0.0))
+    assert row["status"] == "failed" and "no usable latency" in row["error"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"latency_ms": float("nan")}, "latency_ms is not a finite positive number"),
+        ({"latency_ms": -1.0}, "latency_ms is not a finite positive number"),
+        ({"latency_ms": float("inf")}, "latency_ms is not a finite positive number"),
+        ({"key": "irb_i16x32x32_o24_k3_s2_e4_se1_relu"}, "does not match its columns"),
+        ({"key": "not a key"}, "does not match its columns"),
+        ({"block": "lstm"}, "unknown block type"),
+        ({"status": "maybe"}, "status other than ok or failed"),
+    ],
+)
+def test_a_file_with_a_row_this_tool_never_writes_is_refused_in_one_line(tmp_path, change, message):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = rows_to_arrow([result_row(A, timing(0.5)), result_row(B, timing(0.5))], metadata())
+    frame = good.to_pandas()
+    for column, value in change.items():
+        frame.loc[1, column] = value
+    bad = pa.Table.from_pandas(frame, schema=good.schema, preserve_index=False)
+    pq.write_table(bad.replace_schema_metadata(good.schema.metadata), tmp_path / NAME)
+    with pytest.raises(ValueError, match=message) as err:
+        LatencyTable.load(tmp_path / NAME)
+    assert "\n" not in str(err.value) and "row 1" in str(err.value)
+
+
+def test_a_latency_column_stored_as_text_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = rows_to_arrow([result_row(A, timing(0.5))], metadata())
+    i = good.schema.get_field_index("latency_ms")
+    bad = good.set_column(i, pa.field("latency_ms", pa.string()), pa.array(["0.5"]))
+    pq.write_table(bad.replace_schema_metadata(good.schema.metadata), tmp_path / NAME)
+    with pytest.raises(ValueError, match="column latency_ms is stored as string"):
+        LatencyTable.load(tmp_path / NAME)
 
 
 def test_folder_of_table_and_parts_loads_as_one_table(tmp_path):
@@ -144,12 +190,68 @@ def test_folder_mixing_batches_is_refused(tmp_path):
         LatencyTable.load(tmp_path)
 
 
+def linked(table_path) -> dict:
+    """The ``table`` entry of a calibration fitted for the table at ``table_path``."""
+    md = LatencyTable.load(table_path, calibration=False).metadata
+    return {"device_profile": "v100", "batch": 64, "settings_id": settings_id(md)}
+
+
 def test_calibration_next_to_the_table_is_loaded(table_path):
+    Calibration("linear", a=1.0, b=0.5, table=linked(table_path)).save(calibration_path(table_path))
+    assert LatencyTable.load(table_path).calibration.b == 0.5
+    assert LatencyTable.load(table_path, calibration=False).calibration is None
+
+
+def test_a_calibration_file_without_a_link_to_its_table_is_refused(table_path):
     Calibration("linear", a=1.0, b=0.5, table={"device_profile": "v100", "batch": 64}).save(
         calibration_path(table_path)
     )
-    assert LatencyTable.load(table_path).calibration.b == 0.5
-    assert LatencyTable.load(table_path, calibration=False).calibration is None
+    with pytest.raises(ValueError, match="records no link to its table"):
+        LatencyTable.load(table_path)
+
+
+def test_a_calibration_of_a_table_rebuilt_with_other_settings_is_refused(table_path):
+    Calibration("linear", a=1.0, b=0.5, table={**linked(table_path), "settings_id": "0123456789ab"}).save(
+        calibration_path(table_path)
+    )
+    with pytest.raises(ValueError, match=r"belongs to another table.*settings 0123456789ab"):
+        LatencyTable.load(table_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"a": float("nan")}, "a=nan is not a finite number"),
+        ({"a": -1.0}, "outside the sane range"),
+        ({"b": 1e12}, "outside the sane range"),
+        ({"model": "per_type", "type_scales": {"irb": -2.0}}, "type_scales\\[irb\\]"),
+        ({"model": "cubic"}, "unknown calibration model"),
+        ({"type_scales": [1, 2]}, "type_scales must be a JSON object"),
+        ({"n_fit": "many"}, "n_fit"),
+    ],
+)
+def test_a_calibration_file_with_damaged_values_is_refused_in_one_line(table_path, change, message):
+    import json
+
+    doc = {**Calibration("linear", a=1.0, b=0.5, table=linked(table_path)).to_dict(), **change}
+    calibration_path(table_path).write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=message) as err:
+        LatencyTable.load(table_path)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("content", ["[1, 2, 3]", '"text"', "{not json", ""])
+def test_a_calibration_file_that_is_not_a_calibration_document_is_a_one_line_value_error(table_path, content):
+    calibration_path(table_path).write_text(content)
+    with pytest.raises(ValueError) as err:
+        LatencyTable.load(table_path)
+    assert "\n" not in str(err.value) and "calibration" in str(err.value)
+
+
+def test_a_calibration_path_that_is_a_folder_is_a_one_line_value_error(table_path):
+    calibration_path(table_path).mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        LatencyTable.load(table_path)
 
 
 def test_calibration_of_another_table_is_refused(table_path):

@@ -197,11 +197,19 @@ def test_time_runner_times_each_sample_over_the_chosen_inner_loop() -> None:
     assert runner.calls[-5:] == [250] * 5
 
 
-def test_time_runner_warms_up_for_at_least_warmup_runs() -> None:
+def test_a_host_runner_warms_up_one_synchronous_run_at_a_time_for_at_least_warmup_runs() -> None:
     runner = FakeRunner(per_run_ms=5.0)
+    runner.clock = "host"
     result = time_runner(runner, TimingSettings(warmup_runs=7, warmup_min_ms=0.0, repeats=3))
     assert result.warmup_runs == 7
     assert runner.calls[:7] == [1] * 7
+
+
+def test_a_gpu_runner_warms_up_back_to_back_in_chunks_of_about_ten_ms() -> None:
+    runner = FakeRunner(per_run_ms=0.5)  # clock cuda_events
+    result = time_runner(runner, TimingSettings(warmup_runs=50, warmup_min_ms=0.0, repeats=3))
+    assert runner.calls[:3] == [1, 20, 20]  # one run to learn its length, then 20 x 0.5 ms back to back
+    assert result.warmup_runs >= 50
 
 
 def test_time_runner_warms_up_for_at_least_warmup_min_ms_of_wall_time() -> None:

@@ -114,3 +114,20 @@ def test_asking_for_the_wrong_kind_of_file_says_so() -> None:
         userfile.load_architectures(EXAMPLES / "my_space.yaml")
     with pytest.raises(ValueError, match="holds no search space"):
         userfile.load_space(EXAMPLES / "my_archs.json")
+
+
+def test_a_yaml_file_whose_aliases_expand_without_bound_is_refused_before_it_is_expanded(tmp_path):
+    lines = ["a0: &a0 [" + ", ".join(["x"] * 9) + "]"]
+    for i in range(1, 30):  # 9**30 values once expanded
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="aliases expand it to more than"):
+        userfile.read_document(path)
+
+
+def test_a_file_that_is_not_text_is_one_line(tmp_path):
+    path = tmp_path / "binary.json"
+    path.write_bytes(b"\xff\xfe\x00\x81" * 10)
+    with pytest.raises(ValueError, match="is not a text file"):
+        userfile.read_document(path)

@@ -190,6 +190,10 @@ class OnnxGraphBackend(Backend):
 
         return choose_opset(self.target)
 
+    def export_options(self) -> dict[str, Any]:
+        """Options of :func:`kernels_bench.export.export_keys` this engine needs (int8 Q/DQ forms; none here)."""
+        return {}
+
     def prepare(self, keys: BlockKey | Sequence[BlockKey], batch: int, precision: str) -> Any:
         """Export the chained keys for :attr:`target`; returns the exporter's ``ExportedGraph``."""
         self.check_precision(precision)
@@ -203,6 +207,7 @@ class OnnxGraphBackend(Backend):
             opset=self.graph_opset(),
             cache_dir=self.cache_dir,
             seed=self.seed,
+            **self.export_options(),
         )
 
     def prepare_identity(self, input_shape: tuple[int, ...], precision: str) -> Any:
@@ -232,14 +237,18 @@ class RunnerBase(ABC):
         """True once :meth:`close` was called."""
         return self._closed
 
-    def timed(self, iters: int) -> float:
-        """Total time of ``iters`` back-to-back inferences, ms, timed as the runner's :attr:`clock` says."""
+    def timed(self, iters: int, *, cold_l2: bool = False) -> float:
+        """Total time of ``iters`` back-to-back inferences, ms, timed as the runner's :attr:`clock` says.
+
+        ``cold_l2``: a GPU runner writes a buffer twice its L2 cache's size first (outside the timed
+        region); host runners ignore it.
+        """
         if self._closed:
             raise RuntimeError("runner is closed: load the graph again to time it")
-        return self._timed(iters)
+        return self._timed(iters, cold_l2)
 
     @abstractmethod
-    def _timed(self, iters: int) -> float:
+    def _timed(self, iters: int, cold_l2: bool) -> float:
         """Total time of ``iters`` back-to-back inferences, ms (the runner is open)."""
 
     @abstractmethod
@@ -303,8 +312,8 @@ class HostClockRunner(RunnerBase):
         self._release_fn = release
         self._context = context or nullcontext
 
-    def _timed(self, iters: int) -> float:
-        """Total time of ``iters`` back-to-back inferences, ms (host clock)."""
+    def _timed(self, iters: int, cold_l2: bool) -> float:
+        """Total time of ``iters`` back-to-back inferences, ms (host clock; caches are left as they are)."""
         run = self._run_once
         with self._context():
             start = time.perf_counter_ns()

@@ -18,6 +18,7 @@ recorded as ``sync="run_synchronizes"``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from kernels_bench.backends.base import CpuPinning, HostClockRunner, OnnxGraphBa
 from kernels_bench.config import BackendConfig
 from kernels_bench.errors import BackendUnavailable, engine_missing, install_hint
 from kernels_bench.gpu import gpu_environment
+from kernels_bench.gpu_timing import SpinHold, device_state, flush_bytes
 from kernels_bench.timing import Runner
 from tables.host import host_environment
 
@@ -44,6 +46,9 @@ _ORT_TYPES: dict[str, str] = {
 
 #: First onnxruntime-gpu release whose Python API takes ``user_compute_stream`` as a provider option.
 MIN_USER_STREAM_VERSION = (1, 18)
+
+#: First onnxruntime-gpu release whose CUDA provider takes ``use_tf32``.
+MIN_TF32_OPTION_VERSION = (1, 16)
 
 
 def _import_ort(device: str) -> Any:
@@ -66,6 +71,7 @@ class OnnxRuntimeBackend(OnnxGraphBackend):
         cache_dir: where the exporter caches ONNX files; ``None`` for its default.
         seed: weight seed of the exported blocks.
         cudnn_conv_algo_search: the CUDA provider's ``cudnn_conv_algo_search``.
+        tf32: allow TF32 in fp32 convolutions and matmuls on the CUDA provider (default off: ``use_tf32=0``).
     """
 
     name = "onnxruntime"
@@ -81,9 +87,10 @@ class OnnxRuntimeBackend(OnnxGraphBackend):
         seed: int = 0,
         cudnn_conv_algo_search: str = "EXHAUSTIVE",
         cpus: Sequence[int] | None = None,
+        tf32: bool = False,
     ) -> None:
         kind, index = parse_device(device)
-        self.config = BackendConfig(self.name, device, threads=threads, cpus=tuple(cpus or ()))
+        self.config = BackendConfig(self.name, device, threads=threads, cpus=tuple(cpus or ()), tf32=tf32)
         self._ort = _import_ort(kind)
         self.device = device
         self.device_kind = kind
@@ -229,6 +236,13 @@ class _OrtCudaRunner(RunnerBase):
             "device_id": backend.device_index,
             "cudnn_conv_algo_search": backend.cudnn_conv_algo_search,
         }
+        if not backend.config.tf32:  # passed only to turn it off, so releases without the option still load
+            if version_tuple(ort.__version__) < MIN_TF32_OPTION_VERSION:
+                raise BackendUnavailable(
+                    f"onnxruntime {ort.__version__} cannot turn TF32 off on the CUDA provider (use_tf32 came in "
+                    "1.16), so its fp32 is not fp32: install onnxruntime-gpu>=1.16, or pass --tf32 to accept TF32"
+                )
+            options["use_tf32"] = "0"
         if self._torch is not None:
             torch = self._torch
             self._stream = torch.cuda.Stream(device=backend.device_index)
@@ -263,24 +277,46 @@ class _OrtCudaRunner(RunnerBase):
             self._binding.bind_ortvalue_output(spec.name, out)
             self._outputs.append(out)
         self._run_options = ort.RunOptions()
+        self._device_index = backend.device_index
+        self._hold: SpinHold | None = None
+        self._scratch: Any = None
         if self._torch is not None:
             self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+            self._hold = SpinHold(self._torch, self._stream)
+            self.info.update(self._hold.info())
 
-    def _timed(self, iters: int) -> float:
-        """Total GPU time of ``iters`` back-to-back runs, ms."""
+    def device_state(self) -> dict[str, Any] | None:
+        """The GPU's SM clock, temperature and throttle reasons now (NVML), or ``None``."""
+        return device_state(self._device_index)
+
+    def _flush_l2(self) -> None:
+        torch = self._torch
+        if self._scratch is None:
+            l2 = int(getattr(torch.cuda.get_device_properties(self._device_index), "L2_cache_size", 0) or 0)
+            self._scratch = torch.empty(flush_bytes(l2), dtype=torch.uint8, device=f"cuda:{self._device_index}")
+        with torch.cuda.stream(self._stream):
+            self._scratch.zero_()
+
+    def _timed(self, iters: int, cold_l2: bool) -> float:
+        """Total GPU time of ``iters`` back-to-back runs, ms (the GPU held until all are enqueued)."""
         session, binding, opts = self._session, self._binding, self._run_options
         if self._torch is None:
-            import time
-
             start = time.perf_counter_ns()
             for _ in range(iters):
                 session.run_with_iobinding(binding, opts)
             return (time.perf_counter_ns() - start) / 1e6
+        if cold_l2:
+            self._flush_l2()
+        assert self._hold is not None
+        self._hold.engage(iters)
         self._start.record(self._stream)
+        t0 = time.perf_counter()
         for _ in range(iters):
             session.run_with_iobinding(binding, opts)
         self._end.record(self._stream)
+        self._hold.note_enqueue((time.perf_counter() - t0) * 1e3, iters)
         self._end.synchronize()
+        self.info["hold_short"] = self._hold.short
         return float(self._start.elapsed_time(self._end))
 
     def _release(self) -> None:
@@ -290,6 +326,7 @@ class _OrtCudaRunner(RunnerBase):
         self._outputs.clear()
         self._x = None
         self._session = None
+        self._scratch = None
 
 
 def version_tuple(version: str) -> tuple[int, int]:

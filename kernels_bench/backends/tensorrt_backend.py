@@ -111,25 +111,48 @@ def strongly_typed_for(version: tuple[int, int, int], requested: bool | None) ->
 
 
 def network_creation_flags(trt: Any, version: tuple[int, int, int], strongly_typed: bool | None) -> int:
-    """The ``flags`` argument of ``builder.create_network`` for this version and typing request."""
+    """The ``flags`` argument of ``builder.create_network`` for this version and typing request.
+
+    ``EXPLICIT_BATCH`` on 8.x and 9.x (10.x ignores it, 11.x removed it);
+    ``STRONGLY_TYPED`` when networks are strongly typed and the flag exists (9.x on request, 10.x on
+    request, 11.x where it is still defined).
+    """
     strong = strongly_typed_for(version, strongly_typed)
     flag_enum = trt.NetworkDefinitionCreationFlag
-    if version[0] == 8:
-        return 1 << int(flag_enum.EXPLICIT_BATCH)
+    flags = 0
+    if version[0] < 10:
+        flags |= 1 << int(flag_enum.EXPLICIT_BATCH)
     if strong and hasattr(flag_enum, "STRONGLY_TYPED"):
-        return 1 << int(flag_enum.STRONGLY_TYPED)
-    return 0
+        flags |= 1 << int(flag_enum.STRONGLY_TYPED)
+    return flags
 
 
-def precision_flags(precision: str, strongly_typed: bool) -> tuple[list[str], list[str]]:
+def int8_export_options(version: tuple[int, int, int], strongly_typed: bool) -> dict[str, str]:
+    """How an int8 graph must be written for this TensorRT.
+
+    - weights: float initializers with a Q/DQ pair on 8.x (8.4 refused int8
+      initializers with a DequantizeLinear), int8 initializers from 10.0;
+    - float type: float16 around the Q/DQ for strongly typed networks (10.x on
+      request, all of 11.x), which run everything not quantized in the graph's
+      own type, as weakly typed 8.6 and 10.x run it in FP16 with the FP16 flag
+      (so int8 tables compare across versions); float32 otherwise.
+    """
+    return {
+        "qdq_weights": "float" if version[0] < 10 else "int8",
+        "qdq_float": "float16" if strongly_typed else "float32",
+    }
+
+
+def precision_flags(precision: str, strongly_typed: bool, tf32: bool = False) -> tuple[list[str], list[str]]:
     """Names of the ``trt.BuilderFlag`` members to set and to clear.
 
     Returns:
-        ``(set, clear)``: fp32 -> ([], ["TF32"]); weakly typed fp16 -> (["FP16"], []);
-        weakly typed int8 -> (["INT8", "FP16"], []); strongly typed fp16/int8 -> ([], []).
+        ``(set, clear)``: fp32 -> ([], ["TF32"]) (([], []) with ``tf32``: TF32 math allowed);
+        weakly typed fp16 -> (["FP16"], []); weakly typed int8 -> (["INT8", "FP16"], []);
+        strongly typed fp16/int8 -> ([], []).
     """
     if precision == "fp32":
-        return [], ["TF32"]
+        return [], ([] if tf32 else ["TF32"])
     if precision not in ("fp16", "int8"):
         raise ValueError(f"TensorRT builds fp32, fp16 or int8, not {precision!r}")
     if strongly_typed:
@@ -148,11 +171,13 @@ class BuildOptions:
         builder_optimization_level: 0-5 (TensorRT's default 3; higher searches more tactics).
         avg_timing_iterations: timing runs per tactic during the build (API default 1, trtexec 8).
         workspace_bytes: workspace memory-pool limit, bytes; 0 keeps TensorRT's default.
+        tf32: allow TF32 math in fp32 engines (default False: TensorRT's TF32 flag is cleared).
     """
 
     builder_optimization_level: int = 3
     avg_timing_iterations: int = 8
     workspace_bytes: int = 1 << 30
+    tf32: bool = False
 
     def __post_init__(self) -> None:
         level = self.builder_optimization_level
@@ -176,7 +201,7 @@ def configure_builder(
     Returns:
         What was applied: ``builder_flags_set``, ``builder_flags_cleared`` and the options.
     """
-    to_set, to_clear = precision_flags(precision, strongly_typed)
+    to_set, to_clear = precision_flags(precision, strongly_typed, options.tf32)
     for name in to_set:
         config.set_flag(getattr(trt.BuilderFlag, name))
     for name in to_clear:
@@ -318,10 +343,10 @@ def check_graph(prepared: Any, strongly_typed: bool) -> None:
                 + "; ".join(problems),
                 problems,
             )
-    if precision == "fp16" and strongly_typed and getattr(prepared, "input_dtype", "float16") != "float16":
+    if precision in ("fp16", "int8") and strongly_typed and getattr(prepared, "input_dtype", "float16") != "float16":
+        what = "export it with precision='fp16'" if precision == "fp16" else "export its Q/DQ with qdq_float='float16'"
         raise ValueError(
-            "strongly typed TensorRT takes fp16 from the graph, but this graph is float32: "
-            "export it with precision='fp16'"
+            f"strongly typed TensorRT takes its float type from the graph, but this graph is float32: {what}"
         )
 
 
@@ -341,9 +366,14 @@ class TensorRTRunner(RunnerBase):
 
     clock = "cuda_events"
 
-    def __init__(self, trt: Any, plan: Any, logger: Any, *, cuda_graphs: bool, cudart: Any) -> None:
+    def __init__(
+        self, trt: Any, plan: Any, logger: Any, *, cuda_graphs: bool, cudart: Any, device_index: int = 0
+    ) -> None:
         super().__init__()
         self._rt = cudart
+        self._device_index = device_index
+        self._hold: Any = None
+        self._scratch: Any = None
         self._buffers: list[Any] = []
         self._graph: Any = None
         self._graph_exec: Any = None
@@ -396,6 +426,10 @@ class TensorRTRunner(RunnerBase):
         self._enqueue()  # the first enqueue initialises state that a graph capture must not see
         self._stream.synchronize()
         self.info["cuda_graph"] = self._capture() if cuda_graphs else "off"
+        from kernels_bench.gpu_timing import make_hold
+
+        self._hold = make_hold(self._stream.handle_int, self._device_index)
+        self.info.update(self._hold.info() if self._hold is not None else {"gpu_hold": "none (needs torch with CUDA)"})
 
     def _enqueue(self) -> None:
         if not self._context.execute_async_v3(self._stream.handle_int):
@@ -438,12 +472,42 @@ class TensorRTRunner(RunnerBase):
             rt.cudaGraphDestroy(self._graph)
             self._graph = None
 
-    def _timed(self, iters: int) -> float:
-        """Total GPU time of ``iters`` back-to-back enqueues (or graph launches), ms."""
+    def device_state(self) -> dict[str, Any] | None:
+        """The GPU's SM clock, temperature and throttle reasons now (NVML), or ``None``."""
+        from kernels_bench.gpu_timing import device_state
+
+        return device_state(self._device_index)
+
+    def _flush_l2(self) -> None:
+        """Write a buffer twice the L2 cache's size on the stream (``cudaMemsetAsync``) before a cold sample."""
+        from kernels_bench.cuda_timer import DeviceBuffer, check
+        from kernels_bench.gpu_timing import flush_bytes
+
+        rt = self._rt
+        if self._scratch is None:
+            attr = rt.cudaDeviceAttr.cudaDevAttrL2CacheSize
+            l2 = int(check(rt, rt.cudaDeviceGetAttribute(attr, self._device_index), "cudaDeviceGetAttribute"))
+            self._scratch = DeviceBuffer(flush_bytes(l2), rt)
+        buf = self._scratch
+        check(rt, rt.cudaMemsetAsync(buf.ptr, 0, buf.nbytes, self._stream.handle), "cudaMemsetAsync")
+
+    def _timed(self, iters: int, cold_l2: bool) -> float:
+        """Total GPU time of ``iters`` back-to-back enqueues (or graph launches), ms.
+
+        With torch available the GPU is held by a spin kernel until all are
+        enqueued, so the events time GPU work only (see :mod:`kernels_bench.gpu_timing`).
+        """
+        import time
+
         from kernels_bench.cuda_timer import check
 
         rt, stream = self._rt, self._stream
+        if cold_l2:
+            self._flush_l2()
+        if self._hold is not None:
+            self._hold.engage(iters)
         self._timer.start(stream)
+        t0 = time.perf_counter()
         if self._graph_exec is not None:
             for _ in range(iters):
                 check(rt, rt.cudaGraphLaunch(self._graph_exec, stream.handle), "cudaGraphLaunch")
@@ -451,6 +515,9 @@ class TensorRTRunner(RunnerBase):
             for _ in range(iters):
                 self._enqueue()
         self._timer.stop(stream)
+        if self._hold is not None:
+            self._hold.note_enqueue((time.perf_counter() - t0) * 1e3, iters)
+            self.info["hold_short"] = self._hold.short
         return self._timer.elapsed_ms()
 
     def _release(self) -> None:
@@ -467,6 +534,9 @@ class TensorRTRunner(RunnerBase):
 
         def buffers() -> None:
             held, self._buffers = self._buffers, []
+            if self._scratch is not None:
+                held.append(self._scratch)
+                self._scratch = None
             release_all(*(b.close for b in held))
 
         def engine() -> None:
@@ -530,6 +600,7 @@ class TensorRTBackend(OnnxGraphBackend):
         worker: int = 0,
         timing_cache_seeds: Mapping[str, bytes] | None = None,
         cuda_graphs: bool = False,
+        tf32: bool = False,
         opset: int | None = None,
         cache_dir: str | Path | None = None,
         seed: int = 0,
@@ -539,17 +610,18 @@ class TensorRTBackend(OnnxGraphBackend):
         if kind != "cuda":
             raise ValueError(f"the tensorrt backend runs on a GPU, not {device!r}: use device='cuda' or 'cuda:N'")
         requested = BackendConfig(
-            self.name, device, opt_level=opt_level, strongly_typed=strongly_typed, cuda_graphs=cuda_graphs
+            self.name, device, opt_level=opt_level, strongly_typed=strongly_typed, cuda_graphs=cuda_graphs, tf32=tf32
         )
         self._trt = trt = _import_tensorrt()
-        from kernels_bench.cuda_timer import check, load_cudart
+        from kernels_bench.cuda_timer import check, check_driver, load_cudart
 
         self._rt = load_cudart()
+        check_driver(self._rt)
         self.version_text = str(trt.__version__)
         self.version = parse_version(self.version_text)
         self.strongly_typed = strongly_typed_for(self.version, strongly_typed)
         level = BuildOptions.builder_optimization_level if opt_level is None else opt_level
-        self.build_options = BuildOptions(level, avg_timing_iterations, workspace_bytes)
+        self.build_options = BuildOptions(level, avg_timing_iterations, workspace_bytes, bool(tf32))
         # the configuration as built: the version's typing and the builder level that apply
         self.config = requested.replace(strongly_typed=self.strongly_typed, opt_level=level)
         self.device = device
@@ -579,6 +651,10 @@ class TensorRTBackend(OnnxGraphBackend):
 
         return choose_opset("tensorrt", self.version_text)
 
+    def export_options(self) -> dict[str, Any]:
+        """The int8 Q/DQ forms this TensorRT reads (see :func:`int8_export_options`)."""
+        return int8_export_options(self.version, self.strongly_typed)
+
     # ----- compile step --------------------------------------------------------
     def load(self, prepared: Any) -> TensorRTRunner:
         """Build (with the shared timing cache) and deserialize the engine of an exported graph.
@@ -607,7 +683,9 @@ class TensorRTBackend(OnnxGraphBackend):
         )
         self.timing_cache.save()
         self.last_build = applied
-        runner = TensorRTRunner(trt, plan, self._logger, cuda_graphs=self.cuda_graphs, cudart=self._rt)
+        runner = TensorRTRunner(
+            trt, plan, self._logger, cuda_graphs=self.cuda_graphs, cudart=self._rt, device_index=self.device_index
+        )
         runner.info.update({k: v for k, v in applied.items() if k.startswith("builder_flags")})
         return runner
 
@@ -664,8 +742,8 @@ class TensorRTBackend(OnnxGraphBackend):
             "tensorrt_version": self.version_text,
             "avg_timing_iterations": self.build_options.avg_timing_iterations,
             "workspace_bytes": self.build_options.workspace_bytes,
-            "tf32": "cleared for fp32",
             "opset": self.graph_opset(),
+            "int8_qdq": self.export_options(),
         }
 
     def environment(self) -> dict[str, Any]:
@@ -677,6 +755,8 @@ class TensorRTBackend(OnnxGraphBackend):
             **self._gpu,
             "timing_cache": str(self.timing_cache.path) if self.timing_cache.path else None,
         }
+        from kernels_bench.cuda_timer import cuda_python_versions
+
         env.update(cuda_python_versions())
         return env
 
@@ -686,20 +766,3 @@ class TensorRTBackend(OnnxGraphBackend):
             self.timing_cache.save()
             self._builder = None
         super().close()
-
-
-def cuda_python_versions() -> dict[str, str | None]:
-    """The installed ``cuda-python`` and ``cuda-bindings`` versions (``None`` for one that is not installed).
-
-    cuda-python 12.6.1 and later is a meta-package over cuda-bindings, which can
-    also be installed alone; either provides the runtime module this backend uses.
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {}
-    for dist in ("cuda-python", "cuda-bindings"):
-        try:
-            out[dist.replace("-", "_") + "_version"] = version(dist)
-        except PackageNotFoundError:
-            out[dist.replace("-", "_") + "_version"] = None
-    return out

@@ -16,6 +16,7 @@ int8 is refused on every device: use the onnxruntime or tensorrt backend.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from kernels_bench.backends.base import (
 from kernels_bench.config import BackendConfig
 from kernels_bench.errors import BackendUnavailable, engine_missing
 from kernels_bench.gpu import gpu_environment
+from kernels_bench.gpu_timing import SpinHold, device_state, flush_bytes
 from kernels_bench.timing import Runner
 from tables.host import host_environment
 from tables.key import BlockKey
@@ -86,12 +88,19 @@ class TorchBackend(Backend):
         compile: bool = False,
         compile_mode: str | None = None,
         cuda_graphs: bool = False,
+        tf32: bool = False,
         seed: int = 0,
         cpus: Sequence[int] | None = None,
     ) -> None:
         kind, index = parse_device(device)
         self.config = BackendConfig(
-            self.name, device, threads=threads, cpus=tuple(cpus or ()), compile=compile, cuda_graphs=cuda_graphs
+            self.name,
+            device,
+            threads=threads,
+            cpus=tuple(cpus or ()),
+            compile=compile,
+            cuda_graphs=cuda_graphs,
+            tf32=tf32,
         )
         self._torch = torch = _import_torch()
         if kind == "cuda" and not torch.cuda.is_available():
@@ -112,8 +121,11 @@ class TorchBackend(Backend):
         self._previous_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
         self._previous_cudnn_benchmark = bool(torch.backends.cudnn.benchmark)
+        self._previous_tf32 = (bool(torch.backends.cuda.matmul.allow_tf32), bool(torch.backends.cudnn.allow_tf32))
         if kind == "cuda":
             torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = self.config.tf32  # one TF32 policy for every backend
+            torch.backends.cudnn.allow_tf32 = self.config.tf32
 
     # ----- export step ---------------------------------------------------------
     def prepare(self, keys: BlockKey | Sequence[BlockKey], batch: int, precision: str) -> TorchPrepared:
@@ -163,8 +175,6 @@ class TorchBackend(Backend):
         out: dict[str, Any] = {**self.config.to_dict(), "compile_mode": self.compile_mode or "default"}
         if self.device_kind == "cuda":
             out["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
-            out["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
-            out["tf32_cudnn"] = bool(torch.backends.cudnn.allow_tf32)
         return out
 
     def environment(self) -> dict[str, Any]:
@@ -181,11 +191,12 @@ class TorchBackend(Backend):
         return env
 
     def close(self) -> None:
-        """Restore the thread count, cuDNN autotuning flag and CPU affinity that were set before this backend."""
+        """Restore the thread count, cuDNN autotuning and TF32 flags and the CPU affinity set before this backend."""
         if not self.closed:
             torch = self._torch
             torch.set_num_threads(self._previous_threads)
             torch.backends.cudnn.benchmark = self._previous_cudnn_benchmark
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._previous_tf32
             self._pinning.restore()
         super().close()
 
@@ -227,12 +238,36 @@ class _TorchCudaRunner(RunnerBase):
                 self._out = model(x)
             self._graph = graph
         self.info["cuda_graphs"] = self._graph is not None
+        self._device_index = self._stream.device.index or 0
+        self._hold = SpinHold(torch, self._stream)
+        self._scratch: Any = None
+        self.info.update(self._hold.info())
 
-    def _timed(self, iters: int) -> float:
-        """Total GPU time of ``iters`` back-to-back forward passes (or graph replays), ms."""
+    def _flush_l2(self) -> None:
+        """Write a buffer twice the L2 cache's size on the stream (a cold-L2 sample starts after it)."""
+        torch = self._torch
+        if self._scratch is None:
+            l2 = int(getattr(torch.cuda.get_device_properties(self._device_index), "L2_cache_size", 0) or 0)
+            self._scratch = torch.empty(flush_bytes(l2), dtype=torch.uint8, device=self._stream.device)
+        self._scratch.zero_()
+
+    def device_state(self) -> dict[str, Any] | None:
+        """The GPU's SM clock, temperature and throttle reasons now (NVML), or ``None``."""
+        return device_state(self._device_index)
+
+    def _timed(self, iters: int, cold_l2: bool) -> float:
+        """Total GPU time of ``iters`` back-to-back forward passes (or graph replays), ms.
+
+        The GPU is held by a spin kernel until the host has enqueued all of them,
+        so the events time GPU work only (see :mod:`kernels_bench.gpu_timing`).
+        """
         torch = self._torch
         with torch.inference_mode(), torch.cuda.stream(self._stream):
+            if cold_l2:
+                self._flush_l2()
+            self._hold.engage(iters)
             self._start.record(self._stream)
+            t0 = time.perf_counter()
             if self._graph is not None:
                 for _ in range(iters):
                     self._graph.replay()
@@ -241,7 +276,9 @@ class _TorchCudaRunner(RunnerBase):
                 for _ in range(iters):
                     self._out = model(x)
             self._end.record(self._stream)
+            self._hold.note_enqueue((time.perf_counter() - t0) * 1e3, iters)
         self._end.synchronize()
+        self.info["hold_short"] = self._hold.short
         return float(self._start.elapsed_time(self._end))
 
     def _release(self) -> None:
@@ -253,3 +290,4 @@ class _TorchCudaRunner(RunnerBase):
             self._model = None
             self._x = None
             self._out = None
+            self._scratch = None

@@ -126,6 +126,7 @@ class KeyWorker:
         self.drift_reference = drift_reference
         self.drift_ratio = drift_ratio
         self._references: dict[tuple[int, str], Any] = {}
+        self._memory_limit: int | bool | None = False  # False: not looked up yet
 
     @classmethod
     def from_spec(cls, spec: WorkerSpec, index: int, fault: FaultInjection | None = None) -> KeyWorker:
@@ -213,6 +214,9 @@ class KeyWorker:
             os._exit(FAULT_EXIT_STATUS)
         self.keys_started += 1
         block_key = parse_key(key)
+        too_large = self._too_large(block_key, batch, precision)
+        if too_large is not None:
+            return result_row(block_key, error=too_large)
         try:
             reference = self._reference(batch, precision)
             result = measure.measure_keys(self.backend, [block_key], batch, precision, self.timing, reference=reference)
@@ -222,6 +226,41 @@ class KeyWorker:
         except Exception as exc:  # one bad key must not end a multi-day build
             _free_device_memory()
             return result_row(block_key, error=error_text(exc))
+
+    def memory_limit(self) -> int | None:
+        """Bytes of memory on the backend's device (the GPU's, or the host's for the CPU), ``None`` if unknown."""
+        if self._memory_limit is False:
+            from kernels_bench.backends.base import parse_device
+
+            kind, index = parse_device(str(getattr(self.backend, "device", "cpu")))
+            if kind == "cuda":
+                from kernels_bench.gpu import device_memory_bytes
+
+                self._memory_limit = device_memory_bytes(index)
+            else:
+                from tables.host import host_memory_bytes
+
+                self._memory_limit = host_memory_bytes()
+        return self._memory_limit  # type: ignore[return-value]
+
+    def _too_large(self, key: Any, batch: int, precision: str) -> str | None:
+        """Why ``key`` cannot fit the device at ``batch`` (its weights and two largest tensors alone exceed the
+        device's memory), or ``None``. Such a key is a permanent failure: measuring it would only run out of
+        memory, or take the machine down with it."""
+        from tables.cost import ELEMENT_BYTES, key_cost
+
+        limit = self.memory_limit()
+        if limit is None or precision not in ELEMENT_BYTES:
+            return None
+        need = key_cost(key, batch, precision).memory_bytes
+        if need <= limit:
+            return None
+        gib = 1 << 30
+        return (
+            f"key {key} needs at least {need / gib:.1f} GiB for its weights and largest tensors at batch {batch} "
+            f"({precision}), more than the {limit / gib:.1f} GiB of {getattr(self.backend, 'device', 'cpu')}: "
+            "drop it from the space or use a smaller --batch"
+        )
 
     def measure(self, keys: Sequence[str], batch: int, precision: str) -> list[dict[str, Any]]:
         """A chunk of keys -> their rows, in order."""

@@ -541,6 +541,28 @@ class StagedSpace:
         """Number of unique keys in the space (``len(space_keys())``)."""
         return len(self.space_keys())
 
+    def key_count_bound(self) -> tuple[int, list[int]]:
+        """An upper bound of :meth:`count_keys` and each stage's share of it, counted without enumerating.
+
+        The enumeration's loops, multiplied out: per resolution and stage, (input
+        channel choices) x (filter choices) x (kernel, expansion, SE, activation
+        choices) first-layer keys, and (filter choices) x those for the repeated
+        layers. Exact when no two stage configurations give the same key; a
+        space of trillions of keys is counted in microseconds.
+        """
+        per_stage = [0] * len(self.stages)
+        for _ in self.resolutions:
+            cins = 1
+            for i, st in enumerate(self.stages):
+                combos = len(st.kernels) * len(st.expansions) * len(st.se) * len(st.acts)
+                outs = len(st.filters) if st.filters else cins
+                if st.layers[-1] >= 1:
+                    per_stage[i] += cins * (len(st.filters) if st.filters else 1) * combos
+                if st.layers[-1] >= 2:
+                    per_stage[i] += outs * combos
+                cins = outs + (cins if st.may_be_empty else 0)
+        return sum(per_stage), per_stage
+
     def _enumerate_keys(self) -> set[BlockKey]:
         keys: set[BlockKey] = set()
         for res in self.resolutions:

@@ -72,16 +72,33 @@ _STAGE_FIELDS = ("type", "stride", "kernel", "filters", "layers", "expansion", "
 _SPACE_FIELDS = ("name", "resolutions", "in_channels", "stages")
 
 
+#: Largest user file read (bytes): a list of 100,000 architectures fits in a few MB.
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+#: Most values a YAML document may expand to (aliases repeat a part: a small file can expand enormously).
+MAX_YAML_NODES = 5_000_000
+
+
 def read_document(path: str | Path) -> object:
-    """Parse a JSON or YAML file (by suffix); ``ValueError`` naming the file on any read or syntax error."""
+    """Parse a JSON or YAML file (by suffix); ``ValueError`` naming the file on any read or syntax error.
+
+    Memory stays bounded: a file over :data:`MAX_FILE_BYTES`, or a YAML file whose
+    aliases would expand it to more than :data:`MAX_YAML_NODES` values, is refused
+    before anything is expanded.
+    """
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in (".json", ".yaml", ".yml"):
         raise ValueError(f"{p}: unsupported file type {suffix or '(none)'}; use .json, .yaml or .yml")
     try:
+        size = p.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ValueError(f"{p}: {size:,} bytes is more than the {MAX_FILE_BYTES:,} a user file may have")
         text = p.read_text()
     except OSError as exc:
         raise ValueError(f"{p}: cannot read it ({exc.strerror}); check the path") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{p}: is not a text file (UTF-8); give a JSON or YAML file") from None
     if suffix == ".json":
         try:
             return json.loads(text)
@@ -90,12 +107,35 @@ def read_document(path: str | Path) -> object:
     import yaml
 
     try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise ValueError(
+                f"{p}: its YAML aliases expand it to more than {MAX_YAML_NODES:,} values; write it out flat"
+            )
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "syntax error"
         raise ValueError(f"{p}: invalid YAML{where}: {problem}") from None
+
+
+def _expanded_size(node: object, memo: dict[int, int]) -> int:
+    """Values a composed YAML node expands to, aliases counted as copies (memoized, so counting is cheap)."""
+    import yaml
+
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = MAX_YAML_NODES + 1  # a node that contains itself expands without end
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    memo[key] = size
+    return size
 
 
 def is_space_document(doc: object) -> bool:
