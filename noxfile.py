@@ -1,4 +1,4 @@
-"""Sessions: tests, lint, demo (the main job on the CPU), bench (benchmarks/).
+"""Sessions: tests, lint, demo (the main job on the CPU), bench (benchmarks/), gpu_check (the GPU check).
 
 torch is pinned by constraints-cpu.txt so that no session ever pulls a CUDA build.
 """
@@ -53,3 +53,10 @@ def bench(session: nox.Session) -> None:
     for script in sorted(os.listdir("benchmarks")):
         if script.startswith("bench_") and script.endswith(".py"):
             session.run("python", f"benchmarks/{script}", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def gpu_check(session: nox.Session) -> None:
+    """The prepared GPU check (benchmarks/gpu_check.sh); without a CUDA GPU every section reports skipped."""
+    _install(session, "dev")
+    session.run("bash", "benchmarks/gpu_check.sh", *(session.posargs or ["out/gpu_check"]), external=True)

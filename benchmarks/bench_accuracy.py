@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         + (["--drift-reference", args.drift_reference] if args.drift_reference and not args.no_drift_correct else [])
         + ["--rounds", str(args.table_rounds), "--seed", str(args.seed)]
         + (["--cpus", args.cpus] if args.cpus else [])
-        + ["--out", str(work), "--cache-dir", cache, "--no-progress"],
+        + ["--out", str(work), "--cache-dir", cache, "--no-progress", "--no-validate"],
         "table build",
     )
     t_val = run_step(

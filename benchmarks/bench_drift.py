@@ -93,7 +93,7 @@ def main() -> int:
             [py, "-m", "profiler.build", "--device", "cpu", "--batch", "1", "--precision", "fp32", "--threads", "1"]
             + ["--networks", "all", "--drift-correct", "--min-sample-ms", str(args.min_sample_ms), *pin]
             + ["--seed", str(seed), "--out", str(work / f"build{seed}"), "--cache-dir", str(work / "graphs")]
-            + ["--no-progress"]
+            + ["--no-progress", "--no-validate"]
         )
     if not args.report_only:
         walls["validation"] = run(

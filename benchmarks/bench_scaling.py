@@ -61,7 +61,7 @@ def _run_build(config: str, workers: int, args: argparse.Namespace, work: Path) 
     cmd = [sys.executable, "-m", "profiler.build", "--device", "cpu", "--batch", "1", "--precision", "fp32"]
     cmd += ["--limit", str(args.keys), "--threads", "1", "--out", str(out), "--cache-dir", str(out / "onnx-cache")]
     cmd += ["--repeats", str(args.repeats), "--warmup", str(args.warmup), "--warmup-ms", str(args.warmup_ms)]
-    cmd += ["--no-progress"]
+    cmd += ["--no-progress", "--no-validate"]
     if config != "serial":
         cmd += ["--executor", config.split()[0], "--workers", str(workers), "--chunk-size", str(args.chunk_size)]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(_ROOT))

@@ -11,8 +11,11 @@ direct ONNX emitter).
 Shapes: every module takes a float tensor ``(N, cin, h, w)`` and returns
 ``(N, *key.output_shape)``.
 
-Deviation from NVIDIA's GPUNet code: stride-2 fused inverted residual convs are
-padded with ``k // 2`` like every other conv (NVIDIA's code leaves them unpadded).
+Padding: every kxk conv is padded ``(k - 1) // 2``, except the strided kxk conv
+of a key with ``pad="valid"`` (``fused_irb`` at stride 2, suffix ``_pv``), which
+is unpadded as in NVIDIA's released GPUNet code. The GPUNet networks and space
+use ``valid`` by default (``gpunet-N-padded`` and the ``gpunet-padded`` space
+keep the padded variant: :mod:`profiler.networks`, :mod:`profiler.spaces.gpunet`).
 """
 
 from __future__ import annotations
@@ -41,10 +44,14 @@ def make_activation(name: str) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}: allowed {', '.join(_ACTIVATIONS)}") from None
 
 
-def conv_bn(cin: int, cout: int, k: int, stride: int = 1, *, groups: int = 1, act: str | None = None) -> nn.Sequential:
-    """Bias-free kxk conv (padding (k-1)//2) -> BN, then the activation when ``act`` is given."""
+def conv_bn(
+    cin: int, cout: int, k: int, stride: int = 1, *, groups: int = 1, act: str | None = None, padding: int | None = None
+) -> nn.Sequential:
+    """Bias-free kxk conv (``padding`` pixels, default (k-1)//2) -> BN, then the activation when ``act`` is given."""
     layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, k, stride, padding=(k - 1) // 2, groups=groups, bias=False),
+        nn.Conv2d(
+            cin, cout, k, stride, padding=(k - 1) // 2 if padding is None else padding, groups=groups, bias=False
+        ),
         nn.BatchNorm2d(cout, eps=BN_EPS),
     ]
     if act is not None:
@@ -128,14 +135,15 @@ class InvertedResidual(nn.Module):
 
     ``irb``: 1x1 expand to mid -> BN -> act (absent when ``key.e == 1``, then
     mid = cin) -> depthwise kxk stride s -> BN -> act. ``fused_irb``: one kxk
-    conv cin -> mid stride s -> BN -> act. SE squeezes to ``key.se_channels``.
+    conv cin -> mid stride s (padded ``key.strided_padding``: 0 for pad valid) -> BN -> act.
+    SE squeezes to ``key.se_channels``.
     """
 
     def __init__(self, key: BlockKey, *, fused: bool) -> None:
         super().__init__()
         if fused:
             mid = key.mid_channels
-            self.expand: nn.Module = conv_bn(key.cin, mid, key.k, key.s, act=key.act)
+            self.expand: nn.Module = conv_bn(key.cin, mid, key.k, key.s, act=key.act, padding=key.strided_padding)
         else:
             mid = key.cin if key.e == 1 else key.mid_channels
             layers: list[nn.Module] = [] if key.e == 1 else [conv_bn(key.cin, mid, 1, act=key.act)]

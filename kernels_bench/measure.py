@@ -169,6 +169,8 @@ def measure_floor(
     batch: int,
     precision: str,
     settings: TimingSettings | None = None,
+    *,
+    reference: DriftReference | None = None,
 ) -> TimingResult:
     """Time the identity graph whose input and output have ``input_shape``.
 
@@ -178,6 +180,7 @@ def measure_floor(
         batch: images per inference (checked against ``input_shape``).
         precision: the precision of the tables it calibrates.
         settings: timing protocol settings.
+        reference: a drift reference, as for :func:`measure_keys`.
 
     Returns:
         The timing result of one call that only moves the tensor: the backend's floor, ms.
@@ -186,6 +189,8 @@ def measure_floor(
     check_batch(batch)
     if not shape or shape[0] != batch:
         raise ValueError(f"input_shape {tuple(input_shape)} must start with the batch size {batch}")
-    result = _time_prepared(backend, lambda: backend.prepare_identity(shape, precision), precision, batch, settings)
+    result = _time_prepared(
+        backend, lambda: backend.prepare_identity(shape, precision), precision, batch, settings, reference
+    )
     result.settings["identity_shape"] = list(shape)
     return result

@@ -6,7 +6,8 @@ the structure the TorchScript export of :mod:`kernels_bench.blocks` produces
 same order:
 
 - conv + BN (+ act) -> one ``Conv`` with weight and bias (BN folded here, in
-  numpy), then the activation: ``Relu``; ``Sigmoid`` + ``Mul`` for swish;
+  numpy; ``pads`` (k - 1) // 2, or 0 on the strided conv of a key with pad
+  ``"valid"``), then the activation: ``Relu``; ``Sigmoid`` + ``Mul`` for swish;
   ``Clip`` with two scalar ``Constant`` bounds (0, 6) for relu6;
 - SE -> ``ReduceMean`` over (2, 3) keepdims (axes as an attribute below opset
   18, as a ``Constant`` int64 input from 18), ``Conv`` (bias), act, ``Conv``
@@ -116,8 +117,13 @@ class _Emitter(structure.BlockBuilder[str]):
         self.params[self.prefix + name] = value
         return value
 
-    def conv(self, x: str, path: str, w: np.ndarray, b: np.ndarray, stride: int, groups: int) -> str:
-        """One ``Conv`` node ``{path}`` with initializers ``{path}.weight`` and ``{path}.bias``, padded (k - 1) // 2."""
+    def conv(
+        self, x: str, path: str, w: np.ndarray, b: np.ndarray, stride: int, groups: int, padding: int | None = None
+    ) -> str:
+        """One ``Conv`` node ``{path}`` with initializers ``{path}.weight`` and ``{path}.bias``.
+
+        Padded ``padding`` pixels on each side, ``None`` for (k - 1) // 2.
+        """
         k = w.shape[-1]
         wn, bn = self.initializer(w, f"{path}.weight"), self.initializer(b, f"{path}.bias")
         return self.node(
@@ -127,12 +133,14 @@ class _Emitter(structure.BlockBuilder[str]):
             dilations=[1, 1],
             group=groups,
             kernel_shape=[k, k],
-            pads=[(k - 1) // 2] * 4,
+            pads=[(k - 1) // 2 if padding is None else padding] * 4,
             strides=[stride, stride],
         )
 
     # ----- the builder's primitives (tables.structure.BlockBuilder) ----------------------
-    def conv_bn(self, x: str, path: str, cin: int, cout: int, k: int, stride: int, groups: int) -> str:
+    def conv_bn(
+        self, x: str, path: str, cin: int, cout: int, k: int, stride: int, groups: int, padding: int | None = None
+    ) -> str:
         """``blocks.conv_bn`` without its activation: conv ``{path}.0`` -> BN ``{path}.1`` folded into one Conv."""
         w = self.param(f"{path}.0.weight", self.weight((cout, cin // groups, k, k)))
         gamma = self.param(f"{path}.1.weight", self.uniform((cout,), *weights.BN_SCALE_RANGE))
@@ -141,7 +149,7 @@ class _Emitter(structure.BlockBuilder[str]):
         var = self.param(f"{path}.1.running_var", self.uniform((cout,), *weights.BN_VAR_RANGE))
         self.param(f"{path}.1.num_batches_tracked", np.array(0, dtype=np.int64))
         scale = gamma / np.sqrt(var + np.float32(BN_EPS))
-        return self.conv(x, f"{path}.0", w * scale[:, None, None, None], beta - mean * scale, stride, groups)
+        return self.conv(x, f"{path}.0", w * scale[:, None, None, None], beta - mean * scale, stride, groups, padding)
 
     def conv_bias(self, x: str, path: str, cin: int, cout: int) -> str:
         """1x1 conv with bias (SE reduce / expand)."""

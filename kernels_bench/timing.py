@@ -309,7 +309,7 @@ def _estimate_single_run_ms(runner: Runner, settings: TimingSettings) -> float:
         iters = min(iters * 2, settings.max_inner)
 
 
-def _warm_up(runner: Runner, settings: TimingSettings, reference: Runner | None) -> int:
+def warm_up(runner: Runner, settings: TimingSettings, reference: Runner | None = None) -> int:
     """Warm ``runner`` (and ``reference``) up; returns the inferences run.
 
     At least ``warmup_runs`` inferences and ``warmup_min_ms`` of wall time. A GPU
@@ -381,7 +381,7 @@ def time_runner(
             raise ValueError(f"invalid reference_ratio={reference_ratio!r}: use a number > 0")
 
     t_warm = time.perf_counter()
-    warmup_done = _warm_up(runner, settings, reference)
+    warmup_done = warm_up(runner, settings, reference)
     single_ms = _estimate_single_run_ms(runner, settings)
     inner = settings.inner_loop(single_ms, runner.timer_resolution_ms)
     ref_inner = None

@@ -45,6 +45,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from kernels_bench.boundary import BOUNDARY_METHODS, DEFAULT_BOUNDARY
 from kernels_bench.config import BACKENDS, PRECISIONS, BackendConfig
 from kernels_bench.errors import check_engine_installed
 from kernels_bench.export import default_cache_dir
@@ -53,7 +54,8 @@ from profiler import enumeration, sharding
 from profiler.devices import DeviceProfile, check_device, detect_for, get_profile
 from profiler.options import add_backend_arguments, add_timing_arguments, config_from_args, timing_from_args
 from profiler.plan import DEFAULT_CHUNK_SIZE, EXECUTORS, fmt_duration, make_executor, make_plan, print_dry_run
-from profiler.tablebuild import TableJob, build_table, stability_note
+from profiler.proof import DEFAULT_VALIDATE_SAMPLE, MAX_VALIDATE_SAMPLE
+from profiler.tablebuild import TableJob, build_table, steadiness_note
 from tables.atomic import remove_stale_temporaries
 from tables.cli import CliParser, UsageError, run_cli, text_arg
 from tables.host import logical_cpus, usable_cpus
@@ -63,7 +65,7 @@ from tables.paths import table_filename
 #: Documented limits of the numeric options (a build beyond them would not end, or not fit in memory).
 MAX_BATCH = 4096
 MAX_ROUNDS = 100
-MAX_SAMPLE = 100_000  # architectures of --sample (GPUNet's 132,990 keys are all covered well before)
+MAX_SAMPLE = 100_000  # architectures of --sample (GPUNet's 229,550 keys are all covered well before)
 MAX_WORKERS = 1024
 MAX_CHUNK_SIZE = 10_000
 MAX_SEED = 2**32 - 1
@@ -88,13 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, help="default: tensorrt on a GPU device, onnxruntime on cpu")
     src = p.add_argument_group("what to profile (default: the reference networks)")
     src.add_argument(
-        "--space", type=text_arg, help="gpunet, genet, or a space file (JSON/YAML): every key of the space"
+        "--space",
+        type=text_arg,
+        help="gpunet, gpunet-padded, genet, or a space file (JSON/YAML): every key of the space",
     )
     src.add_argument("--sample", type=int, help="only the keys of N architectures sampled from --space with Sobol")
     src.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     src.add_argument("--networks", help="comma-separated reference networks (e.g. resnet-50,gpunet-0) or 'all'")
     src.add_argument("--archs", type=text_arg, help="a JSON/YAML file listing architectures: exactly their keys")
     src.add_argument("--limit", type=int, help="profile only the first N keys (smoke runs)")
+    src.add_argument(
+        "--measure-fraction",
+        type=float,
+        metavar="F",
+        help="measure only this fraction (0 < F <= 1) of the keys, chosen to cover every block type and FLOPs "
+        "range and then where the estimator is least sure; the rest are estimated on demand with their measured "
+        "error (run again with a larger F to measure more)",
+    )
     t = p.add_argument_group("timing protocol")
     add_timing_arguments(t, defaults=True)
     t.add_argument(
@@ -109,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="time a fixed reference graph right before every timed sample and bring each key to the table's "
         "reference speed (for machines whose speed drifts; about doubles the timed part of a build)",
+    )
+    t.add_argument(
+        "--boundary",
+        choices=BOUNDARY_METHODS,
+        default=DEFAULT_BOUNDARY,
+        help=f"how each key's boundary (what a block timed alone pays that a whole network pays once) is measured "
+        f"right after it, so that the block sum needs no calibration to be close (default {DEFAULT_BOUNDARY}; "
+        "none: the plain sum)",
     )
     t.add_argument(
         "--drift-reference",
@@ -150,6 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="shuffled",
         help="order of measuring the keys: shuffled with --seed (default; spreads each network's blocks over the "
         "build, so a drifting machine does not move one network's whole sum) or as enumerated",
+    )
+    v = p.add_argument_group("validation (after the build)")
+    v.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="skip the end-to-end validation that proves each table (reference networks that fit the table plus a "
+        "seeded sample of the space; calibration and validation files written next to the table)",
+    )
+    v.add_argument(
+        "--validate-sample",
+        type=int,
+        default=DEFAULT_VALIDATE_SAMPLE,
+        metavar="N",
+        help=f"architectures of the space being profiled in the validation (default {DEFAULT_VALIDATE_SAMPLE})",
     )
     o.add_argument("--dry-run", action="store_true", help="print key counts and an estimated time; build nothing")
     o.add_argument("--retry-failed", action="store_true", help="measure again the keys that failed in an earlier run")
@@ -232,6 +266,14 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise UsageError(f"--chunk-size must be from 1 to {MAX_CHUNK_SIZE}, got {args.chunk_size}")
     if not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed must be from 0 to {MAX_SEED}, got {args.seed}")
+    if args.measure_fraction is not None and not 0.0 < args.measure_fraction <= 1.0:
+        raise UsageError(
+            f"--measure-fraction must be a fraction in (0, 1], got {args.measure_fraction}: e.g. 0.2 measures a fifth"
+        )
+    if not 0 <= args.validate_sample <= MAX_VALIDATE_SAMPLE:
+        raise UsageError(
+            f"--validate-sample must be from 0 to {MAX_VALIDATE_SAMPLE} architectures, got {args.validate_sample}"
+        )
 
 
 # --------------------------------------------------------------------------- main
@@ -305,8 +347,14 @@ def run(args: argparse.Namespace) -> int:
             table_names={p: name_of(p) for p in precisions},
             rounds=args.rounds,
             drift_correct=drift is not None,
+            boundary=args.boundary,
             shard=shard,
         )
+        if not args.no_validate and not shard:
+            print(
+                f"then each table is validated end to end on the reference networks that fit it and "
+                f"{args.validate_sample} sampled architectures of the space profiled (--no-validate skips it)"
+            )
         return 0
 
     if plan.executor == "ray":
@@ -321,7 +369,14 @@ def run(args: argparse.Namespace) -> int:
     assert detected is not None
     if not keys:
         print(f"shard {shard[0]}/{shard[1]} holds none of the {len(source.keys)} keys: its tables stay empty")
-    executor = make_executor(plan, config, timing, drift_reference=drift, cache_base=Path(config.cache_dir or out_dir))
+    executor = make_executor(
+        plan,
+        config,
+        timing,
+        drift_reference=drift,
+        cache_base=Path(config.cache_dir or out_dir),
+        boundary=args.boundary,
+    )
     job = TableJob(
         profile=profile,
         config=config,
@@ -340,13 +395,22 @@ def run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         progress=not args.no_progress,
         extra_metadata=extra_metadata,
+        boundary=args.boundary,
     )
     any_failed = False
+    built: list[Path] = []
     try:
         info = executor.start(precisions)
         for p in precisions:
             t0 = time.perf_counter()
-            outcome = build_table(job.replace(precision=p, table_name=name_of(p)), executor, info)
+            this = job.replace(precision=p, table_name=name_of(p))
+            extra_lines: list[str] = []
+            if args.measure_fraction is None:
+                outcome = build_table(this, executor, info)
+            else:
+                from profiler.selection import build_fraction
+
+                outcome, extra_lines = build_fraction(this, executor, info, args.measure_fraction, args.seed)
             wall = time.perf_counter() - t0
             failures = outcome.failures
             ok = len(keys) - len(failures)
@@ -357,16 +421,34 @@ def run(args: argparse.Namespace) -> int:
             )
             if failures:
                 print(f"  failed: {outcome.summary()}")
-            note = stability_note(outcome.path)
-            if note:
+            for note in [*extra_lines, *steadiness_note(outcome.path)]:
                 print(note)
             for k, kind, msg in failures[:10]:
                 print(f"  failed ({kind}) {k}: {msg}")
             if len(failures) > 10:
                 print(f"  ... and {len(failures) - 10} more (see the table's error column)")
             any_failed = any_failed or bool(failures)
+            built.append(outcome.path)
     finally:
         executor.close()
+    if args.no_validate:
+        return 1 if any_failed else 0
+    if shard:
+        print("validation: skipped for a shard; validate the merged table with python -m profiler.validate")
+        return 1 if any_failed else 0
+    from profiler.proof import prove
+
+    for path in built:
+        lines, failed = prove(
+            path,
+            n_sample=args.validate_sample,
+            seed=args.seed,
+            cache_dir=config.cache_dir,
+            progress=not args.no_progress,
+        )
+        for line in lines:
+            print(line)
+        any_failed = any_failed or failed
     return 1 if any_failed else 0
 
 

@@ -8,16 +8,26 @@ case-insensitively as a token that no letter or digit follows, so ``a10``
 :func:`detect_device` reads the machine without needing a GPU (see
 :mod:`kernels_bench.gpu` and :mod:`tables.host`); for the cpu profile it looks
 for no GPU at all, so a CPU build's refusals import no engine.
+
+Every GPU profile carries its published peaks (:attr:`DeviceProfile.peaks`,
+:func:`profile_peaks`): dense fp32, fp16/bf16 and int8 FLOP/s and the memory
+bandwidth from NVIDIA's datasheets, each with its source, kept in
+:data:`tables.roofline.PUBLISHED_PEAKS` (the table layer draws the roofline and
+may not import this module). The cpu profile has none: a CPU build measures a
+short peak (``kernels_bench.peaks.measure_cpu_peaks``).
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from kernels_bench.gpu import detect_gpus
 from tables.host import cpu_model, logical_cpus
+from tables.roofline import published_peaks
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,9 @@ class DeviceProfile:
         kind: ``"gpu"`` or ``"cpu"``.
         default_backend: ``"tensorrt"`` or ``"onnxruntime"``.
         notes: constraints worth knowing, e.g. which TensorRT versions support the GPU.
+        peaks: published peaks for the roofline (``{"flops_per_s": {"fp32": ..., "fp16": ..., "bf16": ...,
+            "int8": ...}, "bytes_per_s": ..., "source": ...}``, dense, ``None`` where unconfirmed; see
+            :mod:`tables.roofline`), ``None`` for the cpu profile. Not part of equality or the hash.
     """
 
     name: str
@@ -37,6 +50,7 @@ class DeviceProfile:
     kind: str
     default_backend: str
     notes: str = ""
+    peaks: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def matches(self, gpu_name: str) -> bool:
         """True when ``gpu_name`` (e.g. ``"Tesla V100-SXM2-16GB"``) is this profile's GPU."""
@@ -48,7 +62,8 @@ def _token_match(pattern: str, text: str) -> bool:
 
 
 def _gpu(name: str, patterns: tuple[str, ...], notes: str) -> DeviceProfile:
-    return DeviceProfile(name, patterns, "gpu", "tensorrt", notes)
+    # The published peaks (datasheet figures, dense) and their sources: tables/roofline.py PUBLISHED_PEAKS.
+    return DeviceProfile(name, patterns, "gpu", "tensorrt", notes, peaks=published_peaks(name))
 
 
 #: Known targets by name.
@@ -84,6 +99,15 @@ def get_profile(name: str | DeviceProfile) -> DeviceProfile:
     if key not in DEVICE_PROFILES:
         raise ValueError(f"unknown device profile {name!r}; known profiles: {', '.join(DEVICE_PROFILES)}")
     return DEVICE_PROFILES[key]
+
+
+def profile_peaks(name: str | DeviceProfile) -> dict[str, Any] | None:
+    """A copy of a profile's published peaks (:attr:`DeviceProfile.peaks`); ``None`` for the cpu profile.
+
+    Raises ``ValueError`` for an unknown profile name, as :func:`get_profile` does.
+    """
+    peaks = get_profile(name).peaks
+    return copy.deepcopy(dict(peaks)) if peaks is not None else None
 
 
 def detect_device(*, gpus: bool = True) -> dict[str, object]:
@@ -145,4 +169,12 @@ def check_device(profile: str | DeviceProfile, detected: Mapping[str, object], f
     raise ValueError(message)
 
 
-__all__ = ["DEVICE_PROFILES", "DeviceProfile", "check_device", "detect_device", "detect_for", "get_profile"]
+__all__ = [
+    "DEVICE_PROFILES",
+    "DeviceProfile",
+    "check_device",
+    "detect_device",
+    "detect_for",
+    "get_profile",
+    "profile_peaks",
+]

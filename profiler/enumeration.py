@@ -6,8 +6,8 @@ Spaces are named ``gpunet``, ``genet`` (= ``genet-normal``), ``genet-light``,
 deterministic order: exact space enumerations sorted by key string, everything
 else in first-seen order.
 
-Exact key counts (one enumeration each, cached per process): GPUNet 132,990;
-GENet light 298,161; normal and large 763,848 (most of them from the DW
+Exact key counts (one enumeration each, cached per process): GPUNet 229,550
+(gpunet-padded 132,990); GENet light 298,161; normal and large 763,848 (most of them from the DW
 super-blocks' 121 x 121 input/output width pairs).
 """
 

@@ -241,7 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--table", type=text_arg, required=True, help="latency table (.parquet or a folder) from profiler.build"
     )
     p.add_argument(
-        "--space", type=text_arg, default="gpunet", help="gpunet, genet, genet-light/normal/large or a space file"
+        "--space",
+        type=text_arg,
+        default="gpunet",
+        help="gpunet, gpunet-padded, genet, genet-light/normal/large or a space file",
     )
     p.add_argument("--sample", type=int, required=True, help="number of Sobol-sampled candidates")
     p.add_argument("--seed", type=int, default=0, help="Sobol seed (default 0)")

@@ -6,7 +6,12 @@ Names (lowercase, hyphenated; looked up case-insensitively):
   their ``encoding`` is the 21-integer GENet encoding (:mod:`profiler.spaces.genet`).
 - ``gpunet-0``, ``gpunet-1``, ``gpunet-2`` -- NVIDIA's released configs
   ``profiler/data/gpunet/{0.65ms,0.85ms,1.75ms}.json`` (320, 288, 384 px), read by
-  :func:`load_gpunet_config`.
+  :func:`load_gpunet_config` as NVIDIA's code builds them: the stride-2 conv of
+  each fused inverted residual unpadded (key ``pad="valid"``), so the feature
+  maps are 79/39 (GPUNet-0), 71/35 (GPUNet-1) and 94/46/23 (GPUNet-2).
+  ``gpunet-0-padded``, ``gpunet-1-padded``, ``gpunet-2-padded`` (:data:`VARIANTS`,
+  not part of ``all``): the same configs with every conv padded (80/40, 72/36,
+  96/48/24).
 - ``resnet-18``, ``resnet-34`` (``xx`` basic blocks), ``resnet-50`` (``bl``, ratio 0.25):
   ``conv_pool`` stem 7x7 s2 64 + 3x3 max-pool, stages at 56/28/14/7, ``pool_fc`` to 1000; 224 px.
 - ``mobilenetv2-1.0``: conv 3x3 s2 32 relu6, ``irb`` relu6 (t, c, n, s) table of the
@@ -23,7 +28,7 @@ from pathlib import Path
 
 from profiler.spaces import genet as _genet
 from profiler.spaces.architecture import Architecture
-from tables.key import NUM_CLASSES, BlockKey
+from tables.key import NUM_CLASSES, PADDINGS, BlockKey
 
 _DATA = Path(__file__).resolve().parent / "data" / "gpunet"
 #: Released GPUNet configs by network name.
@@ -35,15 +40,22 @@ GPUNET_CONFIGS: dict[str, Path] = {
 _GPUNET_DEFAULT_ACT = "swish"
 
 
-def load_gpunet_config(config: str | Path | Sequence[Mapping[str, object]], name: str | None = None) -> Architecture:
+def load_gpunet_config(
+    config: str | Path | Sequence[Mapping[str, object]], name: str | None = None, *, fused_pad: str = "valid"
+) -> Architecture:
     """A GPUNet-style JSON config (path or already-parsed list of layer dicts) -> :class:`Architecture`.
 
     Layer types: ``data`` (``img_resolution``, pixels), ``head`` (conv 3x3 stride 2),
     ``conv`` (``kernel_size``, ``stride``), ``irb`` / ``fused_irb`` (``expansion``,
     ``use_se``), ``tail`` (1x1 conv to ``num_out_channels``, ReLU, pool, FC). ``act``
-    defaults to swish when absent. Raises ``ValueError`` naming the layer on bad or
-    inconsistent entries (e.g. ``num_in_channels`` not matching the previous layer).
+    defaults to swish when absent. ``fused_pad`` is the padding of each stride-2
+    ``fused_irb`` conv: ``"valid"`` (unpadded, as NVIDIA's code builds it; the default)
+    or ``"same"`` ((k - 1) // 2, like every other conv). Raises ``ValueError`` naming
+    the layer on bad or inconsistent entries (e.g. ``num_in_channels`` not matching
+    the previous layer), or an unknown ``fused_pad``.
     """
+    if fused_pad not in PADDINGS:
+        raise ValueError(f"fused_pad {fused_pad!r} is unknown; use one of {', '.join(PADDINGS)}")
     where = "GPUNet config"
     if isinstance(config, (str, Path)):
         path = Path(config)
@@ -83,6 +95,7 @@ def load_gpunet_config(config: str | Path | Sequence[Mapping[str, object]], name
             elif kind == "conv":
                 key = BlockKey("conv", cin, h, h, cout, layer["kernel_size"], layer["stride"], 1.0, False, act)
             elif kind in ("irb", "fused_irb"):
+                stride = layer["stride"]
                 key = BlockKey(
                     str(kind),
                     cin,
@@ -90,10 +103,11 @@ def load_gpunet_config(config: str | Path | Sequence[Mapping[str, object]], name
                     h,
                     cout,
                     layer["kernel_size"],
-                    layer["stride"],
+                    stride,
                     layer["expansion"],
                     bool(layer.get("use_se", False)),
                     act,
+                    fused_pad if kind == "fused_irb" and stride == 2 else "same",
                 )
             elif kind == "tail":
                 classes = layer.get("num_classes", NUM_CLASSES)
@@ -158,8 +172,9 @@ def _genet_net(base: str) -> Architecture:
     return Architecture(f"genet-{base}", tuple(keys), res, "reference", _genet.base_encoding(base))
 
 
-def _gpunet(name: str) -> Architecture:
-    return load_gpunet_config(GPUNET_CONFIGS[name], name=name)
+def _gpunet(name: str, fused_pad: str = "valid") -> Architecture:
+    suffix = "-padded" if fused_pad == "same" else ""
+    return load_gpunet_config(GPUNET_CONFIGS[name], name=name + suffix, fused_pad=fused_pad)
 
 
 #: Network name -> factory returning its :class:`Architecture`.
@@ -177,18 +192,27 @@ NETWORKS: dict[str, Callable[[], Architecture]] = {
     "efficientnet-b0": _efficientnet_b0,
 }
 
+#: Variants selectable by name but not among the reference networks (``--networks all``, default builds):
+#: the GPUNets with their fused stride-2 convs padded (k - 1) // 2, as this project built them before.
+VARIANTS: dict[str, Callable[[], Architecture]] = {
+    "gpunet-0-padded": lambda: _gpunet("gpunet-0", "same"),
+    "gpunet-1-padded": lambda: _gpunet("gpunet-1", "same"),
+    "gpunet-2-padded": lambda: _gpunet("gpunet-2", "same"),
+}
+
 
 def canonical_name(name: str) -> str:
     """The registered spelling of a network name (case-insensitive); ``ValueError`` lists the known names."""
     key = str(name).strip().lower()
-    if key not in NETWORKS:
-        raise ValueError(f"unknown network {name!r}; known networks: {', '.join(NETWORKS)}")
+    if key not in NETWORKS and key not in VARIANTS:
+        raise ValueError(f"unknown network {name!r}; known networks: {', '.join([*NETWORKS, *VARIANTS])}")
     return key
 
 
 def get_network(name: str) -> Architecture:
-    """The named reference network as an :class:`Architecture` (keys, resolution in pixels)."""
-    return NETWORKS[canonical_name(name)]()
+    """The named reference network or variant as an :class:`Architecture` (keys, resolution in pixels)."""
+    key = canonical_name(name)
+    return (NETWORKS.get(key) or VARIANTS[key])()
 
 
 def network_keys(name: str) -> list[BlockKey]:
@@ -196,4 +220,12 @@ def network_keys(name: str) -> list[BlockKey]:
     return list(get_network(name).keys)
 
 
-__all__ = ["GPUNET_CONFIGS", "NETWORKS", "canonical_name", "get_network", "load_gpunet_config", "network_keys"]
+__all__ = [
+    "GPUNET_CONFIGS",
+    "NETWORKS",
+    "VARIANTS",
+    "canonical_name",
+    "get_network",
+    "load_gpunet_config",
+    "network_keys",
+]

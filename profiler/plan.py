@@ -136,6 +136,7 @@ def make_executor(
     *,
     drift_reference: str | None,
     cache_base: Path,
+    boundary: str = "none",
 ) -> Executor:
     """The executor of ``plan``; its workers create their backend from ``config`` when it starts.
 
@@ -163,6 +164,7 @@ def make_executor(
         cache_folder=folder,
         cache_seeds=cls.cache_seeds(folder) if plan.executor == "ray" else {},
         drift_reference=drift_reference,
+        boundary=boundary,
     )
     if plan.executor == "serial":
         return SerialExecutor(spec)
@@ -187,13 +189,20 @@ def make_executor(
 
 
 # --------------------------------------------------------------------------- estimates
+#: How much a key costs with each boundary method, against the key alone (the default estimate): in_context and
+#: differential time one more graph of about the key's size per key, identity a small graph per output shape.
+BOUNDARY_COST_FACTOR: dict[str, float] = {"none": 1.0, "identity": 1.1, "in_context": 2.0, "differential": 2.0}
+
+
 def estimated_key_cost_s(
-    out_dir: Path, table_name: str, backend: str, *, drift_correct: bool = False
+    out_dir: Path, table_name: str, backend: str, *, drift_correct: bool = False, boundary: str = "none"
 ) -> tuple[float, str]:
-    """Per-key wall time: the median of what this output already measured, else a default.
+    """Per-key wall time: the median of what this output already measured (boundary graphs included), else a
+    default.
 
     The default assumes the timed runs are about half of a key's cost, which drift
-    correction doubles (the reference is timed as long as the key).
+    correction doubles (the reference is timed as long as the key), times the
+    boundary method's :data:`BOUNDARY_COST_FACTOR`.
     """
     try:
         from tables.store import PartStore
@@ -204,12 +213,19 @@ def estimated_key_cost_s(
     if frame is not None and len(frame):
         ok = frame[frame["status"] == "ok"]
         if len(ok):
-            cost = (ok["export_s"] + ok["compile_s"] + ok["warmup_s"] + ok["timed_s"]).median()
+            extra = ok["boundary_s"].fillna(0.0) if "boundary_s" in ok else 0.0
+            cost = (ok["export_s"] + ok["compile_s"] + ok["warmup_s"] + ok["timed_s"] + extra).median()
             if math.isfinite(cost) and cost > 0:
                 return float(cost), f"median of {len(ok)} keys already measured here"
+    factor = BOUNDARY_COST_FACTOR.get(boundary, 1.0)
+    with_boundary = f", --boundary {boundary}" if boundary != "none" else ""
     if drift_correct:
-        return 1.5 * DEFAULT_KEY_COST_S[backend], "default estimate for this backend with --drift-correct"
-    return DEFAULT_KEY_COST_S[backend], "default estimate for this backend (nothing measured yet)"
+        return (
+            1.5 * factor * DEFAULT_KEY_COST_S[backend],
+            f"default estimate for this backend with --drift-correct{with_boundary}",
+        )
+    what = f"default estimate for this backend{with_boundary} (nothing measured yet)"
+    return factor * DEFAULT_KEY_COST_S[backend], what
 
 
 def fmt_duration(seconds: float) -> str:
@@ -252,6 +268,7 @@ def print_dry_run(
     rounds: int,
     drift_correct: bool,
     shard: tuple[int, int] | None = None,
+    boundary: str = "none",
 ) -> None:
     """What ``--dry-run`` prints: key counts per source and block type, what each table still needs, the time."""
     from profiler.tablebuild import done_counts, round_places
@@ -269,7 +286,7 @@ def print_dry_run(
         name = table_names[p]
         done = done_counts(out_dir, name, keys, rounds)
         where, first = round_places(out_dir, name, rounds)[0]
-        cost, why = estimated_key_cost_s(where, first, backend, drift_correct=drift_correct)
+        cost, why = estimated_key_cost_s(where, first, backend, drift_correct=drift_correct, boundary=boundary)
         todo = len(keys) * rounds - sum(done)
         total += todo * cost
         pending += todo

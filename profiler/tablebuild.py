@@ -31,9 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from kernels_bench.timing import TimingSettings
     from profiler.executors import Executor
 
-#: Median coefficient of variation of a build's keys above which the build suggests --drift-correct.
-UNSTEADY_CV = 0.03
-
 
 @dataclass(frozen=True)
 class TableJob:
@@ -59,6 +56,7 @@ class TableJob:
         retry_failed: measure again keys recorded as failed.
         progress: show a progress bar.
         extra_metadata: more metadata fields (a shard's description).
+        boundary: how each key's boundary is measured (:mod:`kernels_bench.boundary`; ``"none"``: not).
     """
 
     profile: DeviceProfile
@@ -78,6 +76,7 @@ class TableJob:
     retry_failed: bool = False
     progress: bool = True
     extra_metadata: dict[str, Any] = field(default_factory=dict)
+    boundary: str = "none"
 
     @property
     def path(self) -> Path:
@@ -157,16 +156,26 @@ def round_places(out_dir: Path, name: str, rounds: int) -> list[tuple[Path, str]
 
 
 def drift_summary(drift: Mapping[str, Any], rows: pd.DataFrame) -> dict[str, Any]:
-    """The ``drift_reference`` entry with how fast the reference ran while the keys were timed.
+    """The ``drift_reference`` entry with the speed every key is brought to and how the reference ran.
 
-    ``during_build``: the median, 10th and 90th percentile of every ok row's
-    ``reference_ms`` (ms per batch) and their count: how much the machine's speed
-    moved during the build, which the correction took out.
+    ``latency_ms`` becomes the machine's fastest sustained speed over the build
+    (:func:`tables.steadiness.fastest_sustained_ms` of every ok row's ``reference_ms``;
+    ``speed`` says so), the reference timed alone at the start is kept as
+    ``measured_alone_ms``; ``during_build``: the median, 10th and 90th percentile of
+    the rows' ``reference_ms`` (ms per batch) and their count: how much the
+    machine's speed moved during the build, which the correction took out.
     """
     import numpy as np
 
-    ok = rows[(rows["status"] == "ok") & rows["reference_ms"].notna()]["reference_ms"].to_numpy(float)
+    from tables.steadiness import FASTEST_SUSTAINED_PERCENTILE, fastest_sustained_ms, reference_times
+
+    ok = reference_times(rows)
     out = dict(drift)
+    out.setdefault("measured_alone_ms", out.get("latency_ms"))
+    target = fastest_sustained_ms(ok)
+    if target is not None:
+        out["latency_ms"] = target
+        out["speed"] = f"fastest sustained: the {FASTEST_SUSTAINED_PERCENTILE:g}th percentile of the reference's times"
     if len(ok):
         out["during_build"] = {
             "median_ms": float(np.median(ok)),
@@ -177,34 +186,34 @@ def drift_summary(drift: Mapping[str, Any], rows: pd.DataFrame) -> dict[str, Any
     return out
 
 
-def stability_note(path: Path) -> str | None:
-    """One line on how steady the machine was during the build of the table at ``path``, or ``None``.
+def steadiness_note(path: Path) -> list[str]:
+    """Lines on how steady the machine was during the build of the table at ``path`` (may be empty).
 
     With drift correction: how far the reference's speed moved (10th to 90th
-    percentile). Without: a hint to use ``--drift-correct`` when the median
-    coefficient of variation of the keys' samples exceeds :data:`UNSTEADY_CV`.
+    percentile) and the speed every key was brought to. Then, when the build
+    crossed a threshold of :mod:`tables.steadiness`, the one-line warning that its
+    absolute figures are unreliable, with the figures and what to do.
     """
     from tables.schema import read_table
+    from tables.steadiness import verdict_line
 
     try:
-        frame, md = read_table(path)
+        _, md = read_table(path)
     except ValueError:
-        return None
+        return []
+    lines = []
     during = (md.get("drift_reference") or {}).get("during_build")
     if during:
         spread = (during["p90_ms"] - during["p10_ms"]) / during["median_ms"] * 100
-        return (
+        lines.append(
             f"  drift reference: {during['p10_ms']:.4g}-{during['p90_ms']:.4g} ms (10th-90th percentile) while the "
             f"keys were timed, a {spread:.1f}% swing of the machine's speed; every key was brought to "
-            f"{md['drift_reference']['latency_ms']:.4g} ms"
+            f"{md['drift_reference']['latency_ms']:.4g} ms (its fastest sustained speed)"
         )
-    cv = frame.loc[frame["status"] == "ok", "cv"].median()
-    if md.get("drift_reference") is None and cv == cv and cv > UNSTEADY_CV:
-        return (
-            f"  note: the timed runs varied by a median {cv * 100:.1f}% (coefficient of variation); on a machine "
-            "this unsteady --drift-correct (and --cpus) make the table steadier"
-        )
-    return None
+    verdict = verdict_line(md.get("steadiness"))
+    if verdict:
+        lines.append(verdict)
+    return lines
 
 
 def done_counts(out_dir: Path, name: str, keys: Sequence[BlockKey], rounds: int = 1) -> list[int]:
@@ -254,6 +263,11 @@ def build_command(metadata: Mapping[str, Any], archs_file: Path | str, out_dir: 
     rounds = int(metadata.get("rounds") or 1)
     if rounds > 1:
         parts.append(f"--rounds {rounds}")
+    from kernels_bench.boundary import DEFAULT_BOUNDARY
+
+    boundary = (metadata.get("boundary") or {}).get("method", "none")
+    if boundary != DEFAULT_BOUNDARY:
+        parts.append(f"--boundary {boundary}")
     parts += [f"--archs {archs_file}", f"--out {out_dir}"]
     return " ".join(parts)
 
@@ -283,8 +297,24 @@ def table_metadata(job: TableJob, info: Mapping[str, Any], floor: Any, drift: An
         key_order={"order": "given"} if job.order_seed is None else {"order": "shuffled", "seed": job.order_seed},
         drift_reference=drift,
         rounds=job.rounds,
+        **({"boundary": {"method": job.boundary}} if job.boundary != "none" else {}),
         **job.extra_metadata,
     )
+
+
+def _probe(executor: Executor, job: TableJob, probes: list[float]) -> str | None:
+    """Time the default reference graph alone at batch 1 (a probe of the machine's speed for a build without
+    drift correction) and append its time to ``probes``; returns its key, or ``None`` with a warning when it
+    cannot be timed (the build goes on: the probe corrects nothing)."""
+    try:
+        entry = executor.reference(1, job.precision)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        print(f"warning: the speed probe could not be timed: {error_text(exc)}", file=sys.stderr)
+        return None
+    probes.append(float(entry["latency_ms"]))
+    return str(entry.get("key"))
 
 
 def measure_floor_or_warn(executor: Executor, job: TableJob, keys: Sequence[BlockKey]) -> dict[str, Any] | None:
@@ -364,6 +394,10 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
             floor = measure_floor_or_warn(executor, job, keys)
         if job.drift_reference is not None and drift is None and planned:
             drift = executor.reference(job.batch, job.precision)
+        probes = list(((previous or {}).get("steadiness") or {}).get("probes_ms") or [])
+        probe_key = ((previous or {}).get("steadiness") or {}).get("probe_key")
+        if job.drift_reference is None and planned:
+            probe_key = _probe(executor, job, probes) or probe_key
         metadata = table_metadata(job, info, floor, drift)
         for store in stores:
             store.set_metadata(metadata)
@@ -400,17 +434,43 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
         finally:
             if bar is not None:
                 bar.close()
+        if job.drift_reference is None and measured:
+            probe_key = _probe(executor, job, probes) or probe_key
+        from tables.steadiness import rescale_to, steadiness
+
         if rounds == 1:
-            path = final.compact({"drift_reference": drift_summary(drift, final.rows())} if drift else None)
+            rows = final.rows()
+            update: dict[str, Any] = {}
+            transform = None
+            if drift:
+                update["drift_reference"] = summary = drift_summary(drift, rows)
+                target = float(summary["latency_ms"])
+                transform = lambda frame: rescale_to(frame, target)  # noqa: E731 - one expression
+                rows = transform(rows)
+            update["steadiness"] = steadiness(
+                rows, drift_corrected=drift is not None, probes_ms=probes, probe_key=probe_key
+            )
+            path = final.compact(update, transform)
         else:
             import pandas as pd
 
             per_round = [store.rows() for store in stores]
             table_md = final.metadata() or metadata
             if drift:
-                all_rows = pd.concat(per_round, ignore_index=True)
-                table_md = {**table_md, "drift_reference": drift_summary(drift, all_rows)}
-            path = write_table(combine_rounds(per_round), job.path, table_md)
+                summary = drift_summary(drift, pd.concat(per_round, ignore_index=True))
+                per_round = [rescale_to(frame, float(summary["latency_ms"])) for frame in per_round]
+                table_md = {**table_md, "drift_reference": summary}
+            combined = combine_rounds(per_round)
+            table_md = {
+                **table_md,
+                "steadiness": steadiness(
+                    pd.concat(per_round, ignore_index=True),
+                    drift_corrected=drift is not None,
+                    probes_ms=probes,
+                    probe_key=probe_key,
+                ),
+            }
+            path = write_table(combined, job.path, table_md)
         # permanent failures of earlier runs that were not retried still count for the summary
         wanted_set = set(wanted)
         for status in statuses:
@@ -423,7 +483,6 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
 
 
 __all__ = [
-    "UNSTEADY_CV",
     "BuildOutcome",
     "TableJob",
     "build_command",
@@ -433,6 +492,6 @@ __all__ = [
     "floor_shape",
     "measuring_order",
     "round_places",
-    "stability_note",
+    "steadiness_note",
     "table_metadata",
 ]

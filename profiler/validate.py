@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--networks", help="comma-separated reference networks (e.g. resnet-50,gpunet-0) or 'all'")
     src.add_argument("--sample", type=int, help="N architectures sampled from --space with Sobol")
     src.add_argument(
-        "--space", type=text_arg, help="space of --sample: gpunet, genet, genet-light/normal/large or a space file"
+        "--space",
+        type=text_arg,
+        help="space of --sample: gpunet, gpunet-padded, genet, genet-light/normal/large or a space file",
     )
     src.add_argument("--seed", type=int, default=0, help="seed of --sample and of the fit/holdout split (default 0)")
     src.add_argument("--archs", type=text_arg, help="a JSON/YAML file listing architectures")
@@ -393,6 +395,68 @@ def measure_networks(
     return out
 
 
+# --------------------------------------------------------------------------- machine speed
+def machine_speed(
+    backend: Any,
+    metadata: Mapping[str, Any],
+    precision: str,
+    measured: Sequence[Measured],
+    drift: Mapping[str, Any] | None,
+    settings: Any,
+) -> dict[str, Any]:
+    """How fast the machine is now against while the table was built: the reference graph's time both ways.
+
+    A drift-corrected table: the reference timed with every network now against its median while the keys
+    were timed. Otherwise the default reference timed alone at batch 1 now against the build's speed probes.
+    ``change_pct`` > 0: slower now. ``None`` figures when the table records no speed (an older table) or the
+    reference cannot be timed (the validation goes on).
+    """
+    entry = metadata.get("steadiness") or {}
+    out: dict[str, Any] = {
+        "build_ms": entry.get("speed_ms"),
+        "now_ms": None,
+        "change_pct": None,
+        "drift_corrected": drift is not None,
+    }
+    if drift is not None:
+        now = [r for m in measured for r in m.reference_rounds_ms]
+        out["now_ms"] = float(np.median(now)) if now else None
+        out["reference"] = drift.get("key")
+    elif entry.get("speed_ms") is not None:
+        from kernels_bench.measure import DEFAULT_DRIFT_REFERENCE, DriftReference
+
+        key = entry.get("probe_key") or DEFAULT_DRIFT_REFERENCE
+        try:
+            with DriftReference(backend, key, batch=1, precision=precision) as ref:
+                out["now_ms"] = float(ref.measure(settings).trimmed_mean_ms)
+            out["reference"] = str(key)
+        except Exception as exc:  # the speed probe corrects nothing: never fail a validation for it
+            out["error"] = error_text(exc)
+    from tables.steadiness import speed_change_pct
+
+    if out["now_ms"] is not None:
+        out["change_pct"] = speed_change_pct(entry, out["now_ms"])
+    return out
+
+
+def speed_line(speed: Mapping[str, Any]) -> str:
+    """One line on how far the machine's speed moved since the table was built."""
+    change = speed.get("change_pct")
+    if change is None:
+        why = speed.get("error") or "the table records no speed of the machine (built by an older version)"
+        return f"machine speed since the build: unknown ({why})"
+    direction = "slower" if change > 0 else "faster"
+    return (
+        f"machine speed since the build: the reference takes {speed['now_ms']:.4g} ms now against "
+        f"{speed['build_ms']:.4g} ms while the table was built: {abs(change):.1f}% {direction} now"
+        + (
+            "; drift correction brought the networks to the table's speed"
+            if speed.get("drift_corrected")
+            else "; the table's absolute figures hold for the machine as it was then"
+        )
+    )
+
+
 # --------------------------------------------------------------------------- results
 def build_frame(
     archs: Sequence[Architecture],
@@ -433,11 +497,14 @@ def calibrate(
     type_sums: Mapping[str, np.ndarray],
     table,
     seed: int,
+    archs: Sequence[Architecture] | None = None,
 ):  # -> tuple[tables.calibration.Calibration, dict]
     """Fit the calibration on the ok "fit" rows, fill ``predicted_ms``/``error_pct``; returns (calibration, metrics).
 
     ``metrics`` is ``{"uncalibrated": ..., "calibrated": ..., "evaluated_on": ...}``
-    on the ok held-out rows (all ok rows when nothing is held out).
+    on the ok held-out rows (all ok rows when nothing is held out), and with ``archs`` (the networks of
+    ``frame``, in its order) ``"interval"``: the empirical coverage of the nominal 90% prediction intervals
+    (:func:`interval_coverage`).
     """
     from tables.calibration import fit
     from tables.metrics import accuracy_metrics
@@ -471,7 +538,40 @@ def calibrate(
         "calibrated": accuracy_metrics(predicted[rows], measured[rows]),
         "evaluated_on": where,
     }
+    if archs is not None:
+        metrics["interval"] = interval_coverage(table, cal, archs, measured, rows)
     return cal, metrics
+
+
+#: Nominal coverage of the prediction intervals whose empirical coverage a validation reports.
+INTERVAL_LEVEL = 0.9
+
+
+def interval_coverage(table, cal, archs: Sequence[Architecture], measured: np.ndarray, rows: np.ndarray) -> dict:
+    """Share of the evaluated networks whose end-to-end latency falls inside their nominal 90% prediction
+    interval (calibrated with ``cal``; :func:`tables.predictor.predict`), and the intervals' median width."""
+    from tables.predictor import predict
+
+    previous = table.calibration
+    table.calibration = cal
+    try:
+        inside, widths, basis = [], [], None
+        for arch, m, use in zip(archs, measured, rows):
+            if not use:
+                continue
+            p = predict(table, arch, level=INTERVAL_LEVEL)
+            inside.append(p.low_ms <= m <= p.high_ms)
+            widths.append((p.high_ms - p.low_ms) / p.ms_per_batch * 100.0)
+            basis = p.interval_basis
+    finally:
+        table.calibration = previous
+    return {
+        "level": INTERVAL_LEVEL,
+        "n": len(inside),
+        "coverage_pct": float(np.mean(inside) * 100.0) if inside else math.nan,
+        "median_width_pct": float(np.median(widths)) if widths else math.nan,
+        "basis": basis,
+    }
 
 
 def summary_table(metrics: Mapping[str, Any]) -> str:
@@ -506,9 +606,35 @@ def write_validation(frame: pd.DataFrame, metadata: Mapping[str, Any], path: Pat
 
 
 # --------------------------------------------------------------------------- main
-def run(args: argparse.Namespace) -> int:
-    """Validate; returns 0 when every network was measured, 1 when some failed (the rest is still reported)."""
-    check_args(args)
+@dataclass
+class ValidationResult:
+    """What :func:`validate_table` measured and fitted (see the module docstring for the file it wrote)."""
+
+    frame: pd.DataFrame
+    metrics: dict[str, Any]
+    calibration: Any  # tables.calibration.Calibration
+    out_path: Path
+    saved: Path | None
+    speed: dict[str, Any]
+    failed: list[tuple[str, str]]
+    wall_s: float
+    drift: Mapping[str, Any] | None
+    table: Any  # tables.table.LatencyTable
+
+    @property
+    def n_fit(self) -> int:
+        """Networks measured on the fit side."""
+        return int(((self.frame["split"] == "fit") & (self.frame["status"] == "ok")).sum())
+
+    @property
+    def n_held(self) -> int:
+        """Networks measured on the held-out side."""
+        return int(((self.frame["split"] == "holdout") & (self.frame["status"] == "ok")).sum())
+
+
+def validate_table(args: argparse.Namespace, archs: Sequence[Architecture] | None = None) -> ValidationResult:
+    """Measure the networks, fit the calibration, write the validation file (and the calibration unless
+    ``--no-save-calibration``); ``archs`` replaces the networks the arguments name. Prints nothing."""
     from tables.predictor import network_features
 
     table_path = Path(args.table)
@@ -518,7 +644,7 @@ def run(args: argparse.Namespace) -> int:
     out_path = Path(args.out) if args.out else validation_path(tfile)
     if out_path.exists() and out_path.is_dir():
         raise UsageError(f"--out {out_path} is a folder: give a .parquet file name")
-    archs = collect_architectures(args, md.get("source"))
+    archs = list(archs) if archs is not None else collect_architectures(args, md.get("source"))
     check_coverage(table, archs, tfile, out_path)
     features = network_features(table, archs)
     sums, n_blocks, type_sums = features.sum_ms, features.n_blocks, features.type_sums
@@ -541,6 +667,7 @@ def run(args: argparse.Namespace) -> int:
         measured = measure_networks(
             backend, archs, table.batch, table.precision, settings, not args.no_progress, args.rounds, drift
         )
+        speed = machine_speed(backend, md, table.precision, measured, drift, settings)
     finally:
         backend.close()
     wall = time.perf_counter() - t0
@@ -553,7 +680,7 @@ def run(args: argparse.Namespace) -> int:
 
     split = split_networks([a.source for a in archs], args.holdout, args.seed)
     frame = build_frame(archs, measured, sums, n_blocks, split, features.io_mel)
-    cal, metrics = calibrate(frame, type_sums, table, args.seed)
+    cal, metrics = calibrate(frame, type_sums, table, args.seed, archs)
 
     saved = None
     if not args.no_save_calibration:
@@ -574,29 +701,50 @@ def run(args: argparse.Namespace) -> int:
         "cpus": list(config.cpus),
         "drift_reference": drift,
         "wall_s": wall,
+        "machine_speed": speed,
     }
     write_validation(frame, doc, out_path)
+    return ValidationResult(frame, metrics, cal, out_path, saved, speed, failed, wall, drift, table)
 
-    n_fit = int(((frame["split"] == "fit") & (frame["status"] == "ok")).sum())
-    n_held = int(((frame["split"] == "holdout") & (frame["status"] == "ok")).sum())
+
+def report(result: ValidationResult) -> None:
+    """Print what a validation found: counts, the machine's speed, the calibration and the metrics."""
+    table, measured_ok = result.table, len(result.frame) - len(result.failed)
     print(
-        f"{len(archs) - len(failed)} of {len(archs)} networks measured in {wall:.0f} s "
-        f"({n_fit} fit, {n_held} held out); {table.backend} {table.precision} batch {table.batch}"
+        f"{measured_ok} of {len(result.frame)} networks measured in {result.wall_s:.0f} s "
+        f"({result.n_fit} fit, {result.n_held} held out); {table.backend} {table.precision} batch {table.batch}"
     )
-    if drift is not None:
-        ref = [r for m in measured for r in m.reference_rounds_ms]
+    if result.drift is not None:
+        ref = [r for rounds in result.frame["reference_rounds_ms"] for r in rounds]
         lo, hi = np.percentile(ref, [10, 90]) if ref else (math.nan, math.nan)
         print(
-            f"drift-corrected to the table's reference speed ({drift['key']} in {float(drift['latency_ms']):.4g} ms); "
-            f"it took {lo:.4g}-{hi:.4g} ms (10th-90th percentile) while the networks were timed"
+            f"drift-corrected to the table's reference speed ({result.drift['key']} in "
+            f"{float(result.drift['latency_ms']):.4g} ms); it took {lo:.4g}-{hi:.4g} ms (10th-90th percentile) "
+            "while the networks were timed"
         )
-    print(cal.summary())
-    print(summary_table(metrics))
-    for name, error in failed:
+    print(speed_line(result.speed))
+    print(result.calibration.summary())
+    for line in result.calibration.explain():
+        print(line)
+    print(summary_table(result.metrics))
+    iv = result.metrics.get("interval")
+    if iv and iv.get("n"):
+        print(
+            f"prediction intervals: {iv['coverage_pct']:.0f}% of {iv['n']} networks inside their nominal "
+            f"{iv['level'] * 100:.0f}% interval (median width {iv['median_width_pct']:.1f}%, {iv['basis']})"
+        )
+    for name, error in result.failed:
         print(f"failed {name}: {error}")
-    print(f"validation: {out_path}")
-    print(f"calibration: {saved}" if saved else "calibration: not saved (--no-save-calibration)")
-    return 1 if failed else 0
+    print(f"validation: {result.out_path}")
+    print(f"calibration: {result.saved}" if result.saved else "calibration: not saved (--no-save-calibration)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate; returns 0 when every network was measured, 1 when some failed (the rest is still reported)."""
+    check_args(args)
+    result = validate_table(args)
+    report(result)
+    return 1 if result.failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from reports.inputs import (
     table_label,
 )
 from tables.cli import CliParser, run_cli
+from tables.steadiness import quality_line
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -149,6 +150,7 @@ def _identity_section(df: pd.DataFrame, meta: dict[str, Any], path: Path) -> str
     pairs += [
         ("keys", f"{len(df)} ({int((status == 'ok').sum())} measured, {int((status == 'failed').sum())} failed)"),
         ("keys per block type", ", ".join(f"{style.block_label(b)}: {n}" for b, n in counts.items())),
+        ("machine steadiness", quality_line(meta.get("steadiness"))),
         (
             "run-to-run noise",
             f"median coefficient of variation {np.nanmedian(cv) * 100:.2f}%; "
@@ -197,7 +199,10 @@ def _accuracy_section(validation_path: Path | None) -> str:
     out += "</table>"
     calibration = vmeta.get("calibration")
     if isinstance(calibration, Mapping) and calibration:
-        out += "<p>Calibration:</p>" + _rows(list(calibration.items()))
+        out += (
+            f"<p>Calibration: {_e(validation.calibration_text(dict(calibration)))}; "
+            f"{_e(validation.held_out_text(dict(calibration)))}.</p>"
+        )
     fig = validation.draw(vdf, vmeta, per_image=False, log=None, path_name=str(validation_path))
     return out + _img(style.figure_png_base64(fig), "predicted against measured latency")
 

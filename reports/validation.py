@@ -217,9 +217,24 @@ def draw(df: pd.DataFrame, meta: dict[str, Any], per_image: bool, log: bool | No
     note = f"metrics on {which}; bands: ±5% (dark), ±10% (light)"
     calibration = meta.get("calibration")
     if isinstance(calibration, dict) and calibration:
-        note += f"; calibration: {calibration_text(calibration)}"
+        note += f"; calibration: {calibration_text(calibration)}; {held_out_text(calibration)}"
     style.footnote(fig, note)
     return fig
+
+
+def held_out_text(calibration: dict) -> str:
+    """The calibration's own held-out error and what could not be fitted, e.g.
+    ``its own held-out error: cross-validated MAPE 1.16% on 25 fit networks``."""
+    cv = (calibration.get("accuracy") or {}).get("calibrated_cv") or {}
+    n = calibration.get("n_fit")
+    try:
+        text = f"its own held-out error: cross-validated MAPE {float(cv['mape_pct']):.2f}% on {int(n)} fit networks"
+    except (KeyError, TypeError, ValueError):
+        text = "its own held-out error: not recorded (fitted by an older version)"
+    missing = calibration.get("not_fitted") or {}
+    if isinstance(missing, dict) and missing:
+        text += "; not fitted: " + "; ".join(f"{m} ({why})" for m, why in missing.items())
+    return text
 
 
 def calibration_text(calibration: dict) -> str:

@@ -84,6 +84,7 @@ class Calibration:
         table: device_profile, backend, precision and batch of the table it belongs to.
         n_fit: number of networks it was fitted on.
         cv_mape_pct: model -> cross-validated MAPE (%) of each candidate tried.
+        not_fitted: model -> why it was not tried (too few networks, how many to add; a missing input).
         accuracy: ``uncalibrated``, ``calibrated`` (in-sample) and
             ``calibrated_cv`` (held-out folds) metrics from :func:`tables.metrics.accuracy_metrics`.
     """
@@ -98,6 +99,7 @@ class Calibration:
     n_fit: int = 0
     cv_mape_pct: dict[str, float] = field(default_factory=dict)
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
+    not_fitted: dict[str, str] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: utc_now().isoformat())
 
     def __post_init__(self) -> None:
@@ -182,6 +184,7 @@ class Calibration:
             "n_fit": self.n_fit,
             "cv_mape_pct": dict(self.cv_mape_pct),
             "accuracy": {k: dict(v) for k, v in self.accuracy.items()},
+            "not_fitted": dict(self.not_fitted),
             "created_at": self.created_at,
         }
 
@@ -207,6 +210,7 @@ class Calibration:
             n_fit=_count(data.get("n_fit", 0), "n_fit"),
             cv_mape_pct={str(k): float(v) for k, v in _mapping(data, "cv_mape_pct").items()},
             accuracy={str(k): dict(v) for k, v in _mapping(data, "accuracy").items()},
+            not_fitted={str(k): str(v) for k, v in _mapping(data, "not_fitted").items()},
             created_at=str(data.get("created_at", "")),
         )
 
@@ -282,6 +286,32 @@ class Calibration:
             f"calibration {self.model} ({params}), n={self.n_fit}: "
             f"MAPE on the fit networks {raw:.2f}% raw, {cv:.2f}% cross-validated"
         )
+
+    def held_out_mape_pct(self) -> float:
+        """The calibration's own held-out error: cross-validated MAPE (%) over its fit networks (NaN if unknown)."""
+        return float(self.accuracy.get("calibrated_cv", {}).get("mape_pct", math.nan))
+
+    def explain(self) -> list[str]:
+        """What was chosen and why, in a few lines: never a silent fallback to the raw sum.
+
+        Names the model kept, its cross-validated error against the others tried,
+        and every model that could not be fitted with how many networks to add.
+        """
+        tried = ", ".join(f"{m} {v:.2f}%" for m, v in sorted(self.cv_mape_pct.items(), key=lambda kv: kv[1]))
+        lines: list[str] = []
+        others = [m for m in self.cv_mape_pct if m != self.model]
+        if self.model == "none" and not others:
+            lines.append(
+                f"no calibration: only the raw block sum could be fitted on {self.n_fit} network"
+                f"{'s' if self.n_fit != 1 else ''}, so predictions are the raw sum"
+            )
+        elif self.model == "none":
+            lines.append(f"no calibration: no model beat the raw block sum in cross-validation (MAPE {tried})")
+        else:
+            lines.append(f"calibration {self.model} chosen by cross-validated MAPE on {self.n_fit} networks ({tried})")
+        for model, why in self.not_fitted.items():
+            lines.append(f"  not fitted: {model}: {why}")
+        return lines
 
 
 def _count(value: Any, name: str) -> int:
@@ -447,9 +477,27 @@ def fit(
         "per_type": ts is not None,
         "io_linear": io is not None,
     }
-    candidates = [
-        name for name in MODELS if name in wanted and usable[name] and len(s) >= _min_points(name, len(types))
-    ]
+    needs = {
+        "floor_linear": "needs the blocks per network and the table's floor",
+        "per_type": "needs the per-type block sums",
+        "io_linear": "needs the block input and output sizes",
+    }
+    candidates: list[str] = []
+    not_fitted: dict[str, str] = {}
+    for name in MODELS:
+        if name not in wanted:
+            continue
+        need = _min_points(name, len(types))
+        if not usable[name]:
+            not_fitted[name] = needs.get(name, "its inputs are missing")
+        elif len(s) < need:
+            more = need - len(s)
+            not_fitted[name] = (
+                f"needs at least {need} fit networks, {len(s)} given: measure {more} more network"
+                f"{'s' if more != 1 else ''} end to end (or hold fewer out)"
+            )
+        else:
+            candidates.append(name)
     if not candidates:
         raise ValueError(
             f"none of the models {', '.join(wanted)} can be fitted on {len(s)} networks with the inputs given; "
@@ -464,6 +512,7 @@ def fit(
         cal.table["settings_id"] = settings_id(table)
     cal.n_fit = len(s)
     cal.cv_mape_pct = cv_mape
+    cal.not_fitted = not_fitted
     cal.accuracy = {
         "uncalibrated": accuracy_metrics(s, m),
         "calibrated": accuracy_metrics(_apply(cal, d), m),

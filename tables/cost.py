@@ -81,9 +81,13 @@ class Layer:
         return math.prod(self.output)
 
 
-def _out_size(size: int, stride: int) -> int:
-    """A kxk window padded (k - 1) // 2 with stride ``stride`` (k odd): ceil(size / stride)."""
-    return -(-size // stride)
+def _out_size(size: int, k: int, stride: int, padding: int | None = None) -> int:
+    """A kxk window with stride ``stride`` padded ``padding`` on each side: (size + 2 padding - k) // stride + 1.
+
+    ``padding`` ``None`` is (k - 1) // 2, which for an odd k gives ceil(size / stride).
+    """
+    p = (k - 1) // 2 if padding is None else padding
+    return (size + 2 * p - k) // stride + 1
 
 
 class CostBuilder(structure.BlockBuilder[Shape]):
@@ -100,15 +104,19 @@ class CostBuilder(structure.BlockBuilder[Shape]):
         output = max(inputs, key=math.prod)  # broadcasting: the SE gate (C, 1, 1) scales (C, H, W)
         return self._record(op, path, inputs, output, flops=math.prod(output))
 
-    def _conv(self, x: Shape, path: str, cin: int, cout: int, k: int, stride: int, groups: int) -> Shape:
+    def _conv(
+        self, x: Shape, path: str, cin: int, cout: int, k: int, stride: int, groups: int, padding: int | None = None
+    ) -> Shape:
         _, h, w = x
-        output = (cout, _out_size(h, stride), _out_size(w, stride))
+        output = (cout, _out_size(h, k, stride, padding), _out_size(w, k, stride, padding))
         macs = math.prod(output) * (cin // groups) * k * k
         weights = cout * (cin // groups) * k * k + cout
         return self._record("Conv", path, (x,), output, weights=weights, macs=macs, flops=2 * macs)
 
-    def conv_bn(self, x: Shape, path: str, cin: int, cout: int, k: int, stride: int, groups: int) -> Shape:
-        return self._conv(x, f"{path}.0", cin, cout, k, stride, groups)
+    def conv_bn(
+        self, x: Shape, path: str, cin: int, cout: int, k: int, stride: int, groups: int, padding: int | None = None
+    ) -> Shape:
+        return self._conv(x, f"{path}.0", cin, cout, k, stride, groups, padding)
 
     def conv_bias(self, x: Shape, path: str, cin: int, cout: int) -> Shape:
         return self._conv(x, path, cin, cout, 1, 1, 1)
@@ -140,7 +148,7 @@ class CostBuilder(structure.BlockBuilder[Shape]):
 
     def max_pool(self, x: Shape, path: str, k: int, stride: int) -> Shape:
         c, h, w = x
-        output = (c, _out_size(h, stride), _out_size(w, stride))
+        output = (c, _out_size(h, k, stride), _out_size(w, k, stride))
         return self._record("MaxPool", path, (x,), output, flops=math.prod(output) * k * k)
 
 

@@ -1,15 +1,25 @@
 """The block key: one tiny graph, named exactly.
 
 A key is block type + input shape (channels, height, width) + output channels,
-kernel, stride, expansion/bottleneck ratio, SE on/off and activation. Batch,
-precision, backend and device belong to the whole table, never to a row.
+kernel, stride, expansion/bottleneck ratio, SE on/off, activation and the padding
+of the block's strided conv. Batch, precision, backend and device belong to the
+whole table, never to a row.
 
 Canonical string form (one line, parses back to the same key)::
 
     irb_i64x40x40_o128_k5_s2_e6_se1_swish
+    fused_irb_i32x160x160_o64_k3_s2_e4_se0_swish_pv
 
 fields in order: block, ``i{cin}x{h}x{w}``, ``o{cout}``, ``k{kernel}``,
-``s{stride}``, ``e{ratio}`` (shortest decimal), ``se{0|1}``, activation.
+``s{stride}``, ``e{ratio}`` (shortest decimal), ``se{0|1}``, activation, then
+``_pv`` when ``pad`` is ``"valid"`` (nothing for the default ``"same"``, so the
+strings of keys written before the field existed are unchanged).
+
+``pad``: ``"same"`` pads every kxk conv ``(k - 1) // 2`` (output ceil(size / s));
+``"valid"`` leaves the block's stride-2 kxk conv unpadded (output
+``(size - k) // 2 + 1``), as NVIDIA's released GPUNet code does for its fused
+inverted residuals. Only the types with :attr:`BlockType.has_pad` (``fused_irb``)
+take ``"valid"``, and only at stride 2.
 """
 
 from __future__ import annotations
@@ -37,6 +47,10 @@ MID_RULES: tuple[str, ...] = ("expand8", "out_ratio", "out")
 SPATIAL_RULES: tuple[str, ...] = ("stride", "stride_pool", "global")
 #: What a block type outputs (see :attr:`BlockKey.output_shape`).
 OUTPUT_RULES: tuple[str, ...] = ("map", "cout", "classes")
+#: Paddings of a block's strided kxk conv: ``same`` (k - 1) // 2, ``valid`` none (see :attr:`BlockKey.pad`).
+PADDINGS: tuple[str, ...] = ("same", "valid")
+#: Suffix of the canonical key string per padding (``same`` has none: older key strings stay as they were).
+PAD_SUFFIXES: dict[str, str] = {"same": "", "valid": "_pv"}
 
 
 #: A feature-map size: one int, or an integer array of many.
@@ -61,6 +75,8 @@ class BlockType:
         output: ``"map"`` a (cout, out_h, out_w) feature map; a vector of ``"cout"`` or of ``"classes"``
             (:data:`NUM_CLASSES`) values. A vector output makes the type a classifier, which ends a network.
         has_act: the block applies the key's activation; without one (pool_fc) spaces give its keys ``relu``.
+        has_pad: the key's ``pad`` may be ``"valid"`` (at stride 2): the block's strided kxk conv is then
+            unpadded. Only for types whose output size is that conv's alone (no strided shortcut, no pool).
     """
 
     name: str
@@ -74,6 +90,7 @@ class BlockType:
     residual: bool = False
     output: str = "map"
     has_act: bool = True
+    has_pad: bool = False
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -99,17 +116,21 @@ class BlockType:
         """True when a stride-1 copy with cin == cout keeps the feature map, so a stage may repeat the type."""
         return self.spatial_out == "stride"
 
-    def min_size(self, stride: int) -> int:
-        """Smallest input height/width (pixels) that a key of this type with ``stride`` accepts."""
-        return stride * (2 if self.spatial_out == "stride_pool" else 1)
+    def min_size(self, stride: int, k: int = 1, pad: str = "same") -> int:
+        """Smallest input height/width (pixels) a key of this type accepts with ``stride``, kernel ``k`` and ``pad``."""
+        size = stride * (2 if self.spatial_out == "stride_pool" else 1)
+        return max(size, k) if pad == "valid" else size
 
-    def out_size(self, size: _Size, stride: int) -> _Size:
-        """Output height or width (pixels) for an input ``size`` (pixels) and ``stride``; 1 for classifiers.
+    def out_size(self, size: _Size, stride: int, k: int | np.ndarray = 1, pad: str = "same") -> _Size:
+        """Output height or width (pixels) for an input ``size`` (pixels), ``stride``, kernel ``k`` and ``pad``.
 
-        ``size`` may be an int (gives an int) or an integer array (gives an array of the same shape and dtype).
+        ``same``: ceil(size / stride); ``valid`` (the strided kxk conv unpadded): (size - k) // stride + 1;
+        1 for classifiers. ``size`` (and ``k``) may be ints (gives an int) or integer arrays (gives an array).
         """
         if self.spatial_out == "global":
             return np.ones_like(size) if isinstance(size, np.ndarray) else 1  # type: ignore[return-value]
+        if pad == "valid":
+            return (size - k) // stride + 1  # type: ignore[return-value]
         size = -(-size // stride)
         return -(-size // 2) if self.spatial_out == "stride_pool" else size
 
@@ -164,6 +185,7 @@ BLOCK_TYPES: dict[str, BlockType] = {
             True,
             mid="expand8",
             residual=True,
+            has_pad=True,
         ),
         BlockType(
             "tail",
@@ -209,9 +231,11 @@ def block_names(**where: object) -> tuple[str, ...]:
 
 
 _STRIDES = (1, 2)
+_PAD_OF_SUFFIX = {suffix: pad for pad, suffix in PAD_SUFFIXES.items()}
 _KEY_RE = re.compile(
     r"^(?P<block>[a-z_]+?)_i(?P<cin>\d+)x(?P<h>\d+)x(?P<w>\d+)_o(?P<cout>\d+)"
-    r"_k(?P<k>\d+)_s(?P<s>\d+)_e(?P<e>[0-9.]+)_se(?P<se>[01])_(?P<act>[a-z0-9]+)$"
+    r"_k(?P<k>\d+)_s(?P<s>\d+)_e(?P<e>[0-9.]+)_se(?P<se>[01])_(?P<act>[a-z0-9]+)"
+    r"(?P<pad>" + "|".join(re.escape(s) for s in PAD_SUFFIXES.values() if s) + r")?$"
 )
 
 
@@ -233,6 +257,9 @@ class BlockKey:
     :attr:`BlockType.has_ratio` is set: the expansion of ``irb`` and ``fused_irb``
     (mid = in * e, rounded to a multiple of 8) or the mid-channel ratio of
     ``xx``/``bl``/``dw`` (mid = round(out * e)); it is 1 for blocks without one.
+    ``pad`` is the padding of the block's strided kxk conv (:data:`PADDINGS`):
+    ``"same"`` (default, (k - 1) // 2) or ``"valid"`` (none; only types with
+    :attr:`BlockType.has_pad`, only at stride 2).
     Shapes, widths and the residual follow from the type's :class:`BlockType` row.
     """
 
@@ -246,6 +273,7 @@ class BlockKey:
     e: float = 1.0
     se: bool = False
     act: str = "relu"
+    pad: str = "same"
     _str: str = field(default="", init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -285,14 +313,22 @@ class BlockKey:
             raise _bad("se", self.se, f"False for block {self.block} (only {takers} take SE)")
         if self.act not in ACTIVATIONS:
             raise _bad("act", self.act, "one of " + ", ".join(ACTIVATIONS))
-        min_hw = bt.min_size(self.s)
+        if self.pad not in PADDINGS:
+            raise _bad("pad", self.pad, "one of " + ", ".join(PADDINGS))
+        if self.pad != "same" and not bt.has_pad:
+            takers = ", ".join(block_names(has_pad=True))
+            raise _bad("pad", self.pad, f"same for block {self.block} (only {takers} take {self.pad})")
+        if self.pad != "same" and self.s == 1:
+            raise _bad("pad", self.pad, "same for stride 1 (valid leaves a block's stride-2 conv unpadded)")
+        min_hw = bt.min_size(self.s, self.k, self.pad)
         if self.h < min_hw or self.w < min_hw:
-            raise _bad("h/w", f"{self.h}x{self.w}", f"a feature map of at least {min_hw}x{min_hw} for stride {self.s}")
+            where = f"stride {self.s}" + (f", kernel {self.k} and pad {self.pad}" if self.pad != "same" else "")
+            raise _bad("h/w", f"{self.h}x{self.w}", f"a feature map of at least {min_hw}x{min_hw} for {where}")
         object.__setattr__(
             self,
             "_str",
             f"{self.block}_i{self.cin}x{self.h}x{self.w}_o{self.cout}_k{self.k}_s{self.s}"
-            f"_e{format_ratio(self.e)}_se{int(self.se)}_{self.act}",
+            f"_e{format_ratio(self.e)}_se{int(self.se)}_{self.act}{PAD_SUFFIXES[self.pad]}",
         )
 
     # ----- derived shapes -------------------------------------------------
@@ -305,7 +341,12 @@ class BlockKey:
     def out_hw(self) -> tuple[int, int]:
         """Output feature-map size (height, width) in pixels; (1, 1) for classifier blocks."""
         bt = BLOCK_TYPES[self.block]
-        return (bt.out_size(self.h, self.s), bt.out_size(self.w, self.s))
+        return (bt.out_size(self.h, self.s, self.k, self.pad), bt.out_size(self.w, self.s, self.k, self.pad))
+
+    @property
+    def strided_padding(self) -> int:
+        """Pixels of padding on each side of the block's strided kxk conv: (k - 1) // 2, or 0 for pad valid."""
+        return 0 if self.pad == "valid" else (self.k - 1) // 2
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -378,7 +419,7 @@ class BlockKey:
 
 
 #: Key fields in canonical order (the typed key columns of a table).
-KEY_FIELDS: tuple[str, ...] = ("block", "cin", "h", "w", "cout", "k", "s", "e", "se", "act")
+KEY_FIELDS: tuple[str, ...] = ("block", "cin", "h", "w", "cout", "k", "s", "e", "se", "act", "pad")
 
 
 def _is_int_like(v: object) -> bool:
@@ -400,14 +441,14 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 
 def parse_key(text: str) -> BlockKey:
-    """Parse ``irb_i64x40x40_o128_k5_s2_e6_se1_swish`` into a :class:`BlockKey`."""
+    """Parse ``irb_i64x40x40_o128_k5_s2_e6_se1_swish`` (or ``..._pv``, pad valid) into a :class:`BlockKey`."""
     if not isinstance(text, str):
         raise ValueError(f"invalid block key {text!r}: expected a string")
     m = _KEY_RE.match(text.strip())
     if m is None:
         raise ValueError(
             f"invalid block key string {text!r}: expected "
-            "BLOCK_i{cin}x{h}x{w}_o{cout}_k{k}_s{s}_e{ratio}_se{0|1}_ACT, "
+            "BLOCK_i{cin}x{h}x{w}_o{cout}_k{k}_s{s}_e{ratio}_se{0|1}_ACT[_pv], "
             "e.g. irb_i64x40x40_o128_k5_s2_e6_se1_swish"
         )
     g = m.groupdict()
@@ -426,6 +467,7 @@ def parse_key(text: str) -> BlockKey:
         e=e,
         se=g["se"] == "1",
         act=g["act"],
+        pad=_PAD_OF_SUFFIX[g["pad"] or ""],
     )
     return key
 
@@ -446,16 +488,32 @@ def chain_keys(keys: list[BlockKey] | tuple[BlockKey, ...]) -> None:
             )
 
 
-def io_elements(block: Sequence[str], cin: Any, h: Any, w: Any, cout: Any, s: Any) -> np.ndarray:
+def io_elements(
+    block: Sequence[str], cin: Any, h: Any, w: Any, cout: Any, s: Any, *, pad: Any = None, k: Any = None
+) -> np.ndarray:
     """Input plus output elements per image of many keys at once (int64), from their fields.
 
     The vectorized twin of :attr:`BlockKey.io_elements`: what a block graph takes
     in and gives out, which a block timed alone moves across its boundaries and a
-    whole network does not at every block.
+    whole network does not at every block. ``pad`` (``"same"``/``"valid"`` per key)
+    defaults to all ``"same"``; keys with pad ``"valid"`` need their kernel sizes ``k``.
+    Raises ``ValueError`` for an unknown padding or valid keys without ``k``.
     """
     block = np.asarray(block, dtype=object)
     cin, h, w, cout, s = (np.asarray(v, dtype=np.int64) for v in (cin, h, w, cout, s))
     oh, ow = -(-h // s), -(-w // s)
+    if pad is not None:
+        pad = np.asarray(pad, dtype=object)
+        unknown = ~_of_types(pad, PADDINGS)
+        if unknown.any():
+            raise _bad("pad", pad[unknown].flat[0], "one of " + ", ".join(PADDINGS))
+        valid = pad == "valid"
+        if valid.any():
+            if k is None:
+                raise ValueError("io_elements: keys with pad 'valid' need their kernel sizes; pass k=")
+            k = np.asarray(k, dtype=np.int64)
+            oh = np.where(valid, (h - k) // s + 1, oh)
+            ow = np.where(valid, (w - k) // s + 1, ow)
     pooled = _of_types(block, block_names(spatial_out="stride_pool"))
     oh = np.where(pooled, -(-oh // 2), oh)
     ow = np.where(pooled, -(-ow // 2), ow)
@@ -466,7 +524,7 @@ def io_elements(block: Sequence[str], cin: Any, h: Any, w: Any, cout: Any, s: An
 
 
 def _of_types(block: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """Boolean mask of the entries of an object array of block names that are one of ``names``."""
+    """Boolean mask of the entries of an object array of names (block types, paddings) that are one of ``names``."""
     mask = np.zeros(block.shape, dtype=bool)
     for name in names:
         mask |= block == name

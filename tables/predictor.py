@@ -2,7 +2,10 @@
 
 A network's predicted latency is the sum of its blocks' entries (ms per batch),
 mapped through the table's calibration when it has one (see
-:mod:`tables.calibration`). :func:`predict` explains one architecture block by
+:mod:`tables.calibration`). In a table whose build measured every key's
+boundary (``boundary_ms``: what a block timed alone pays that a network pays
+once) a block's entry is its in-network latency (``table.block_array``) and the
+network adds the table's floor once (``table.network_ms``). :func:`predict` explains one architecture block by
 block; :func:`predict_many` evaluates an (N, L) integer-encoding array of a
 staged search space (GPUNet, GENet, a user's staged space) with numpy gathers
 and no Python loop over architectures.
@@ -44,13 +47,25 @@ class Prediction:
         ms_per_batch: predicted end-to-end latency of one inference of a whole
             batch (calibrated when ``calibrated``), ms.
         ms_per_image: ``ms_per_batch / batch``, ms.
-        sum_ms: the raw sum of the block entries, ms per batch.
+        sum_ms: the raw (uncalibrated) sum, ms per batch: the blocks' in-network latencies plus what a network
+            pays once (``table.network_ms``) for a boundary-corrected table, else the plain sum of the blocks'
+            latencies as measured alone.
         breakdown: one row per block: ``position``, ``stage``, ``key``, ``block``,
-            ``latency_ms`` (ms per batch).
+            ``latency_ms`` (what is summed: the in-network latency of a boundary-corrected table) and
+            ``alone_ms`` (the key's latency timed alone), ms per batch.
         calibrated: whether a calibration was applied.
         batch: the table's batch size.
         io_mel: the blocks' input plus output, millions of elements per batch
             (what the ``io_linear`` calibration charges).
+        low_ms, high_ms: the prediction interval at ``level`` (ms per batch): ``ms_per_batch +- z * sigma``
+            with ``sigma`` (``sigma_ms``) combining, in quadrature, the spread of each measured key (its
+            samples or rounds), the estimator's error for estimated keys, and the table's own whole-network
+            error (:meth:`tables.table.LatencyTable.model_sigma_rel`, from its validation).
+        level: the interval's nominal coverage.
+        interval_basis: what the interval holds (``"validated"``, or ``"measurement only"`` for a table
+            never validated: too narrow, say so rather than pretend).
+        n_estimated: blocks whose entry is an estimate (``estimate_missing=True``), repeats counted.
+        estimated_keys: those keys, each once.
     """
 
     ms_per_batch: float
@@ -60,6 +75,13 @@ class Prediction:
     calibrated: bool = False
     batch: int = 1
     io_mel: float = 0.0
+    sigma_ms: float = 0.0
+    low_ms: float = 0.0
+    high_ms: float = 0.0
+    level: float = 0.9
+    interval_basis: str = "measurement only"
+    n_estimated: int = 0
+    estimated_keys: list[str] = field(default_factory=list)
 
     @property
     def n_blocks(self) -> int:
@@ -144,20 +166,50 @@ def _calibrate(
     return out, True
 
 
-def predict(table: LatencyTable, arch: Any, *, calibrated: bool = True) -> Prediction:
-    """Predict one network's latency from ``table``.
+def _sigma(table: LatencyTable, total: Any, sums: Any, spread: Any, calibrated: bool) -> tuple[Any, str]:
+    """1-sigma of predictions ``total`` (calibrated or not) whose raw sums are ``sums`` and whose blocks' spreads
+    (1 sigma each) add to ``spread``: the blocks' spread, scaled as the calibration scales the sum, and the
+    table's whole-network error in quadrature. The blocks' spreads add linearly (one machine measured them
+    all: their errors move together), which also makes a stage's repeated layers count fully."""
+    t = np.asarray(total, dtype=np.float64)
+    s = np.asarray(sums, dtype=np.float64)
+    scale = np.divide(t, s, out=np.ones_like(t), where=s > 0)
+    blocks = np.asarray(spread, dtype=np.float64) * np.abs(scale)
+    model = table.model_sigma_rel(calibrated)
+    if model is None:
+        return blocks, "measurement only"
+    return np.sqrt(blocks**2 + (np.asarray(total, dtype=np.float64) * model) ** 2), "validated"
+
+
+def predict(
+    table: LatencyTable,
+    arch: Any,
+    *,
+    calibrated: bool = True,
+    estimate_missing: bool = False,
+    level: float = 0.9,
+) -> Prediction:
+    """Predict one network's latency from ``table``, with a prediction interval.
 
     ``arch``: a sequence of :class:`BlockKey` or key strings, or any object with a
     ``keys`` attribute (``profiler.spaces.Architecture``). With ``calibrated``
     (default) the table's calibration, if any, maps the raw sum to the
-    prediction. Raises :class:`MissingKeysError` listing every key the table lacks.
+    prediction. Raises :class:`MissingKeysError` listing every key the table lacks,
+    unless ``estimate_missing``: those keys are then estimated from the table's
+    measured keys (:meth:`LatencyTable.estimator`), counted in ``n_estimated``, and
+    their error widens the interval. ``level``: the interval's nominal coverage.
     """
+    from tables.estimator import interval, z_for
+
     keys = arch_keys(arch)
     if not keys:
         raise ValueError("architecture has no blocks: give at least one block key")
+    z = z_for(level)
+    if estimate_missing:
+        table = table.with_estimates(keys)
     pos = table.indices(keys)
-    lat = table.latency_array[pos]
-    sum_ms = _run_sum(pos, lat)
+    lat = table.block_array[pos]
+    sum_ms = _run_sum(pos, lat) + table.network_ms
     breakdown = pd.DataFrame(
         {
             "position": np.arange(len(keys), dtype=np.int64),
@@ -165,13 +217,33 @@ def predict(table: LatencyTable, arch: Any, *, calibrated: bool = True) -> Predi
             "key": [str(k) for k in keys],
             "block": [k.block for k in keys],
             "latency_ms": lat,
+            "alone_ms": table.latency_array[pos],
         }
     )
     type_sums = {str(k): float(v) for k, v in breakdown.groupby("block", sort=True)["latency_ms"].sum().items()}
     io_mel = _run_sum(pos, table.io_array[pos])  # summed as predict_many sums it
     total, done = _calibrate(table, sum_ms, len(keys), type_sums, calibrated, io_mel)
     total = float(total)
-    return Prediction(total, total / table.batch, sum_ms, breakdown, done, table.batch, io_mel)
+    sigma, basis = _sigma(table, total, sum_ms, _run_sum(pos, table.sigma_array[pos]), done)
+    sigma = float(sigma)
+    low, high = interval(total, sigma, z)
+    est = table.estimated_mask[pos]
+    return Prediction(
+        total,
+        total / table.batch,
+        sum_ms,
+        breakdown,
+        done,
+        table.batch,
+        io_mel,
+        sigma,
+        low,
+        high,
+        level,
+        basis,
+        int(est.sum()),
+        list(dict.fromkeys(str(k) for k, e in zip(keys, est) if e)),
+    )
 
 
 @dataclass
@@ -200,10 +272,10 @@ def network_features(table: LatencyTable, archs: Sequence[Any]) -> NetworkFeatur
     key_lists = [arch_keys(a) for a in archs]
     flat = [k for keys in key_lists for k in keys]
     pos = table.indices(flat)
-    lat = table.latency_array[pos]
+    lat = table.block_array[pos]
     owner = np.repeat(np.arange(len(key_lists)), [len(k) for k in key_lists])
     n = len(key_lists)
-    sums = np.bincount(owner, weights=lat, minlength=n).astype(np.float64)
+    sums = np.bincount(owner, weights=lat, minlength=n).astype(np.float64) + table.network_ms
     n_blocks = np.asarray([len(k) for k in key_lists], dtype=np.int64)
     blocks = np.asarray([k.block for k in flat], dtype=object)
     type_sums = {
@@ -292,8 +364,44 @@ def _many_sums(
     if arr.ndim != 2 or arr.shape[1] != length or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"encodings must be an (N, {length}) integer array; got shape {arr.shape} {arr.dtype}")
     total, n_blocks, types = space_lookup(table, sp).sums(arr, want_blocks, want_types)
+    total = total + table.network_ms
     io = space_lookup(table, sp, "io").sums(arr, False, False)[0] if want_io else None
     return total, n_blocks, types, io
+
+
+@dataclass
+class ManyPredictions:
+    """What :func:`predict_many` returns with ``interval=True`` or ``estimate_missing=True``.
+
+    Attributes:
+        ms_per_batch: the predictions (float64, N), as :func:`predict_many` returns them plainly.
+        low_ms, high_ms: the prediction interval at ``level`` (``None`` without ``interval=True``).
+        level: the interval's nominal coverage.
+        interval_basis: ``"validated"`` or ``"measurement only"`` (see :class:`Prediction`).
+        n_estimated: estimated blocks per architecture, repeats counted (``None`` without
+            ``estimate_missing=True``).
+    """
+
+    ms_per_batch: np.ndarray
+    low_ms: np.ndarray | None = None
+    high_ms: np.ndarray | None = None
+    level: float = 0.9
+    interval_basis: str = "measurement only"
+    n_estimated: np.ndarray | None = None
+
+
+def _with_estimates(table: LatencyTable, encodings: Any, space: Any, sums: Any) -> tuple[LatencyTable, Any]:
+    """(the table the sums were taken from, ``sums(table)``): ``table`` itself when it holds every key of
+    ``encodings``, else a view of it with the keys they lack estimated. The view is kept on ``table`` and
+    grows with the keys later calls lack, so a search's repeated calls estimate each key once."""
+    view = table.__dict__.get("_estimated_view", table)
+    try:
+        return view, sums(view)
+    except MissingKeysError as missing:
+        before = [k for k, e in zip(view.keys, view.estimated_mask) if e]
+        view = table.with_estimates([*before, *missing.keys])
+        table.__dict__["_estimated_view"] = view
+        return view, sums(view)
 
 
 def predict_many(
@@ -302,8 +410,15 @@ def predict_many(
     space: Any,
     *,
     calibrated: bool = True,
-) -> np.ndarray:
+    interval: bool = False,
+    level: float = 0.9,
+    estimate_missing: bool = False,
+) -> np.ndarray | ManyPredictions:
     """Predicted latencies (ms per batch, float64 array of N) of N integer encodings of a staged space.
+
+    With ``interval=True`` (prediction intervals at ``level``) or ``estimate_missing=True`` (keys the table
+    lacks estimated, their count per architecture returned) the result is a :class:`ManyPredictions`; the
+    intervals and estimates equal those of :func:`predict` on each row.
 
     ``encodings``: an (N, L) integer array (L = 41 for GPUNet, 21 for GENet);
     ``space``: the staged space object they encode (``profiler.spaces.gpunet.SPACE``,
@@ -318,17 +433,41 @@ def predict_many(
     (layers - 1) x repeated layer, added in the order :func:`predict` adds.
 
     Raises ``ValueError`` for an array of the wrong shape or dtype or values out
-    of the space, and :class:`MissingKeysError` listing every key the table lacks.
+    of the space, and :class:`MissingKeysError` listing every key the table lacks
+    (unless ``estimate_missing``).
     """
     cal = table.calibration if calibrated else None
     model = cal.model if cal is not None else "none"
-    total, n_blocks, type_sums, io = _many_sums(
-        table,
-        encodings,
-        space,
-        want_blocks=model == "floor_linear",
-        want_types=model == "per_type",
-        want_io=model == "io_linear",
-    )
-    out, _ = _calibrate(table, total, n_blocks, type_sums or {}, calibrated, io)  # type: ignore[arg-type]
-    return np.asarray(out, dtype=np.float64)
+
+    def sums(t: LatencyTable) -> Any:
+        return _many_sums(
+            t,
+            encodings,
+            space,
+            want_blocks=model == "floor_linear",
+            want_types=model == "per_type",
+            want_io=model == "io_linear",
+        )
+
+    if estimate_missing:
+        table, (total, n_blocks, type_sums, io) = _with_estimates(table, encodings, space, sums)
+    else:
+        total, n_blocks, type_sums, io = sums(table)
+    out, done = _calibrate(table, total, n_blocks, type_sums or {}, calibrated, io)  # type: ignore[arg-type]
+    out = np.asarray(out, dtype=np.float64)
+    if not interval and not estimate_missing:
+        return out
+    arr = np.asarray(encodings)
+    result = ManyPredictions(out, level=level)
+    if interval:
+        from tables.estimator import interval as bounds
+        from tables.estimator import z_for
+
+        z = z_for(level)
+        spread = space_lookup(table, space, "sigma").sums(arr, False, False)[0]
+        sigma, result.interval_basis = _sigma(table, out, total, spread, done)
+        result.low_ms, result.high_ms = bounds(out, sigma, z)
+    if estimate_missing:
+        counts = space_lookup(table, space, "est").sums(arr, False, False)[0]
+        result.n_estimated = np.rint(counts).astype(np.int64)
+    return result

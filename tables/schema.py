@@ -4,7 +4,7 @@ A table is one Parquet file with one row per block key. Columns:
 
 - key columns: ``key`` (canonical string form), then the typed fields of
   :class:`~tables.key.BlockKey` (``block``, ``cin``, ``h``, ``w``, ``cout``,
-  ``k``, ``s`` as int32, ``e`` float64, ``se`` bool, ``act``);
+  ``k``, ``s`` as int32, ``e`` float64, ``se`` bool, ``act``, ``pad``);
 - statistics of the timed runs, all in ms per batch: ``latency_ms`` (the
   trimmed mean, the figure the predictor sums), ``median_ms``, ``min_ms``,
   ``max_ms``, ``std_ms``, ``cv`` (std / mean, no unit), ``inner_loop``
@@ -16,12 +16,20 @@ A table is one Parquet file with one row per block key. Columns:
   a drift reference ``latency_ms`` is ``raw_latency_ms`` brought to the table's
   reference speed (:func:`drift_corrected`), else it equals ``raw_latency_ms``;
   the other statistics and the samples are always as measured;
+- ``boundary_ms``: the part of ``raw_latency_ms`` that is boundary -- what a
+  block timed alone pays that a whole network pays once (one engine call,
+  moving its input and output across the engine's boundary), measured by the
+  build's boundary method (:mod:`kernels_bench.boundary`, metadata
+  ``boundary``); the predictor sums ``latency_ms * (1 - boundary_ms /
+  raw_latency_ms)`` and adds the table's floor once per network. Null when none
+  was measured (``--boundary none``, older tables: the plain sum);
 - ``round_latency_ms``: a table built in rounds (``profiler.build --rounds R``)
   times every key once per round; this lists each round's ``latency_ms``, and
   the row's ``latency_ms`` (and ``raw_latency_ms``, ``reference_ms``) is their
   median, its samples those of every round; empty for a table built in one round;
 - phases of the measurement in seconds: ``export_s``, ``compile_s``,
-  ``warmup_s``, ``timed_s``;
+  ``warmup_s``, ``timed_s``, and ``boundary_s`` (measuring the key's boundary
+  graphs; null without any);
 - ``status`` ("ok" or "failed"), ``error`` (text of a failure, else null),
   ``failure_kind`` (of a failed row: "transient" -- the machine was the problem,
   a plain rerun measures it again -- or "permanent" -- only ``--retry-failed``
@@ -33,6 +41,8 @@ A table is one Parquet file with one row per block key. Columns:
 
 Schema version 2 added ``settings_id`` and ``failure_kind``; tables of version 1
 are still read (the columns filled in from their metadata and error texts).
+Schema version 3 added ``pad`` and ``boundary_ms``; tables of versions 1 and 2
+read with pad "same" and no boundary.
 Reading checks every row: its key parses and agrees with its typed columns, an
 "ok" row has a finite positive latency, and every column has the schema's type.
 
@@ -61,17 +71,17 @@ import pyarrow.parquet as pq
 from tables.atomic import atomic_path
 from tables.errors import PERMANENT, error_text, failure_kind, one_line
 from tables.host import host_info
-from tables.key import ACTIVATIONS, BLOCK_TYPES, KEY_FIELDS, BlockKey, format_ratio, parse_key
+from tables.key import ACTIVATIONS, BLOCK_TYPES, KEY_FIELDS, PAD_SUFFIXES, PADDINGS, BlockKey, format_ratio, parse_key
 from tables.settings import settings_id
 
 #: Distribution name of this package (its version goes into every table as ``tool_version``).
 PACKAGE_NAME = "nas-latency-profiler"
 
 #: Version of the column layout and metadata document written now; bumped on any incompatible change.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Versions this package reads (older ones get their later columns filled in).
-SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
+SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2, 3)
 
 #: Parquet file-metadata key that holds the JSON metadata document.
 METADATA_KEY = b"nas_latency"
@@ -106,16 +116,26 @@ OPTIONAL_METADATA: tuple[str, ...] = ("floor", "opset", "source", "drift_referen
 STAT_COLUMNS: tuple[str, ...] = ("latency_ms", "median_ms", "min_ms", "max_ms", "std_ms", "cv")
 PHASE_COLUMNS: tuple[str, ...] = ("export_s", "compile_s", "warmup_s", "timed_s")
 DRIFT_COLUMNS: tuple[str, ...] = ("raw_latency_ms", "reference_ms")
+#: The part of a key's raw latency that is boundary: what a block timed alone pays that a whole network pays
+#: once (one engine call, moving its input and output across the engine's boundary); see
+#: :mod:`kernels_bench.boundary`. Null when the build measured none (``--boundary none``, older tables).
+BOUNDARY_COLUMN = "boundary_ms"
+#: Seconds the build spent measuring a key's boundary graphs (null without any).
+BOUNDARY_SECONDS_COLUMN = "boundary_s"
 #: Each round's latency of a table built in rounds.
 ROUND_COLUMN = "round_latency_ms"
 
 #: Columns added after the first tables were written, and how a file (or rows) without them is filled in:
 #: ``latency`` copies ``latency_ms``, ``null`` leaves nulls, ``empty`` gives empty lists, ``settings`` the
-#: table's settings id, ``kind`` the failure kind read from a failed row's error text.
+#: table's settings id, ``kind`` the failure kind read from a failed row's error text, ``same`` the key
+#: padding "same" (every key before schema 3).
 ADDED_COLUMNS: dict[str, str] = {
+    "pad": "same",
     "raw_latency_ms": "latency",
     "reference_ms": "null",
     ROUND_COLUMN: "empty",
+    BOUNDARY_COLUMN: "null",
+    BOUNDARY_SECONDS_COLUMN: "null",
     "failure_kind": "kind",
     "settings_id": "settings",
 }
@@ -137,6 +157,7 @@ def arrow_schema() -> pa.Schema:
         pa.field("e", f64, nullable=False),
         pa.field("se", pa.bool_(), nullable=False),
         pa.field("act", pa.string(), nullable=False),
+        pa.field("pad", pa.string(), nullable=False),
         *(pa.field(name, f64) for name in STAT_COLUMNS),
         pa.field("inner_loop", int32),
         pa.field("warmup_runs", int32),
@@ -144,7 +165,9 @@ def arrow_schema() -> pa.Schema:
         pa.field("samples_ms", pa.list_(f64), nullable=False),
         *(pa.field(name, f64) for name in DRIFT_COLUMNS),
         pa.field(ROUND_COLUMN, pa.list_(f64)),
+        pa.field(BOUNDARY_COLUMN, f64),
         *(pa.field(name, f64) for name in PHASE_COLUMNS),
+        pa.field(BOUNDARY_SECONDS_COLUMN, f64),
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string()),
         pa.field("failure_kind", pa.string()),
@@ -178,6 +201,8 @@ def result_row(
     *,
     measured_at: datetime | None = None,
     reference_ms: float | None = None,
+    boundary_ms: float | None = None,
+    boundary_s: float | None = None,
 ) -> dict[str, Any]:
     """One table row for ``key``.
 
@@ -192,6 +217,8 @@ def result_row(
     ``reference_ms`` (the drift reference's speed while the key was timed), if any.
     With ``reference_ms`` (the table's reference speed: the drift reference's
     latency in ms) ``latency_ms`` is drift-corrected to it (see :func:`drift_corrected`).
+    ``boundary_ms``: the boundary part of the raw latency (:data:`BOUNDARY_COLUMN`), measured in
+    ``boundary_s`` seconds.
     """
     k = _as_key(key)
     row: dict[str, Any] = {"key": str(k)}
@@ -221,6 +248,7 @@ def result_row(
         row["samples_ms"] = samples
     row["raw_latency_ms"] = row["latency_ms"]
     row[ROUND_COLUMN] = []
+    row[BOUNDARY_COLUMN] = _float(boundary_ms) if not failed else math.nan
     now = getattr(result, "reference_ms", None) if not failed else None
     row["reference_ms"] = _float(now)
     if reference_ms is not None and not failed:
@@ -228,6 +256,7 @@ def result_row(
     phases = dict(getattr(result, "phases", None) or {}) if result is not None else {}
     for name in PHASE_COLUMNS:
         row[name] = _float(phases.get(name))
+    row[BOUNDARY_SECONDS_COLUMN] = _float(boundary_s)
     if failed:
         row["status"] = STATUS_FAILED
         row["error"] = error_text(error) if error is not None else "no timing result"
@@ -584,6 +613,8 @@ def fill_added_columns(frame: pd.DataFrame, metadata: Mapping[str, Any] | None =
             added[name] = frame["latency_ms"] if "latency_ms" in frame.columns else math.nan
         elif rule == "null":
             added[name] = math.nan
+        elif rule == "same":
+            added[name] = "same"
         elif rule == "empty":
             added[name] = [[] for _ in range(len(frame))]
         elif rule == "kind":
@@ -658,6 +689,7 @@ def canonical_keys(frame: pd.DataFrame) -> pd.Series:
         + se
         + "_"
         + frame["act"].astype(str)
+        + frame["pad"].map(PAD_SUFFIXES)
     )
 
 
@@ -682,6 +714,7 @@ def check_rows(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
 
     refuse(~frame["block"].isin(list(BLOCK_TYPES)).to_numpy(), "has an unknown block type")
     refuse(~frame["act"].isin(list(ACTIVATIONS)).to_numpy(), "has an unknown activation")
+    refuse(~frame["pad"].isin(list(PADDINGS)).to_numpy(), "has an unknown padding")
     ints = frame[["cin", "h", "w", "cout", "k", "s"]].to_numpy()
     refuse((ints <= 0).any(axis=1), "has a key field that is not a positive integer")
     refuse((frame["key"] != canonical_keys(frame)).to_numpy(), "has a key string that does not match its columns")
@@ -689,6 +722,9 @@ def check_rows(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     lat = pd.to_numeric(frame["latency_ms"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     ok = (frame["status"] == STATUS_OK).to_numpy()
     refuse(ok & ~(np.isfinite(lat) & (lat > 0)), "is ok but its latency_ms is not a finite positive number")
+    if BOUNDARY_COLUMN in frame.columns:
+        bnd = pd.to_numeric(frame[BOUNDARY_COLUMN], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        refuse(ok & np.isinf(bnd), f"has an infinite {BOUNDARY_COLUMN}")
 
 
 def table_to_frame(table: pa.Table, metadata: Mapping[str, Any] | None = None) -> pd.DataFrame:

@@ -10,7 +10,8 @@ each setting comes from:
 - ``timing.<field>`` for every field of the timing protocol;
 - ``backend.<name>`` for every backend setting (threads, CPU pinning, provider,
   builder options, strong typing, CUDA graphs, compile, ...);
-- ``drift reference`` (its key) and ``drift reference ratio``.
+- ``drift reference`` (its key) and ``drift reference ratio``;
+- ``boundary``: the method that measured each key's boundary (absent when none was).
 
 :func:`settings_id` is a short fingerprint of those settings; every row of a
 table carries the id of the settings it was measured with (column
@@ -59,6 +60,7 @@ FLAGS: dict[str, str] = {
     "backend.tf32": "--tf32",
     "timing.cold_l2": "--cold-l2",
     "backend.compile": "--compile",
+    "boundary": "--boundary",
 }
 
 
@@ -99,6 +101,9 @@ def table_settings(metadata: Mapping[str, Any]) -> dict[str, Any]:
     for field, value in _DEFAULTS.items():
         if out.get(field) is None:
             out[field] = value
+    boundary = (metadata.get("boundary") or {}).get("method")
+    if boundary not in (None, "none"):  # absent when none is measured: the ids of older tables stay as they were
+        out["boundary"] = boundary
     return out
 
 

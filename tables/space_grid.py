@@ -12,6 +12,7 @@ it sums them). Used by :func:`tables.predictor.predict_many`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +37,11 @@ class _StageGrid:
     """One stage of a staged space resolved against one table.
 
     A cell of the stage's grid is a mixed-radix number over the digits (choice
-    indices) of resolution, activation, SE, expansion, kernel, filters, input
-    channels and layers, resolution fastest. ``first_add`` and ``rest_add`` hold
+    indices) of resolution, the kernels of the earlier stages that set this
+    stage's input size (``kernel_sized_stages``: unpadded stride-2 stages; none in
+    a padded space), activation, SE, expansion, kernel, filters, input channels
+    and layers, resolution fastest. Resolution and those kernels together are the
+    stage's size context. ``first_add`` and ``rest_add`` hold
     what the stage adds to a network's sum, in two steps as :func:`predict`
     adds them: the first layer's latency, then (layers - 1) x the repeated
     layer's; where both are the same key, 0 and then layers x its latency. The
@@ -71,23 +75,53 @@ class _StageGrid:
         return base, self.layer_values[digit]
 
 
+def _size_contexts(sp: Any, si: int) -> tuple[tuple[int, ...], list[tuple[int, dict[int, int] | None]]]:
+    """The earlier stages whose kernel sets stage ``si``'s input size, and every (resolution, their kernels).
+
+    The contexts come in grid order: resolution fastest, then those stages' kernel digits in stage order.
+    A space without ``kernel_sized_stages`` (or with none before ``si``) has one context per resolution.
+    """
+    resolutions = sorted(int(r) for r in sp.resolutions)
+    sized = getattr(sp, "kernel_sized_stages", None)
+    stages = tuple(sized(si)) if sized is not None else ()
+    if not stages:
+        return (), [(res, None) for res in resolutions]
+    choices = [sorted(int(k) for k in sp.stages[c].kernels) for c in stages]
+    contexts: list[tuple[int, dict[int, int] | None]] = []
+    for ks in itertools.product(*reversed(choices)):  # the last stage's kernel slowest
+        for res in resolutions:
+            contexts.append((res, dict(zip(stages, reversed(ks)))))
+    return stages, contexts
+
+
 def _grid_texts(
-    sp: Any, si: int, cins: Sequence[int], outs: Sequence[int | None], combos: Sequence[tuple], has_rest: bool
+    sp: Any,
+    si: int,
+    cins: Sequence[int],
+    outs: Sequence[int | None],
+    combos: Sequence[tuple],
+    has_rest: bool,
+    contexts: Sequence[tuple[int, dict[int, int] | None]] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Key strings of every first-layer cell and every repeated-layer cell of stage ``si``.
 
     Keys come from ``sp.stage_layer_keys``: once per (kernel, expansion, SE,
-    activation) and per resolution to learn the key's fixed part and feature
+    activation) and per size context (``contexts``, from :func:`_size_contexts`;
+    by default one per resolution) to learn the key's fixed part and feature
     sizes, then formatted per cell. When a stage's keys do not follow that
-    pattern (checked on those keys and one more cell), every cell is built
+    pattern (checked on those keys and a few more cells), every cell is built
     through ``stage_layer_keys``.
     """
     layers = 2 if has_rest else 1
-    resolutions = sorted(int(r) for r in sp.resolutions)
+    if contexts is None:
+        contexts = [(int(r), None) for r in sorted(int(r) for r in sp.resolutions)]
     keeps = outs == [None]
 
-    def keys(res: int, cin: int, f: int | None, combo: tuple) -> tuple[BlockKey, BlockKey | None]:
+    def keys(ri: int, cin: int, f: int | None, combo: tuple) -> tuple[BlockKey, BlockKey | None]:
         k, e, se, act = combo
+        res, kernels = contexts[ri]
+        if kernels:
+            return sp.stage_layer_keys(si, res, cin, f, k, e, se, act, layers, kernels=kernels)
         return sp.stage_layer_keys(si, res, cin, f, k, e, se, act, layers)
 
     def cout_of(cin: int, f: int | None) -> int:
@@ -102,51 +136,63 @@ def _grid_texts(
         return text[len(head) :]
 
     cin0, f0 = cins[0], outs[0]
-    hs_first, hs_rest = [], []
-    for res in resolutions:
-        first, rest = keys(res, cin0, f0, combos[0])
+    n_ctx = len(contexts)
+    hs_first, hs_rest0 = [], []
+    for ri in range(n_ctx):
+        first, rest = keys(ri, cin0, f0, combos[0])
         hs_first.append(first.h)
-        hs_rest.append(rest.h if rest is not None else 0)
-    blocks, tails = [], []
+        hs_rest0.append(rest.h if rest is not None else 0)
+    blocks, tails, rest_hs = [], [], []
     fast = True
     for combo in combos:
-        first, rest = keys(resolutions[0], cin0, f0, combo)
+        first, rest = keys(0, cin0, f0, combo)
         c0 = cout_of(cin0, f0)
         tail_first = split(first, cin0, hs_first[0], c0)
-        tail_rest = split(rest, c0, hs_rest[0], c0) if rest is not None else ""
+        tail_rest = split(rest, c0, rest.h, c0) if rest is not None else ""
         if tail_first is None or tail_rest is None:
             fast = False
             break
         blocks.append((first.block, rest.block if rest is not None else ""))
         tails.append((tail_first, tail_rest))
+        rest_hs.append(rest.h if rest is not None else 0)
+    # the repeated layer's input is the first layer's output: it depends on the stage's kernel when unpadded
+    by_combo = len(set(rest_hs)) > 1
+    hs_rest = (
+        [
+            [(r.h if r is not None else 0) for r in (keys(ri, cin0, f0, combo)[1] for ri in range(n_ctx))]
+            for combo in combos
+        ]
+        if fast and by_combo
+        else [hs_rest0] * len(combos)
+    )
 
     def fmt(cin: int, f: int | None, ci: int, ri: int) -> tuple[str, str]:
         cout = cout_of(cin, f)
         (bf, br), (tf, tr) = blocks[ci], tails[ci]
-        h, oh = hs_first[ri], hs_rest[ri]
+        h, oh = hs_first[ri], hs_rest[ci][ri]
         return f"{bf}_i{cin}x{h}x{h}_o{cout}{tf}", (f"{br}_i{cout}x{oh}x{oh}_o{cout}{tr}" if has_rest else "")
 
     if fast:
-        # the learned pattern must rebuild keys at other resolutions, widths and configurations
-        checks = [(len(cins) - 1, len(outs) - 1, len(combos) - 1, len(resolutions) - 1)]
-        checks += [(0, 0, 0, ri) for ri in range(len(resolutions))]
+        # the learned pattern must rebuild keys at other size contexts, widths and configurations
+        checks = [(len(cins) - 1, len(outs) - 1, len(combos) - 1, n_ctx - 1)]
+        checks += [(0, 0, 0, ri) for ri in range(n_ctx)]
+        checks += [(0, 0, co, n_ctx - 1) for co in range(len(combos))]
         for ci_, fi_, co_, ri_ in checks:
-            first, rest = keys(resolutions[ri_], cins[ci_], outs[fi_], combos[co_])
+            first, rest = keys(ri_, cins[ci_], outs[fi_], combos[co_])
             want = (str(first), str(rest) if rest is not None else "")
             if fmt(cins[ci_], outs[fi_], co_, ri_) != want:
                 fast = False
                 break
     firsts: list[str] = []
     rests: list[str] = []
-    n_res = len(resolutions)
     for cin in cins:
         for f in outs:
             for ci, combo in enumerate(combos):
-                for ri in range(n_res):
+                for ri in range(n_ctx):
                     if fast:
                         a, b = fmt(cin, f, ci, ri)
                     else:
-                        first, rest = keys(resolutions[ri], cin, f, combo)
+                        first, rest = keys(ri, cin, f, combo)
                         a, b = str(first), (str(rest) if rest is not None else "")
                     firsts.append(a)
                     if has_rest and (keeps or cin == cins[0]):
@@ -184,7 +230,7 @@ class SpaceLookup:
             lut[j * width + np.asarray(codes, dtype=np.intp)] = np.arange(len(codes))
         resolutions = sorted(int(r) for r in sp.resolutions)
         index = table.key_index
-        latency = table.latency_array if values is None else values  # what is summed: latencies, or a key feature
+        latency = table.block_array if values is None else values  # what is summed: block latencies, or a feature
         weights = np.zeros((len(sp.stages), n_cols), dtype=np.float64)
         self.stages: list[_StageGrid] = []
         cins: list[int] = [self.in_channels]
@@ -198,10 +244,12 @@ class SpaceLookup:
             outs: list[int | None] = [None] if keeps else sorted(int(f) for f in st.filters)
             layers = sorted(int(n) for n in st.layers)
             has_rest = layers[-1] >= 2
+            sized, contexts = _size_contexts(sp, si)
             stride: dict[str, int] = {}
             size = 1
             for name, n in (
                 ("resolution", len(resolutions)),
+                *((f"kernel of {c}", len(sp.stages[c].kernels)) for c in sized),
                 ("act", len(acts)),
                 ("se", len(ses)),
                 ("expansion", len(exps)),
@@ -220,6 +268,9 @@ class SpaceLookup:
                     f"{getattr(st, 'name', f'stage {si}')}); use predict() per architecture"
                 )
             weights[si, 0] = stride["resolution"]
+            for c in sized:  # an earlier stage's kernel digit is part of this stage's size context
+                if (c, "kernel") in col:
+                    weights[si, col[(c, "kernel")]] += stride[f"kernel of {c}"]
             for f in ("act", "se", "expansion", "kernel", "filters", "layers"):
                 if (si, f) in col:
                     weights[si, col[(si, f)]] = stride[f]
@@ -232,7 +283,7 @@ class SpaceLookup:
                     cin_lut = np.zeros(max(cins) + 1, dtype=np.intp)
                     cin_lut[cins] = np.arange(len(cins), dtype=np.intp) * stride["cin"]
             combos = [(k, e / scale, s, a) for k in kernels for e in exps for s in ses for a in acts]
-            firsts, rests = _grid_texts(sp, si, cins, outs, combos, has_rest)
+            firsts, rests = _grid_texts(sp, si, cins, outs, combos, has_rest, contexts)
             self.stages.append(
                 _StageGrid(
                     block=st.block,
@@ -499,7 +550,12 @@ def space_lookup(table: LatencyTable, space: Any, feature: str = "latency") -> S
     cache = table.__dict__.setdefault("_space_lookups", {})
     entry = cache.get((id(space), feature))
     if entry is None or entry.space is not space:
-        values = None if feature == "latency" else table.io_array
+        values = {
+            "latency": None,
+            "io": table.io_array,
+            "sigma": table.sigma_array,
+            "est": table.estimated_mask.astype(np.float64),
+        }[feature]
         entry = cache[(id(space), feature)] = SpaceLookup(table, space, values)
     return entry
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ def combine_rounds(rounds: list[pd.DataFrame]) -> pd.DataFrame:
     """One row per key from the rows of several rounds of one build (each round one row per key at most).
 
     A key measured ok in at least one round gets one ok row: ``latency_ms``,
-    ``raw_latency_ms`` and ``reference_ms`` are the medians over its ok rounds,
+    ``raw_latency_ms``, ``reference_ms`` and ``boundary_ms`` are the medians over its ok rounds,
     ``round_latency_ms`` lists each ok round's ``latency_ms`` in round order,
     the samples of every ok round are pooled (``samples_ms``, ``n_samples``) and
     ``median_ms``, ``min_ms``, ``max_ms``, ``std_ms`` and ``cv`` describe the pooled
@@ -114,6 +115,9 @@ def combine_rounds(rounds: list[pd.DataFrame]) -> pd.DataFrame:
                 latency_ms=float(group["latency_ms"].median()),
                 raw_latency_ms=float(group["raw_latency_ms"].median()),
                 reference_ms=float(group["reference_ms"].median()) if group["reference_ms"].notna().any() else None,
+                boundary_ms=float(group["boundary_ms"].median())
+                if "boundary_ms" in group and group["boundary_ms"].notna().any()
+                else math.nan,
                 median_ms=float(pooled.median()),
                 min_ms=float(pooled.min()),
                 max_ms=float(pooled.max()),
@@ -122,7 +126,11 @@ def combine_rounds(rounds: list[pd.DataFrame]) -> pd.DataFrame:
                 n_samples=len(samples),
                 samples_ms=samples,
                 measured_at=group["measured_at"].max(),
-                **{name: float(group[name].sum(min_count=1)) for name in PHASE_COLUMNS},
+                **{
+                    name: float(group[name].sum(min_count=1))
+                    for name in (*PHASE_COLUMNS, "boundary_s")
+                    if name in group
+                },
             )
         row[ROUND_COLUMN] = [float(v) for v in group["latency_ms"]]
         out_rows.append(row)
@@ -334,12 +342,18 @@ class PartStore:
             return empty_frame()
         return dedup_rows(pd.concat(frames, ignore_index=True))
 
-    def compact(self, metadata_update: Mapping[str, Any] | None = None) -> Path:
+    def compact(
+        self,
+        metadata_update: Mapping[str, Any] | None = None,
+        transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    ) -> Path:
         """Merge the final table and all parts into ``out_dir/<table_name>`` atomically; delete the merged parts.
 
         ``metadata_update``: fields replaced in the stored metadata (e.g. a summary of
-        the build); the identity fields cannot be changed this way. Returns the
-        table's path. Parts written while this runs are kept for the next compaction.
+        the build); the identity fields cannot be changed this way. ``transform``: applied
+        to the merged rows before they are written (e.g. drift-corrected latencies brought
+        to the build's reference speed). Returns the table's path. Parts written while
+        this runs are kept for the next compaction.
         """
         parts = self.part_paths()
         metadata = self._table_metadata()
@@ -352,6 +366,8 @@ class PartStore:
         unreadable: list[Path] = []
         frames = self._frames(parts, unreadable=unreadable)
         merged = dedup_rows(pd.concat(frames, ignore_index=True)) if frames else empty_frame()
+        if transform is not None:
+            merged = transform(merged)
         write_table(merged, self.table_path, metadata, fault="compact")
         fault_point("rename")
         for path in parts:

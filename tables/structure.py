@@ -38,12 +38,19 @@ class BlockBuilder(ABC, Generic[T]):
 
     Channel counts are given explicitly (the emitter's tensors carry no shape);
     spatial sizes follow from the input: a kxk conv or pool pads ``(k - 1) // 2``,
-    so stride ``s`` maps a size ``n`` to ``ceil(n / s)``.
+    so stride ``s`` maps a size ``n`` to ``ceil(n / s)``, unless a conv is given
+    another ``padding`` p: then ``(n + 2p - k) // s + 1`` (p = 0: the unpadded
+    strided conv of a key with pad ``"valid"``).
     """
 
     @abstractmethod
-    def conv_bn(self, x: T, path: str, cin: int, cout: int, k: int, stride: int, groups: int) -> T:
-        """Bias-free kxk conv ``{path}.0`` (``groups`` groups, stride ``stride``) with BN ``{path}.1`` folded in."""
+    def conv_bn(
+        self, x: T, path: str, cin: int, cout: int, k: int, stride: int, groups: int, padding: int | None = None
+    ) -> T:
+        """Bias-free kxk conv ``{path}.0`` (``groups`` groups, stride ``stride``) with BN ``{path}.1`` folded in.
+
+        ``padding``: pixels on each side, ``None`` for ``(k - 1) // 2``.
+        """
 
     @abstractmethod
     def conv_bias(self, x: T, path: str, cin: int, cout: int) -> T:
@@ -108,9 +115,17 @@ def conv_bn_act(
     stride: int = 1,
     groups: int = 1,
     act: str | None = None,
+    padding: int | None = None,
 ) -> T:
-    """``blocks.conv_bn``: conv ``{path}.0`` -> BN ``{path}.1`` (folded), then activation ``{path}.2`` when ``act``."""
-    y = b.conv_bn(x, path, cin, cout, k, stride, groups)
+    """``blocks.conv_bn``: conv ``{path}.0`` -> BN ``{path}.1`` (folded), then activation ``{path}.2`` when ``act``.
+
+    ``padding``: pixels on each side of the conv, ``None`` for ``(k - 1) // 2``.
+    """
+    # padding goes by keyword, and only when set: builders written before it existed still build padded keys
+    if padding is None:
+        y = b.conv_bn(x, path, cin, cout, k, stride, groups)
+    else:
+        y = b.conv_bn(x, path, cin, cout, k, stride, groups, padding=padding)
     return y if act is None else activation(b, y, act, f"{path}.2")
 
 
@@ -151,12 +166,14 @@ def inverted_residual(b: BlockBuilder[T], key: BlockKey, x: T, *, fused: bool) -
     """``blocks.InvertedResidual``: expand -> [SE] -> 1x1 project, plus ``x`` when ``key.has_residual``.
 
     ``irb``: 1x1 expand to mid (absent when ``key.e == 1``, then mid = cin), depthwise kxk stride s;
-    ``fused_irb``: one kxk conv cin -> mid stride s. SE squeezes mid to ``key.se_channels``.
+    ``fused_irb``: one kxk conv cin -> mid stride s, padded ``key.strided_padding`` (0 for pad valid).
+    SE squeezes mid to ``key.se_channels``.
     """
     act = key.act
     if fused:
         mid = key.mid_channels
-        y = conv_bn_act(b, x, "expand", key.cin, mid, key.k, key.s, act=act)
+        padding = None if key.pad == "same" else key.strided_padding
+        y = conv_bn_act(b, x, "expand", key.cin, mid, key.k, key.s, act=act, padding=padding)
     elif key.e == 1:
         mid = key.cin
         y = conv_bn_act(b, x, "expand.0", mid, mid, key.k, key.s, groups=mid, act=act)

@@ -170,6 +170,72 @@ class ValidationReport:
         return f"{self.n_keys} keys: " + "; ".join(parts)
 
 
+class _EstimatedTiming:
+    """A timing result standing for an estimate (one sample, the estimate itself), for :func:`result_row`."""
+
+    def __init__(self, ms: float) -> None:
+        self.samples_ms = [ms]
+        self.trimmed_mean_ms = self.median_ms = self.min_ms = self.max_ms = ms
+        self.std_ms = self.cv = 0.0
+        self.inner_loop = 1
+        self.warmup_runs = 0
+        self.phases: dict[str, float] = {}
+
+
+def _column(frame: pd.DataFrame, name: str, default: Any, usable: np.ndarray) -> np.ndarray:
+    """Column ``name`` of the usable rows (``default`` everywhere when the frame has none)."""
+    if name not in frame.columns:
+        return np.full(int(usable.sum()), default)
+    return frame[name].to_numpy()[usable]
+
+
+def _sigmas(frame: pd.DataFrame, usable: np.ndarray, latency: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """Spread (1 sigma, ms per batch) of each usable key's summed value: a measured key's from the spread of its
+    samples (std / sqrt(n)) or of its rounds (std / sqrt(rounds)), whichever is larger, scaled to what is
+    summed; an estimated key's from the estimator's error (in-memory column ``estimate_sigma_ms``)."""
+    n = len(latency)
+    if not n:
+        out = np.zeros(0)
+        out.setflags(write=False)
+        return out
+    std = pd.to_numeric(pd.Series(_column(frame, "std_ms", np.nan, usable)), errors="coerce").to_numpy(float)
+    count = pd.to_numeric(pd.Series(_column(frame, "n_samples", 0, usable)), errors="coerce").to_numpy(float)
+    raw = pd.to_numeric(pd.Series(_column(frame, "raw_latency_ms", np.nan, usable)), errors="coerce").to_numpy(float)
+    sem = np.where(count > 0, std / np.sqrt(np.maximum(count, 1.0)), 0.0)
+    rounds = _column(frame, "round_latency_ms", None, usable)
+    for i, r in enumerate(rounds):
+        values = [float(v) for v in (r if r is not None else ()) if v == v]
+        if len(values) >= 2:
+            sem[i] = max(sem[i], float(np.std(values, ddof=1)) / np.sqrt(len(values)))
+    scale = np.where(np.isfinite(raw) & (raw > 0), latency / np.where(raw > 0, raw, 1.0), 1.0) * (
+        block / np.where(latency > 0, latency, 1.0)
+    )
+    sigma = np.nan_to_num(sem * scale, nan=0.0)
+    estimated = _column(frame, "estimated", False, usable).astype(bool)
+    if estimated.any():
+        est = pd.to_numeric(pd.Series(_column(frame, "estimate_sigma_ms", 0.0, usable)), errors="coerce")
+        sigma = np.where(estimated, np.nan_to_num(est.to_numpy(float), nan=0.0), sigma)
+    sigma.setflags(write=False)
+    return sigma
+
+
+def _in_network(frame: pd.DataFrame, usable: np.ndarray, latency: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(what the predictor sums per usable key, whether it is boundary-corrected): the in-network latencies
+    when every usable key has a finite ``boundary_ms``, else the latencies as measured (never a mix)."""
+    if "boundary_ms" not in frame.columns or not len(latency):
+        return latency, False
+    boundary = frame["boundary_ms"].to_numpy(dtype=np.float64, na_value=np.nan)[usable]
+    raw = frame["raw_latency_ms"].to_numpy(dtype=np.float64, na_value=np.nan)[usable]
+    if not (np.all(np.isfinite(boundary)) and np.all(np.isfinite(raw) & (raw > 0))):
+        return latency, False
+    # a boundary is never negative (a block inside a network does not cost more than alone) nor more than the
+    # block's own time: outside [0, raw] a figure is measurement noise, bounded (benchmarks/bench_boundary.py)
+    share = np.clip(boundary, 0.0, raw) / raw
+    block = latency * (1.0 - share)
+    block.setflags(write=False)
+    return block, True
+
+
 def _expect(md: Mapping[str, Any], where: str, name: str, label: str, expected: Any) -> None:
     if expected is None:
         return
@@ -216,6 +282,10 @@ class LatencyTable:
         self._keys: list[str] = self._frame.loc[usable, "key"].tolist()
         self._latency = lat[usable].copy()
         self._latency.setflags(write=False)
+        self._block, self._boundary_corrected = _in_network(self._frame, usable, self._latency)
+        self._estimated = _column(self._frame, "estimated", False, usable).astype(bool)
+        self._estimated.setflags(write=False)
+        self._variance = _sigmas(self._frame, usable, self._latency, self._block)
         self._index: dict[str, int] = {k: i for i, k in enumerate(self._keys)}
         self._calibration: Calibration | None = None
         self.calibration = calibration
@@ -392,6 +462,104 @@ class LatencyTable:
         return self._latency
 
     @property
+    def boundary_corrected(self) -> bool:
+        """True when every key has its boundary measured (``boundary_ms``): the predictor then sums each block's
+        in-network latency (:attr:`block_array`) and adds :attr:`network_ms` once per network."""
+        return self._boundary_corrected
+
+    @property
+    def block_array(self) -> np.ndarray:
+        """What the predictor sums per block, ms per batch (read-only float64), aligned with :attr:`keys`.
+
+        Each key's latency without its boundary, ``latency_ms * (1 - b / raw_latency_ms)`` with ``b`` the
+        measured ``boundary_ms`` bounded to ``[0, raw_latency_ms]``, when :attr:`boundary_corrected`; else the
+        latencies as measured (:attr:`latency_array`).
+        """
+        return self._block
+
+    @property
+    def network_ms(self) -> float:
+        """What a whole network pays once on top of its blocks' :attr:`block_array`, ms per batch: the table's
+        floor (one engine call) when :attr:`boundary_corrected` and a floor was measured, else 0."""
+        if not self._boundary_corrected:
+            return 0.0
+        return float(self.floor_ms or 0.0)
+
+    @property
+    def sigma_array(self) -> np.ndarray:
+        """Spread (1 sigma, ms per batch) of each key's :attr:`block_array` entry (read-only float64): a
+        measured key's from its samples or rounds, an estimated key's from the estimator's error."""
+        return self._variance
+
+    @property
+    def estimated_mask(self) -> np.ndarray:
+        """True for keys whose entry is an estimate (a view made by :meth:`with_estimates`), aligned with
+        :attr:`keys`; all False for a table as loaded."""
+        return self._estimated
+
+    def model_sigma_rel(self, calibrated: bool = True) -> float | None:
+        """The relative spread (1 sigma) of a whole-network prediction against end-to-end timings: the
+        calibration's cross-validated RMSPE (calibrated), else the held-out RMSPE of the block sum from the
+        build's validation (metadata ``validation``) or from the calibration's fit networks; ``None`` when
+        the table was never validated (an interval then holds only the measurement and estimation spread)."""
+        cal = self._calibration
+        candidates = []
+        if calibrated and cal is not None:
+            candidates.append((cal.accuracy.get("calibrated_cv") or {}).get("rmspe_pct"))
+        else:
+            candidates.append(((self._metadata.get("validation") or {}).get("uncalibrated") or {}).get("rmspe_pct"))
+            if cal is not None:
+                candidates.append((cal.accuracy.get("uncalibrated") or {}).get("rmspe_pct"))
+        for value in candidates:
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(v) and v >= 0:
+                return v / 100.0
+        return None
+
+    def estimator(self, seed: int = 0) -> Any:
+        """The key-level estimator fitted on this table's measured keys (:mod:`tables.estimator`; cached).
+
+        Raises ``ValueError`` (one line) when the table has too few measured keys to cross-validate one.
+        """
+        cache = self.__dict__.setdefault("_estimators", {})
+        if seed not in cache:
+            from tables.estimator import fit_estimator
+
+            measured = ~self._estimated
+            keys = [k for k, m in zip(self._keys, measured) if m]
+            cache[seed] = fit_estimator(
+                keys, self._block[measured], batch=self.batch, precision=self.precision, seed=seed
+            )
+        return cache[seed]
+
+    def with_estimates(self, keys: Iterable[BlockKey | str], seed: int = 0) -> LatencyTable:
+        """A view of this table with the keys of ``keys`` it lacks estimated (:meth:`estimator`), marked in
+        :attr:`estimated_mask`; in memory only, never written. Its calibration is this table's."""
+        from tables.schema import result_row
+
+        missing = [k for k in dict.fromkeys(as_key(k) for k in keys) if str(k) not in self._index]
+        if not missing:
+            return self
+        est = self.estimator(seed)
+        values = est.estimate(missing)
+        sigmas = est.sigma_rel(missing) * values
+        rows = []
+        for key, value, sigma in zip(missing, values, sigmas):
+            v = float(value)
+            fake = _EstimatedTiming(v)
+            row = result_row(key, fake, boundary_ms=0.0 if self._boundary_corrected else None)
+            row.update(estimated=True, estimate_sigma_ms=float(sigma), error="estimated, not measured")
+            rows.append(row)
+        frame = pd.concat([self._frame.assign(estimated=False), pd.DataFrame(rows)], ignore_index=True)
+        view = LatencyTable(frame, self._metadata, path=self.path)
+        view._calibration = self._calibration
+        view.__dict__["_estimators"] = self.__dict__.get("_estimators", {})
+        return view
+
+    @property
     def io_array(self) -> np.ndarray:
         """Block input plus output, millions of elements per batch (read-only float64), aligned with :attr:`keys`.
 
@@ -401,7 +569,10 @@ class LatencyTable:
         cached = self.__dict__.get("_io_array")
         if cached is None:
             rows = self._frame.set_index("key").loc[self._keys]
-            elements = io_elements(rows["block"], rows["cin"], rows["h"], rows["w"], rows["cout"], rows["s"])
+            pad = rows["pad"] if "pad" in rows.columns else None  # pad "valid" changes the output size
+            elements = io_elements(
+                rows["block"], rows["cin"], rows["h"], rows["w"], rows["cout"], rows["s"], pad=pad, k=rows["k"]
+            )
             cached = elements.astype(np.float64) * self.batch / 1e6
             cached.setflags(write=False)
             self.__dict__["_io_array"] = cached

@@ -395,3 +395,11 @@ def test_spare_cpu_is_the_last_usable_cpu_when_there_are_two_or_more(monkeypatch
     assert spare_cpu() is None
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     assert spare_cpu() is None
+
+
+def test_the_torch_backend_takes_the_cache_dir_every_backend_is_given(tmp_path) -> None:
+    from kernels_bench.backends import get_backend
+
+    with get_backend("torch", device="cpu", cache_dir=tmp_path) as backend:
+        assert backend.name == "torch"
+    assert list(tmp_path.iterdir()) == []  # it exports nothing

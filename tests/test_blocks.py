@@ -12,7 +12,7 @@ from kernels_bench.blocks import BLOCK_BUILDERS, BN_EPS, SqueezeExcite, block_se
 from tables.key import BLOCK_TYPES, NUM_CLASSES, BlockKey, parse_key  # noqa: E402
 
 #: Three or more keys per block type: SE on/off, e == 1 irb, stride 1/2, identity and
-#: projection shortcuts, every activation.
+#: projection shortcuts, every activation, fused_irb with pad valid (``_pv``).
 KEYS: dict[str, list[str]] = {
     "conv": [
         "conv_i3x16x16_o16_k3_s2_e1_se0_swish",
@@ -45,6 +45,8 @@ KEYS: dict[str, list[str]] = {
         "fused_irb_i16x8x8_o16_k3_s1_e2_se0_relu",
         "fused_irb_i16x8x8_o32_k5_s2_e4_se1_swish",
         "fused_irb_i8x8x8_o16_k3_s1_e3_se1_relu6",
+        "fused_irb_i16x9x9_o24_k3_s2_e4_se0_relu_pv",
+        "fused_irb_i8x8x8_o16_k5_s2_e2_se1_swish_pv",
     ],
     "tail": [
         "tail_i16x4x4_o32_k1_s1_e1_se0_relu",
@@ -126,6 +128,20 @@ def test_irb_expands_then_depthwise_then_projects() -> None:
         (96, 96, 96, (5, 5), (2, 2)),
         (96, 24, 1, (1, 1), (1, 1)),
     ]
+
+
+@pytest.mark.parametrize(("text", "padding"), [(t, 0) for t in KEYS["fused_irb"] if t.endswith("_pv")])
+def test_fused_irb_with_pad_valid_leaves_its_strided_conv_unpadded(text: str, padding: int) -> None:
+    key = parse_key(text)
+    expand, *others = _convs(build_block(key))
+    assert (expand.kernel_size, expand.stride, expand.padding) == ((key.k, key.k), (2, 2), (padding, padding))
+    assert all(c.kernel_size == (1, 1) for c in others)
+    assert key.out_hw == ((key.h - key.k) // 2 + 1,) * 2
+
+
+def test_fused_irb_with_pad_same_pads_its_strided_conv() -> None:
+    expand = _convs(build_block(parse_key("fused_irb_i16x8x8_o32_k5_s2_e4_se1_swish")))[0]
+    assert expand.padding == (2, 2)
 
 
 def test_se_squeezes_to_a_quarter_of_input_channels() -> None:

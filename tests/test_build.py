@@ -20,7 +20,7 @@ from profiler.spaces import gpunet
 from tables.key import BlockKey
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--repeats", "5", "--warmup", "1", "--warmup-ms", "0", "--no-progress"]
+FAST = ["--repeats", "5", "--warmup", "1", "--warmup-ms", "0", "--no-progress", "--no-validate", "--boundary", "none"]
 
 
 def tiny_keys(n: int) -> list[BlockKey]:
@@ -434,15 +434,31 @@ def test_bad_drift_options_are_one_line(tmp_path, extra, message, cli):
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
-def test_a_build_on_an_unsteady_machine_suggests_drift_correction(tmp_path, monkeypatch):
+def test_a_build_on_an_unsteady_machine_says_its_figures_are_unreliable_in_one_line(tmp_path, monkeypatch, cli):
+    import tables.steadiness as steadiness
+
     archs = write_archs(tmp_path / "archs.json", tiny_keys(2))
     argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
-    assert build.main([*argv, *FAST]) == 0
-    path = tmp_path / "cpu_onnxruntime_fp32_b1.parquet"
-    monkeypatch.setattr(tablebuild, "UNSTEADY_CV", -1.0)  # any spread counts as unsteady
-    assert "--drift-correct" in tablebuild.stability_note(path)
-    monkeypatch.setattr(tablebuild, "UNSTEADY_CV", 10.0)
-    assert tablebuild.stability_note(path) is None
+    monkeypatch.setattr(steadiness, "UNSTEADY_CV", -1.0)  # any spread counts as unsteady
+    run = cli([*argv, *FAST])
+    assert run.returncode == 0
+    warnings = [line for line in run.stdout.splitlines() if line.startswith("warning: the machine was unsteady")]
+    assert len(warnings) == 1
+    assert "median key CV" in warnings[0] and "absolute figures are unreliable" in warnings[0]
+    assert "--drift-correct" in warnings[0] and "--cpus" in warnings[0]
+    _, meta = read(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")
+    entry = meta["steadiness"]
+    assert entry["unsteady"] is True and entry["key_cv_median"] > 0
+    # without drift correction the default reference is timed alone at the start and the end: the speed probes
+    assert len(entry["probes_ms"]) == 2 and all(p > 0 for p in entry["probes_ms"])
+    assert entry["swing_from"] == "probes" and entry["speed_ms"] > 0
+    monkeypatch.setattr(steadiness, "UNSTEADY_CV", 10.0)
+    monkeypatch.setattr(steadiness, "UNSTEADY_SWING_PCT", 1e9)
+    quiet = tmp_path / "quiet"
+    run = cli([*argv[:-1], str(quiet), *FAST])
+    assert "warning: the machine was unsteady" not in run.stdout
+    _, meta = read(quiet / "cpu_onnxruntime_fp32_b1.parquet")
+    assert meta["steadiness"]["unsteady"] is False
 
 
 def test_dry_run_with_drift_correction_estimates_more_time(tmp_path, capsys):
@@ -616,3 +632,25 @@ def test_a_key_too_large_for_the_machine_is_a_permanent_failure_that_is_never_ru
     row = frame.set_index("key").loc[str(huge)]
     assert row["status"] == "failed" and row["failure_kind"] == "permanent"
     assert "GiB for its weights and largest tensors at batch 8" in row["error"] and "smaller --batch" in row["error"]
+
+
+def test_by_default_every_key_gets_its_boundary_and_a_resume_with_another_method_is_refused(tmp_path, cli):
+    from tables.table import LatencyTable
+
+    keys = tiny_keys(3)
+    archs = write_archs(tmp_path / "archs.json", keys)
+    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
+    fast = [a for a in FAST if a not in ("--boundary", "none")]
+    assert cli([*argv, *fast, "--limit", "2"]).returncode == 0
+    frame, meta = read(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")
+    assert meta["boundary"] == {"method": "in_context"}
+    assert frame["boundary_ms"].notna().all() and (frame["boundary_s"] > 0).all()
+    table = LatencyTable.load(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")
+    assert table.boundary_corrected and table.network_ms == table.floor_ms
+    assert (table.block_array <= table.latency_array).all()
+    refused = cli([*argv, *fast, "--boundary", "identity"])
+    assert refused.returncode == 2 and "--boundary in_context vs identity" in refused.stderr
+    plain = tmp_path / "plain"
+    assert cli([*argv[:-1], str(plain), *FAST]).returncode == 0
+    frame, meta = read(plain / "cpu_onnxruntime_fp32_b1.parquet")
+    assert "boundary" not in meta and frame["boundary_ms"].isna().all()

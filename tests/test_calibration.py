@@ -106,3 +106,33 @@ def test_a_calibration_file_written_before_the_io_model_still_loads():
     old = Calibration("linear", a=2.0, b=1.0).to_dict()
     del old["io_ms_per_mel"]
     assert Calibration.from_dict(old).io_ms_per_mel == 0.0
+
+
+def test_too_few_networks_never_falls_back_silently():
+    cal = fit([1.0, 2.0, 3.0], [0.9, 1.8, 2.7], n_blocks=[3, 5, 7], floor_ms=0.05, io_mel=[0.1, 0.2, 0.3])
+    assert cal.model == "none"
+    assert cal.not_fitted["linear"] == (
+        "needs at least 4 fit networks, 3 given: measure 1 more network end to end (or hold fewer out)"
+    )
+    assert "measure 3 more networks" in cal.not_fitted["io_linear"]
+    assert "per-type" in cal.not_fitted["per_type"]
+    lines = cal.explain()
+    assert (
+        lines[0]
+        == "no calibration: only the raw block sum could be fitted on 3 networks, so predictions are the raw sum"
+    )
+    assert any(line.strip().startswith("not fitted: linear: needs at least 4") for line in lines)
+    again = Calibration.from_dict(cal.to_dict())
+    assert again.not_fitted == cal.not_fitted
+
+
+def test_the_explanation_names_the_choice_and_the_errors_it_beat():
+    rng = np.random.default_rng(3)
+    sums = rng.uniform(1.0, 5.0, 12)
+    cal = fit(sums, 0.8 * sums + 0.3, models=["none", "linear"])
+    first = cal.explain()[0]
+    assert first.startswith("calibration linear chosen by cross-validated MAPE on 12 networks (linear 0.00%")
+    assert "none " in first
+    assert cal.held_out_mape_pct() == pytest.approx(cal.accuracy["calibrated_cv"]["mape_pct"])
+    exact = fit(sums, sums, models=["none", "linear"])
+    assert exact.explain()[0].startswith("no calibration: no model beat the raw block sum in cross-validation")

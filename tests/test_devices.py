@@ -101,3 +101,20 @@ def test_the_cpu_profile_looks_for_no_gpu_and_imports_no_engine(fresh_imports, m
     monkeypatch.setattr(devices, "detect_gpus", refuse)
     assert devices.detect_for("cpu")["gpu_count"] == 0
     assert fresh_imports["detect cpu"] == []
+
+
+def test_every_gpu_profile_carries_published_peaks_and_the_cpu_none() -> None:
+    for profile in DEVICE_PROFILES.values():
+        if profile.kind == "cpu":
+            assert profile.peaks is None and devices.profile_peaks(profile) is None
+        else:
+            assert profile.peaks is not None and profile.peaks["bytes_per_s"] > 0, profile.name
+            assert str(profile.peaks["source"]).startswith("published"), profile.name
+
+
+def test_a_profile_built_positionally_as_before_has_no_peaks_and_stays_hashable() -> None:
+    profile = devices.DeviceProfile("mine", ("MyGPU",), "gpu", "tensorrt", "notes")
+    assert profile.peaks is None and profile.matches("Acme MyGPU")
+    with_peaks = devices.DeviceProfile("mine", ("MyGPU",), "gpu", "tensorrt", "notes", peaks={"bytes_per_s": 1.0})
+    assert with_peaks == profile and hash(with_peaks) == hash(profile)  # the peaks are no part of identity
+    assert hash(get_profile("v100")) == hash(get_profile("v100"))

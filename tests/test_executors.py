@@ -25,7 +25,7 @@ from profiler.executors import (
 from tables.key import BlockKey
 from tables.schema import read_table
 
-FAST = ["--repeats", "3", "--warmup", "1", "--warmup-ms", "0", "--no-progress"]
+FAST = ["--repeats", "3", "--warmup", "1", "--warmup-ms", "0", "--no-progress", "--no-validate", "--boundary", "none"]
 TABLE = "cpu_onnxruntime_fp32_b1.parquet"
 
 
@@ -264,7 +264,14 @@ def test_ray_workers_time_the_drift_reference_too(tmp_path, archs, serial_keys, 
     drift_rows_are_corrected(out)
 
 
-def test_a_worker_without_a_drift_reference_refuses_to_time_one():
-    worker = KeyWorker(backend=None, backend_name="onnxruntime", timing=None)
-    with pytest.raises(ValueError, match="no drift reference"):
-        worker.reference(1, "fp32")
+def test_a_worker_without_a_drift_reference_times_the_default_one_as_a_speed_probe():
+    from kernels_bench.backends import get_backend
+    from kernels_bench.measure import DEFAULT_DRIFT_REFERENCE
+    from kernels_bench.timing import TimingSettings
+
+    with get_backend("onnxruntime", device="cpu", threads=1) as backend:
+        worker = KeyWorker(backend, "onnxruntime", TimingSettings(repeats=3, warmup_runs=1, warmup_min_ms=0))
+        entry = worker.reference(1, "fp32")
+        worker.close()
+    assert entry["key"] == DEFAULT_DRIFT_REFERENCE and entry["latency_ms"] > 0 and entry["n_samples"] == 9
+    assert worker.drift_reference is None  # a probe corrects nothing

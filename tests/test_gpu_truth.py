@@ -361,3 +361,30 @@ def test_the_bindings_major_comes_from_cuda_bindings_first(monkeypatch):
         cuda_timer, "cuda_python_versions", lambda: {"cuda_python_version": None, "cuda_bindings_version": None}
     )
     assert cuda_timer.bindings_major() is None
+
+
+def test_a_capture_whose_enqueue_fails_destroys_the_graph_it_ended_with():
+    from test_tensorrt_backend import FakeContext, FakeRuntimeApi, fake_runtime_trt
+
+    from kernels_bench.backends.tensorrt_backend import TensorRTRunner
+
+    class Refusing(FakeContext):
+        def execute_async_v3(self, stream: int) -> bool:
+            super().execute_async_v3(stream)
+            return len(self.enqueued_on) != 2  # the first enqueue works; the captured one is refused
+
+    class Counting(FakeRuntimeApi):
+        destroyed: list[str]
+
+        def cudaGraphDestroy(self, graph: str) -> tuple[int]:
+            self.destroyed.append(graph)
+            return (0,)
+
+    rt = Counting()
+    rt.destroyed = []
+    context = Refusing()
+    runner = TensorRTRunner(fake_runtime_trt(context), b"plan", SimpleNamespace(errors=[]), cuda_graphs=True, cudart=rt)
+    assert runner.info["cuda_graph"] == "fallback: execute_async_v3 returned False during capture"
+    assert rt.destroyed == ["graph"]
+    runner.close()
+    assert rt.destroyed == ["graph"]  # once, not again at close

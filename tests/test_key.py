@@ -131,7 +131,7 @@ def test_nothing_follows_a_classifier():
 
 
 _keys = st.builds(
-    lambda block, cin, hw, cout, k, s, e, se, act: BlockKey(
+    lambda block, cin, hw, cout, k, s, e, se, act, valid: BlockKey(
         block,
         cin,
         hw,
@@ -142,6 +142,7 @@ _keys = st.builds(
         e=e if BLOCK_TYPES[block].has_ratio else 1.0,
         se=se and BLOCK_TYPES[block].has_se,
         act=act,
+        pad="valid" if valid and BLOCK_TYPES[block].has_pad and s == 2 and hw >= k else "same",
     ),
     st.sampled_from(sorted(BLOCK_TYPES)),
     st.integers(1, 2048),
@@ -152,6 +153,7 @@ _keys = st.builds(
     st.sampled_from([0.25, 0.5, 1.0, 2.0, 3.0, 4.5, 6.0, 9.0]),
     st.booleans(),
     st.sampled_from(ACTIVATIONS),
+    st.booleans(),
 )
 
 
@@ -176,15 +178,20 @@ def test_io_elements_of_every_block_type_and_the_vectorized_twin_agree():
         BlockKey("fused_irb", 24, 56, 56, 48, 3, 2, e=4),
         BlockKey("tail", 320, 7, 7, 1280, 1, 1),
         BlockKey("pool_fc", 2048, 7, 7, 1000, 1, 1),
+        BlockKey("fused_irb", 24, 56, 56, 48, 5, 2, e=4, pad="valid"),
     ]
     assert keys[0].io_elements == 3 * 224 * 224 + 32 * 112 * 112
     assert keys[1].io_elements == 3 * 224 * 224 + 64 * 56 * 56
     assert keys[3].io_elements == 64 * 57 * 57 + 256 * 29 * 29
     assert keys[7].io_elements == 320 * 49 + 1000
     assert keys[8].io_elements == 2048 * 49 + 1000
-    vec = io_elements(*zip(*[(k.block, k.cin, k.h, k.w, k.cout, k.s) for k in keys]))
+    assert keys[9].io_elements == 24 * 56 * 56 + 48 * 26 * 26
+    fields = [(k.block, k.cin, k.h, k.w, k.cout, k.s) for k in keys]
+    vec = io_elements(*zip(*fields), pad=[k.pad for k in keys], k=[k.k for k in keys])
     assert vec.tolist() == [k.io_elements for k in keys]
     assert vec.dtype == np.int64
+    same = io_elements(*zip(*fields))  # no pad: every key "same"
+    assert same.tolist() == [k.replace(pad="same").io_elements for k in keys]
 
 
 #: The documented rules of every block type (REFERENCE.md): mid-channel rule, identity residual when

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from profiler.networks import GPUNET_CONFIGS, NETWORKS, get_network, load_gpunet_config, network_keys
+from profiler.networks import GPUNET_CONFIGS, NETWORKS, VARIANTS, get_network, load_gpunet_config, network_keys
 from profiler.spaces import genet
 from tables.key import chain_keys
 
@@ -16,8 +16,33 @@ EXPECTED_FINAL_SIZE = {
 }  # fmt: skip
 
 
+#: Selectable variants, not among the reference networks (``all``): GPUNets with every conv padded.
+EXPECTED_VARIANT_SIZE = {"gpunet-0-padded": 10, "gpunet-1-padded": 9, "gpunet-2-padded": 12}
+
+
 def test_every_network_is_registered_with_an_expected_size() -> None:
     assert set(NETWORKS) == set(EXPECTED_FINAL_SIZE)
+    assert set(VARIANTS) == set(EXPECTED_VARIANT_SIZE) and not set(VARIANTS) & set(NETWORKS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_VARIANT_SIZE))
+def test_a_padded_gpunet_is_its_network_with_every_conv_padded(name: str) -> None:
+    arch, base = get_network(name), get_network(name.removesuffix("-padded"))
+    chain_keys(list(arch.keys))
+    assert arch.name == name and arch.source == "reference" and arch.resolution == base.resolution
+    assert arch.keys[-1].h == EXPECTED_VARIANT_SIZE[name]
+    assert {k.pad for k in arch.keys} == {"same"} and "valid" in {k.pad for k in base.keys}
+    assert [(k.block, k.cin, k.cout, k.k, k.s, k.e, k.se, k.act) for k in arch.keys] == [
+        (k.block, k.cin, k.cout, k.k, k.s, k.e, k.se, k.act) for k in base.keys
+    ]
+
+
+def test_load_gpunet_config_pads_the_fused_stride_2_convs_only_when_asked() -> None:
+    path = GPUNET_CONFIGS["gpunet-1"]
+    assert load_gpunet_config(path).keys == get_network("gpunet-1").keys
+    assert load_gpunet_config(path, fused_pad="same").keys == get_network("gpunet-1-padded").keys
+    with pytest.raises(ValueError, match="fused_pad 'none' is unknown; use one of same, valid"):
+        load_gpunet_config(path, fused_pad="none")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_FINAL_SIZE))
@@ -86,6 +111,9 @@ def test_names_are_case_insensitive_and_unknown_names_list_the_known_ones() -> N
     assert get_network("ResNet-50").name == "resnet-50"
     with pytest.raises(ValueError, match=r"unknown network 'vgg-16'; known networks: genet-light, .*efficientnet-b0"):
         get_network("vgg-16")
+    with pytest.raises(ValueError, match=r"known networks: .*gpunet-2-padded"):
+        get_network("gpunet-3-padded")
+    assert get_network("GPUNet-0-Padded").name == "gpunet-0-padded"
 
 
 def test_load_gpunet_config_reads_a_list_and_defaults_act_to_swish() -> None:

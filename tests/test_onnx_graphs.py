@@ -26,7 +26,7 @@ from tables.key import BLOCK_TYPES, BlockKey, parse_key  # noqa: E402
 from tables.structure import STRUCTURES  # noqa: E402
 
 #: Three or more keys per block type: SE on/off, irb with e == 1, stride 1/2,
-#: identity and projection shortcuts, every activation.
+#: identity and projection shortcuts, every activation, fused_irb with pad valid (``_pv``).
 KEYS = [
     parse_key(text)
     for text in (
@@ -54,6 +54,9 @@ KEYS = [
         "fused_irb_i16x8x8_o32_k5_s2_e4_se1_swish",
         "fused_irb_i8x8x8_o16_k3_s1_e3_se1_relu6",
         "fused_irb_i16x8x8_o16_k3_s1_e1_se1_relu",
+        "fused_irb_i16x9x9_o24_k3_s2_e4_se0_relu_pv",
+        "fused_irb_i8x8x8_o16_k5_s2_e2_se1_swish_pv",
+        "fused_irb_i8x10x10_o8_k3_s2_e3_se1_relu6_pv",
         "tail_i16x4x4_o32_k1_s1_e1_se0_relu",
         "tail_i8x1x1_o16_k1_s1_e1_se0_swish",
         "tail_i8x3x5_o8_k1_s1_e1_se0_relu6",
@@ -130,6 +133,14 @@ def test_every_block_type_is_covered_three_times() -> None:
     assert {k.se for k in irb} == {True, False} and any(k.e == 1 for k in irb)
     assert {k.s for k in KEYS if BLOCK_TYPES[k.block].residual} == {1, 2}
     assert {k.has_residual for k in KEYS} == {True, False}
+    assert {k.pad for k in KEYS if k.block == "fused_irb" and k.s == 2} == {"same", "valid"}
+
+
+@pytest.mark.parametrize("key", [k for k in KEYS if k.block == "fused_irb" and k.s == 2], ids=str)
+def test_the_strided_fused_conv_is_padded_by_the_keys_pad(key: BlockKey) -> None:
+    conv = next(n for n in block_graph(key, BATCH, opset=17).graph.node if n.op_type == "Conv")
+    pads = next(helper.get_attribute_value(a) for a in conv.attribute if a.name == "pads")
+    assert list(pads) == [0 if key.pad == "valid" else (key.k - 1) // 2] * 4
 
 
 @pytest.mark.parametrize("key", KEYS, ids=str)

@@ -15,6 +15,7 @@ import pytest
 
 from reports import style
 from reports.inputs import ReportError, filter_rows, parse_encoding, resolve_architecture
+from tables.calibration import Calibration
 from tables.cli import CliParser, run_cli
 from tables.errors import one_line
 from tables.key import BlockKey
@@ -104,7 +105,9 @@ def write_validation(path: Path, *, n: int = 12, metrics: bool = True, batch: in
         "engine": {"name": "tensorrt", "version": "10.3.0"},
         "precision": "fp16",
         "batch": batch,
-        "calibration": {"kind": "linear", "slope": 0.87, "intercept_ms": 0.05},
+        "calibration": Calibration(
+            "linear", a=0.87, b=0.05, n_fit=6, accuracy={"calibrated_cv": {"mape_pct": 1.5}}
+        ).to_dict(),
     }
     if metrics:
         block = {"n": n // 2, "mape_pct": 2.5, "max_ape_pct": 4.0, "rmspe_pct": 2.8, "within_5_pct": 100.0}

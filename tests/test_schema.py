@@ -84,6 +84,7 @@ def test_schema_types_key_columns():
     assert schema.field("cin").type == pa.int32()
     assert schema.field("e").type == pa.float64()
     assert schema.field("se").type == pa.bool_()
+    assert schema.field("pad").type == pa.string() and not schema.field("pad").nullable
     assert schema.field("samples_ms").type == pa.list_(pa.float64())
     assert schema.field("measured_at").type == pa.timestamp("us", tz="UTC")
 
@@ -157,12 +158,12 @@ def test_parquet_file_without_our_metadata_is_refused(tmp_path):
 
 def test_other_schema_version_is_refused_with_both_versions_named(tmp_path):
     table = rows_to_arrow([result_row(KEY, timing())]).replace_schema_metadata(
-        {METADATA_KEY: json.dumps(metadata(schema_version=3)).encode()}
+        {METADATA_KEY: json.dumps(metadata(schema_version=4)).encode()}
     )
     pq.write_table(table, tmp_path / "t.parquet")
-    with pytest.raises(ValueError, match=r"table schema version 3 is not supported by this version \(2\)"):
+    with pytest.raises(ValueError, match=r"table schema version 4 is not supported by this version \(3\)"):
         read_table(tmp_path / "t.parquet")
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
 
 
 def test_a_schema_1_table_still_loads_with_its_later_columns_filled_in(tmp_path):
@@ -171,7 +172,8 @@ def test_a_schema_1_table_still_loads_with_its_later_columns_filled_in(tmp_path)
         result_row(KEY.replace(cout=32), error=OSError(28, "No space left on device")),
     ]
     new = rows_to_arrow(rows)
-    old = new.drop_columns(["settings_id", "failure_kind", "raw_latency_ms", "reference_ms", "round_latency_ms"])
+    added = ["settings_id", "failure_kind", "raw_latency_ms", "reference_ms", "round_latency_ms", "pad"]
+    old = new.drop_columns(added)
     md = metadata(schema_version=1)
     pq.write_table(old.replace_schema_metadata({METADATA_KEY: json.dumps(md).encode()}), tmp_path / "v1.parquet")
     frame, got = read_table(tmp_path / "v1.parquet")
@@ -179,6 +181,34 @@ def test_a_schema_1_table_still_loads_with_its_later_columns_filled_in(tmp_path)
     assert frame["raw_latency_ms"][0] == 2.0 and math.isnan(frame["reference_ms"][0])
     assert list(frame["failure_kind"]) == [None, "transient"]  # read from the old error text
     assert set(frame["settings_id"]) == {settings_id(md)}
+    assert list(frame["pad"]) == ["same", "same"]
+
+
+def test_a_schema_2_table_loads_with_pad_same(tmp_path):
+    rows = [result_row(KEY, timing(2.0)), result_row(KEY.replace(cout=32), timing(3.0))]
+    old = rows_to_arrow(rows).drop_columns(["pad"])
+    md = metadata(schema_version=2)
+    pq.write_table(old.replace_schema_metadata({METADATA_KEY: json.dumps(md).encode()}), tmp_path / "v2.parquet")
+    frame, got = read_table(tmp_path / "v2.parquet")
+    assert got["schema_version"] == 2
+    assert list(frame["pad"]) == ["same", "same"]
+    assert list(frame["key"]) == [str(KEY), str(KEY.replace(cout=32))]  # the key strings of schema 2, unchanged
+    assert list(frame.columns) == arrow_schema().names
+
+
+def test_a_valid_padded_key_round_trips_through_a_table(tmp_path):
+    key = BlockKey("fused_irb", 32, 160, 160, 64, 3, 2, 4, False, "swish", "valid")
+    frame, _ = read_table(write_table([result_row(key, timing())], tmp_path / "t.parquet", metadata()))
+    assert list(frame["key"]) == ["fused_irb_i32x160x160_o64_k3_s2_e4_se0_swish_pv"] and list(frame["pad"]) == ["valid"]
+
+
+def test_a_row_whose_pad_disagrees_with_its_key_string_is_refused(tmp_path):
+    key = BlockKey("fused_irb", 32, 160, 160, 64, 3, 2, 4, False, "swish", "valid")
+    table = rows_to_arrow([result_row(key, timing())], metadata())
+    pad = table.schema.get_field_index("pad")
+    pq.write_table(table.set_column(pad, table.schema.field(pad), pa.array(["same"])), tmp_path / "t.parquet")
+    with pytest.raises(ValueError, match="does not match its columns"):
+        read_table(tmp_path / "t.parquet")
 
 
 def test_every_row_carries_the_settings_id_of_its_table_unless_it_has_its_own(tmp_path):

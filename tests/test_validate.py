@@ -50,7 +50,7 @@ def build_into(root, *extra: str):
     """Build the test table of ``write_archs`` into ``root`` (with ``extra`` build options); returns ``root``."""
     archs = write_archs(root / "archs.json")
     argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(root)]
-    assert build.main([*argv, *FAST, *extra]) == 0
+    assert build.main([*argv, *FAST, "--no-validate", "--boundary", "none", *extra]) == 0
     return root
 
 
@@ -340,3 +340,38 @@ def test_missing_keys_of_a_drift_corrected_table_suggest_a_build_with_the_same_o
     assert validate.main(["--table", str(drift_table), "--archs", str(archs), *FAST]) == 2
     err = one_line_error(capsys)
     assert "--drift-correct --drift-reference xx_i128x28x28_o128_k3_s1_e1_se0_relu" in err
+
+
+# ----- the machine's speed since the build ---------------------------------------------
+
+
+def test_validation_reports_how_far_the_machines_speed_moved_since_the_build(table, tmp_path, capsys):
+    md = LatencyTable.load(table).metadata
+    build_ms = md["steadiness"]["speed_ms"]
+    assert build_ms > 0 and len(md["steadiness"]["probes_ms"]) == 2  # the build's speed probes
+    out = tmp_path / "v.parquet"
+    assert validate.main(["--table", str(table), "--out", str(out), *FAST]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("machine speed since the build:"))
+    speed = json.loads(pq.read_schema(out).metadata[b"nas_latency"])["validation"]["machine_speed"]
+    assert speed["build_ms"] == build_ms and speed["now_ms"] > 0
+    assert speed["change_pct"] == pytest.approx((speed["now_ms"] / build_ms - 1) * 100)
+    assert f"{abs(speed['change_pct']):.1f}% {'slower' if speed['change_pct'] > 0 else 'faster'} now" in line
+
+
+def test_a_drift_corrected_table_compares_the_reference_timed_with_the_networks(drift_table, tmp_path, capsys):
+    out = tmp_path / "v.parquet"
+    assert validate.main(["--table", str(drift_table), "--out", str(out), *FAST]) == 0
+    assert "drift correction brought the networks to the table's speed" in capsys.readouterr().out
+    md = LatencyTable.load(drift_table).metadata
+    assert md["drift_reference"]["speed"].startswith("fastest sustained")
+    assert md["drift_reference"]["latency_ms"] <= md["drift_reference"]["during_build"]["median_ms"]
+    speed = json.loads(pq.read_schema(out).metadata[b"nas_latency"])["validation"]["machine_speed"]
+    assert speed["drift_corrected"] and speed["build_ms"] == md["steadiness"]["speed_ms"]
+
+
+def test_an_older_table_without_a_recorded_speed_says_so(table, tmp_path, capsys):
+    frame, md = read_table(table)
+    md.pop("steadiness")
+    write_table(frame, table, md)
+    assert validate.main(["--table", str(table), "--out", str(tmp_path / "v.parquet"), *FAST]) == 0
+    assert "machine speed since the build: unknown (the table records no speed" in capsys.readouterr().out

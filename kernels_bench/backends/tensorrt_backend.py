@@ -448,11 +448,12 @@ class TensorRTRunner(RunnerBase):
         enqueued = self._context.execute_async_v3(self._stream.handle_int)
         result = rt.cudaStreamEndCapture(self._stream.handle)
         err, graph = result[0], result[1]
+        if err == rt.cudaError_t.cudaSuccess:
+            self._graph = graph  # owned from here on: destroyed below if it cannot be used
         try:
             if not enqueued:
                 raise CudaError("execute_async_v3 returned False during capture")
             check(rt, (err,), "cudaStreamEndCapture")
-            self._graph = graph
             self._graph_exec = check(rt, rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
             check(rt, rt.cudaGraphLaunch(self._graph_exec, self._stream.handle), "cudaGraphLaunch")
             self._stream.synchronize()

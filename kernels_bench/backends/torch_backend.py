@@ -16,6 +16,7 @@ int8 is refused on every device: use the onnxruntime or tensorrt backend.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,7 +92,9 @@ class TorchBackend(Backend):
         tf32: bool = False,
         seed: int = 0,
         cpus: Sequence[int] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        del cache_dir  # the torch backend runs its modules directly: it exports nothing to keep
         kind, index = parse_device(device)
         self.config = BackendConfig(
             self.name,

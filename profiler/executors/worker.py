@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,8 @@ class WorkerSpec:
         drift_reference: the drift reference graph's key, timed between the samples of
             every key (``None``: no drift reference).
         drift_ratio: length of a reference sample over a measured sample.
+        boundary: how each key's boundary is measured right after the key
+            (:data:`kernels_bench.boundary.BOUNDARY_METHODS`; ``"none"``: not measured).
     """
 
     config: BackendConfig
@@ -72,6 +75,7 @@ class WorkerSpec:
     cache_seeds: dict[str, bytes] = field(default_factory=dict)
     drift_reference: str | None = None
     drift_ratio: float = 1.0
+    boundary: str = "none"
 
     @property
     def backend(self) -> str:
@@ -116,8 +120,13 @@ class KeyWorker:
         fault: FaultInjection | None = None,
         drift_reference: str | None = None,
         drift_ratio: float = 1.0,
+        boundary: str = "none",
     ) -> None:
+        from kernels_bench.boundary import check_method
+
         self.backend = backend
+        self.boundary = check_method(boundary)
+        self._boundary_meter: Any = None
         self.backend_name = backend_name
         self.timing = timing
         self.index = index
@@ -125,7 +134,7 @@ class KeyWorker:
         self.keys_started = 0
         self.drift_reference = drift_reference
         self.drift_ratio = drift_ratio
-        self._references: dict[tuple[int, str], Any] = {}
+        self._references: dict[tuple[int, str, str], Any] = {}
         self._memory_limit: int | bool | None = False  # False: not looked up yet
 
     @classmethod
@@ -146,6 +155,7 @@ class KeyWorker:
             fault=fault,
             drift_reference=spec.drift_reference,
             drift_ratio=spec.drift_ratio,
+            boundary=spec.boundary,
         )
 
     def info(self, precisions: Sequence[str]) -> dict[str, Any]:
@@ -172,31 +182,32 @@ class KeyWorker:
         result = measure_floor(self.backend, tuple(shape), batch, precision, self.timing)
         return floor_entry(result, shape)
 
-    def _reference(self, batch: int, precision: str) -> Any:
-        """The drift reference loaded for (batch, precision), or ``None`` without drift correction."""
-        if self.drift_reference is None:
+    def _reference(self, batch: int, precision: str, key: str | None = None) -> Any:
+        """The reference graph ``key`` (default: the drift reference) loaded for (batch, precision), or ``None``
+        without drift correction and without ``key``."""
+        key = key or self.drift_reference
+        if key is None:
             return None
-        ref = self._references.get((batch, precision))
+        ref = self._references.get((batch, precision, key))
         if ref is None:
             from kernels_bench.measure import DriftReference
 
-            ref = DriftReference(
-                self.backend, self.drift_reference, batch=batch, precision=precision, ratio=self.drift_ratio
-            )
-            self._references[(batch, precision)] = ref
+            ref = DriftReference(self.backend, key, batch=batch, precision=precision, ratio=self.drift_ratio)
+            self._references[(batch, precision, key)] = ref
         return ref
 
     def reference(self, batch: int, precision: str) -> dict[str, Any]:
         """Time the drift reference alone: the table's reference speed (its ``drift_reference`` entry).
 
         Three times the protocol's repeats, so that the speed every key is brought to
-        is known better than any one key's.
+        is known better than any one key's. A worker without drift correction times
+        the default reference graph instead, as a probe of the machine's speed
+        (recorded in the table's ``steadiness``; nothing is corrected with it).
         """
+        from kernels_bench.measure import DEFAULT_DRIFT_REFERENCE
         from tables.schema import reference_entry
 
-        ref = self._reference(batch, precision)
-        if ref is None:
-            raise ValueError("this worker has no drift reference: start it with drift_reference=KEY")
+        ref = self._reference(batch, precision, self.drift_reference or DEFAULT_DRIFT_REFERENCE)
         result = ref.measure(dataclasses.replace(self.timing, repeats=3 * self.timing.repeats))
         return reference_entry(result, str(ref.key), self.drift_ratio)
 
@@ -220,12 +231,25 @@ class KeyWorker:
         try:
             reference = self._reference(batch, precision)
             result = measure.measure_keys(self.backend, [block_key], batch, precision, self.timing, reference=reference)
-            return result_row(block_key, result)
+            t0 = time.perf_counter()
+            boundary = self._boundary(block_key, batch, precision, result, reference)
+            spent = time.perf_counter() - t0 if boundary is not None else None
+            return result_row(block_key, result, boundary_ms=boundary, boundary_s=spent)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # one bad key must not end a multi-day build
             _free_device_memory()
             return result_row(block_key, error=error_text(exc))
+
+    def _boundary(self, key: Any, batch: int, precision: str, result: Any, reference: Any) -> float | None:
+        """The key's ``boundary_ms`` by this worker's method (``None`` without one), timed right after the key."""
+        if self.boundary == "none":
+            return None
+        if self._boundary_meter is None:
+            from kernels_bench.boundary import BoundaryMeter
+
+            self._boundary_meter = BoundaryMeter(self.backend, self.boundary, self.timing)
+        return self._boundary_meter.measure(key, batch, precision, result, reference=reference)
 
     def memory_limit(self) -> int | None:
         """Bytes of memory on the backend's device (the GPU's, or the host's for the CPU), ``None`` if unknown."""

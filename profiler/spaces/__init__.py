@@ -5,7 +5,8 @@ chained tuple of :class:`~tables.key.BlockKey` plus the input resolution.
 
 - :mod:`profiler.spaces.staged` -- the stage-by-stage space machinery
   (encode, decode, validate, Sobol sampling, exact key enumeration).
-- :mod:`profiler.spaces.gpunet` -- GPUNet's space (Table 1) and 41-integer encoding (Table 2).
+- :mod:`profiler.spaces.gpunet` -- GPUNet's space (Table 1) and 41-integer encoding (Table 2),
+  as NVIDIA built it (``gpunet``) and with every conv padded (``gpunet-padded``).
 - :mod:`profiler.spaces.genet` -- GENet's MasterNet super-blocks and LLR-NAS perturbation space.
 - :mod:`profiler.spaces.userfile` -- a user's architectures or own staged space from JSON/YAML.
 
@@ -22,14 +23,16 @@ from profiler.spaces import genet, gpunet, userfile
 from profiler.spaces.architecture import ARCH_SOURCES, Architecture
 from profiler.spaces.staged import StagedSpace
 
-#: Built-in space names accepted by :func:`resolve_space` (``genet`` is GENet-normal's space).
-SPACE_NAMES: tuple[str, ...] = ("gpunet", "genet", "genet-light", "genet-normal", "genet-large")
+#: Built-in space names accepted by :func:`resolve_space` (``genet`` is GENet-normal's space; ``gpunet-padded``
+#: is GPUNet with its fused stride-2 convs padded, ``gpunet`` as NVIDIA built it).
+SPACE_NAMES: tuple[str, ...] = ("gpunet", "genet", "genet-light", "genet-normal", "genet-large", "gpunet-padded")
 
 
 def resolve_space(space: str | Path | StagedSpace) -> StagedSpace:
     """A staged search space from a name, a user space file or a space object.
 
-    Names (case-insensitive): ``gpunet``; ``genet`` (GENet-normal's perturbation
+    Names (case-insensitive): ``gpunet`` (as NVIDIA built it: the fused stride-2
+    convs unpadded), ``gpunet-padded`` (every conv padded); ``genet`` (GENet-normal's perturbation
     space), ``genet-light``, ``genet-normal``, ``genet-large``. A path ending in
     ``.json``, ``.yaml`` or ``.yml`` is a user space file
     (:func:`profiler.spaces.userfile.load_space`). A :class:`StagedSpace` is
@@ -41,6 +44,8 @@ def resolve_space(space: str | Path | StagedSpace) -> StagedSpace:
     low = text.lower()
     if low == "gpunet":
         return gpunet.SPACE
+    if low == "gpunet-padded":
+        return gpunet.PADDED_SPACE
     if low in ("genet", "genet-light", "genet-normal", "genet-large"):
         return genet.space("normal" if low == "genet" else low)
     if Path(text).suffix.lower() in (".json", ".yaml", ".yml"):

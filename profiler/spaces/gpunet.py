@@ -16,6 +16,14 @@ Resolutions 224..512 in steps of 32 (pixels). Only a stage's first layer has the
 stride and the channel change. Stages 5 and 7 may be empty; then the next stage
 (or the tail) takes the output of the last non-empty stage.
 
+Padding, as NVIDIA built GPUNet: the stride-2 kxk conv of the fused stages 2 and
+3 is unpadded (key ``pad="valid"``, suffix ``_pv``): it maps h to (h - k) // 2 + 1
+(160 -> 79 for k 3, 78 for k 5), so from stage 3 on the feature sizes depend on
+the resolution and the kernels of stages 2 and 3 (GPUNet-0 at 320 px: 79, 39, 20,
+10). Every other conv pads (k - 1) // 2. :data:`PADDED_SPACE` (``gpunet-padded``)
+is the same space with every conv padded (160 -> 80 -> 40 -> 20 -> 10), the
+convention of this project before the released feature sizes were matched.
+
 Encoding (41 integers, values not indices; act 0 = relu, 1 = swish; SE 0/1)::
 
     0       resolution (pixels)
@@ -39,6 +47,7 @@ The released GPUNet-0/1/2 fall partly outside Table 1 (e.g. 704 filters in stage
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -63,12 +72,17 @@ def _range(lo: int, hi: int, step: int) -> tuple[int, ...]:
     return tuple(range(lo, hi + 1, step))
 
 
-#: Table 1 as data (stage 8 is the tail).
+#: Padding of the fused stages' stride-2 conv in :data:`SPACE`: unpadded, as in NVIDIA's released code.
+FUSED_PAD = "valid"
+
+#: Table 1 as data (stage 8 is the tail); stages 2 and 3 unpadded (:data:`FUSED_PAD`).
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("conv", 2, (STEM_KERNEL,), (1,), (STEM_ACT,), filters=(24, 32), name="stage 0"),
     StageSpec("conv", 1, (3, 5), _range(1, 4, 1), _ACTS, filters=None, name="stage 1"),
-    StageSpec("fused_irb", 2, (3, 5), _range(1, 8, 1), _ACTS, _range(32, 80, 16), _E, (0, 1), "stage 2"),
-    StageSpec("fused_irb", 2, (3, 5), _range(1, 8, 1), _ACTS, _range(48, 112, 16), _E, (0, 1), "stage 3"),
+    StageSpec("fused_irb", 2, (3, 5), _range(1, 8, 1), _ACTS, _range(32, 80, 16), _E, (0, 1), "stage 2", pad=FUSED_PAD),
+    StageSpec(
+        "fused_irb", 2, (3, 5), _range(1, 8, 1), _ACTS, _range(48, 112, 16), _E, (0, 1), "stage 3", pad=FUSED_PAD
+    ),
     StageSpec("irb", 2, (3, 5), _range(1, 10, 1), _ACTS, _range(96, 192, 16), _E, (0, 1), "stage 4"),
     StageSpec("irb", 1, (3, 5), _range(0, 15, 1), _ACTS, _range(112, 224, 16), _E, (0, 1), "stage 5"),
     StageSpec("irb", 2, (3, 5), _range(1, 15, 1), _ACTS, _range(128, 416, 32), _E, (0, 1), "stage 6"),
@@ -79,8 +93,16 @@ STAGES: tuple[StageSpec, ...] = (
 #: Input resolutions (pixels).
 RESOLUTIONS: tuple[int, ...] = _range(224, 512, 32)
 
-#: The GPUNet space; every function below delegates to it.
+#: The GPUNet space as NVIDIA built it (stages 2-3 unpadded); every function below delegates to it.
 SPACE = StagedSpace("gpunet", RESOLUTIONS, STAGES, in_channels=3, expansion_scale=1, source="gpunet")
+
+#: Table 1 with every conv padded (k - 1) // 2 (``pad="same"`` in stages 2 and 3 too).
+PADDED_STAGES: tuple[StageSpec, ...] = tuple(dataclasses.replace(st, pad="same") for st in STAGES)
+
+#: The padded variant of the GPUNet space (``resolve_space("gpunet-padded")``); same encoding as :data:`SPACE`.
+PADDED_SPACE = StagedSpace(
+    "gpunet-padded", RESOLUTIONS, PADDED_STAGES, in_channels=3, expansion_scale=1, source="gpunet"
+)
 
 #: Length of an encoding (41).
 ENCODING_LENGTH: int = SPACE.length
@@ -142,14 +164,17 @@ def stage_layer_keys(
     se: bool | int,
     act: str | int,
     layers: int,
+    *,
+    kernels: Mapping[int, int] | Sequence[int] | None = None,
 ) -> tuple[BlockKey, BlockKey | None]:
     """Keys of stage ``stage_index``'s first layer and of its other layers (``None`` if ``layers == 1``).
 
     ``resolution`` is the network input in pixels; ``cin`` the stage's input
-    channels; other arguments are values (``act`` a name or 0/1). See
-    :meth:`~profiler.spaces.staged.StagedSpace.stage_layer_keys`.
+    channels; other arguments are values (``act`` a name or 0/1); ``kernels`` the
+    kernels of the earlier stages (stages 2 and 3 set the feature size from stage
+    3 on; left out: kernel 3). See :meth:`~profiler.spaces.staged.StagedSpace.stage_layer_keys`.
     """
-    return SPACE.stage_layer_keys(stage_index, resolution, cin, filters, kernel, e, se, act, layers)
+    return SPACE.stage_layer_keys(stage_index, resolution, cin, filters, kernel, e, se, act, layers, kernels=kernels)
 
 
 def stage_arrays(encodings: np.ndarray | Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
@@ -159,6 +184,9 @@ def stage_arrays(encodings: np.ndarray | Sequence[Sequence[int]]) -> dict[str, n
 
 __all__ = [
     "ENCODING_LENGTH",
+    "FUSED_PAD",
+    "PADDED_SPACE",
+    "PADDED_STAGES",
     "POSITION_LABELS",
     "RESOLUTIONS",
     "SPACE",

@@ -21,6 +21,12 @@ The integers are values, not indices:
 
 Fields a stage does not encode take their single fixed value. A stage whose
 ``filters`` is ``None`` keeps its input channels (GPUNet stage 1).
+
+A stage's ``pad`` (one value, not encoded) is the :attr:`tables.key.BlockKey.pad`
+of its first layer: ``"valid"`` leaves that layer's stride-2 kxk conv unpadded, so
+the stage's output size depends on its kernel ((h - k) // 2 + 1) and the feature
+sizes of every later stage on the resolution *and* the kernels of those stages
+(:meth:`StagedSpace.kernel_sized_stages`; GPUNet's fused stages 2 and 3).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from profiler.spaces.architecture import Architecture
-from tables.key import ACTIVATIONS, BLOCK_TYPES, BlockKey, block_names
+from tables.key import ACTIVATIONS, BLOCK_TYPES, PADDINGS, BlockKey, block_names
 
 #: Fields a stage may encode, in encoding order.
 ENCODED_FIELDS: tuple[str, ...] = ("filters", "kernel", "expansion", "se", "act", "layers")
@@ -86,6 +92,8 @@ class StageSpec:
         se: choices of SE (0/1; ``(0,)`` for blocks without SE).
         name: label used in messages, e.g. ``"stage 2"``.
         encoded: fields carried by the encoding (canonical order); ``None`` = those with several choices.
+        pad: padding of the first layer's strided conv (:data:`tables.key.PADDINGS`): ``"same"``, or
+            ``"valid"`` (unpadded; a stride-2 stage of a type with :attr:`~tables.key.BlockType.has_pad`).
     """
 
     block: str
@@ -98,6 +106,7 @@ class StageSpec:
     se: tuple[int, ...] = (0,)
     name: str = "stage"
     encoded: tuple[str, ...] | None = None
+    pad: str = "same"
 
     def __post_init__(self) -> None:
         where = self.name
@@ -106,6 +115,11 @@ class StageSpec:
             raise ValueError(f"{where}: block type {self.block!r} is unknown; use one of {', '.join(BLOCK_TYPES)}")
         if self.stride not in (1, 2) or isinstance(self.stride, bool):
             raise ValueError(f"{where}: stride {self.stride!r} is invalid; use 1 or 2")
+        if self.pad not in PADDINGS:
+            raise ValueError(f"{where}: pad {self.pad!r} is unknown; use one of {', '.join(PADDINGS)}")
+        if self.pad != "same" and not (bt.has_pad and self.stride == 2):
+            takers = ", ".join(block_names(has_pad=True))
+            raise ValueError(f"{where}: pad {self.pad!r} needs a stride-2 stage of {takers}; use pad 'same'")
         if bt.fixed_stride is not None and self.stride != bt.fixed_stride:
             raise ValueError(f"{where}: stride must be {bt.fixed_stride} for block {self.block}")
         kernels = _as_int_tuple(self.kernels, f"{where} kernel")
@@ -179,6 +193,19 @@ class StageSpec:
         """True when 0 layers is one of the choices."""
         return self.layers[0] == 0
 
+    @property
+    def kernel_sized(self) -> bool:
+        """True when the stage's output feature size depends on its kernel (pad ``"valid"``)."""
+        return self.pad == "valid"
+
+    def out_hw(self, h: int | np.ndarray, kernel: int | np.ndarray | None = None) -> int | np.ndarray:
+        """Output feature size (pixels) of the stage for an input of ``h`` pixels (an int, or an int64 array).
+
+        ``kernel`` (int or array) matters only for a :attr:`kernel_sized` stage; ``None`` takes its smallest choice.
+        """
+        k = self.kernels[0] if kernel is None else kernel
+        return BLOCK_TYPES[self.block].out_size(h, self.stride, k, self.pad)
+
     def layer_keys(
         self, h: int, cin: int, filters: int | None, kernel: int, e: float, se: bool, act: str, layers: int
     ) -> tuple[BlockKey, BlockKey | None]:
@@ -207,7 +234,7 @@ class StageSpec:
             return first, None
         ratio = float(e) if bt.has_ratio else 1.0
         use_se = bool(se) and bt.has_se
-        first = BlockKey(self.block, cin, h, h, cout, int(kernel), self.stride, ratio, use_se, act)
+        first = BlockKey(self.block, cin, h, h, cout, int(kernel), self.stride, ratio, use_se, act, self.pad)
         if layers == 1:
             return first, None
         oh = first.out_hw[0]
@@ -316,18 +343,19 @@ class StagedSpace:
                         f"space {self.name}: {st.name} expansion {e:g} is not a whole number times "
                         f"1/{self.expansion_scale}; use ratios with at most two decimals"
                     )
-        # every stride stage must still see a feature map at least as large as its stride
+        # every stride stage must still see a feature map at least as large as its stride (an unpadded
+        # stage: as its kernel); the smallest map comes from the smallest resolution and the largest kernels
         h = self.resolutions[0]
         for st in stages:
             bt = BLOCK_TYPES[st.block]
             if bt.classifier:
                 break
-            if h < bt.min_size(st.stride):
+            if h < bt.min_size(st.stride, st.kernels[-1], st.pad):
                 raise ValueError(
                     f"space {self.name}: resolution {self.resolutions[0]} is too small; "
                     f"{st.name} gets a {h}x{h} feature map"
                 )
-            h = _next_hw(st, h)
+            h = st.out_hw(h, st.kernels[-1])
 
     # ----- encoding layout ----------------------------------------------------
     @property
@@ -470,13 +498,30 @@ class StagedSpace:
         return self.validate(enc)  # type: ignore[arg-type]
 
     # ----- keys -----------------------------------------------------------------
-    def stage_input_hw(self, stage_index: int, resolution: int) -> int:
-        """Input feature size (pixels) of a stage for a network input of ``resolution`` pixels."""
+    def kernel_sized_stages(self, stage_index: int) -> tuple[int, ...]:
+        """Indices of the stages before ``stage_index`` whose kernel changes its input feature size.
+
+        Those are the stages with pad ``"valid"`` (:attr:`StageSpec.kernel_sized`); empty in a space of
+        padded stages, where feature sizes follow from the resolution alone.
+        """
         if not 0 <= stage_index < len(self.stages):
             raise ValueError(f"stage index {stage_index} is out of range 0..{len(self.stages) - 1}")
+        return tuple(i for i, st in enumerate(self.stages[:stage_index]) if st.kernel_sized)
+
+    def stage_input_hw(
+        self, stage_index: int, resolution: int, kernels: Mapping[int, int] | Sequence[int] | None = None
+    ) -> int:
+        """Input feature size (pixels) of a stage for a network input of ``resolution`` pixels.
+
+        ``kernels``: the kernel of each earlier stage (stage index -> kernel, or one kernel per stage in
+        order), read only for :meth:`kernel_sized_stages`; a stage it leaves out takes its smallest kernel.
+        """
+        if not 0 <= stage_index < len(self.stages):
+            raise ValueError(f"stage index {stage_index} is out of range 0..{len(self.stages) - 1}")
+        chosen = dict(kernels) if isinstance(kernels, Mapping) else dict(enumerate(() if kernels is None else kernels))
         h = int(resolution)
-        for st in self.stages[:stage_index]:
-            h = _next_hw(st, h)
+        for i, st in enumerate(self.stages[:stage_index]):
+            h = int(st.out_hw(h, int(chosen[i]) if i in chosen and st.kernel_sized else None))
         return h
 
     def stage_layer_keys(
@@ -490,19 +535,22 @@ class StagedSpace:
         se: bool | int,
         act: str | int,
         layers: int,
+        *,
+        kernels: Mapping[int, int] | Sequence[int] | None = None,
     ) -> tuple[BlockKey, BlockKey | None]:
         """Keys of one stage's first layer and of its repeated layers (``None`` when ``layers == 1``).
 
         Inputs are values (``e`` the ratio, not its code); ``act`` is a name or its
         :data:`~tables.key.ACTIVATIONS` index; ``resolution`` is the network input size in
-        pixels (the stage's own input size follows from the strides); ``cin`` is the
+        pixels (the stage's own input size follows from the strides and, for the
+        :meth:`kernel_sized_stages`, from ``kernels``, see :meth:`stage_input_hw`); ``cin`` is the
         stage's input channels. Used to precompute look-up arrays over value grids.
         """
         st = self.stages[stage_index] if 0 <= stage_index < len(self.stages) else None
         if st is None:
             raise ValueError(f"stage index {stage_index} is out of range 0..{len(self.stages) - 1}")
         act_name = act if isinstance(act, str) else ACTIVATIONS[int(act)]
-        h = self.stage_input_hw(stage_index, resolution)
+        h = self.stage_input_hw(stage_index, resolution, kernels)
         return st.layer_keys(h, int(cin), filters, kernel, e, bool(se), act_name, int(layers))
 
     def arch_keys(self, arch: StagedArch | Sequence[int] | np.ndarray) -> list[BlockKey]:
@@ -547,14 +595,17 @@ class StagedSpace:
         The enumeration's loops, multiplied out: per resolution and stage, (input
         channel choices) x (filter choices) x (kernel, expansion, SE, activation
         choices) first-layer keys, and (filter choices) x those for the repeated
-        layers. Exact when no two stage configurations give the same key; a
-        space of trillions of keys is counted in microseconds.
+        layers, times the kernel choices of the :meth:`kernel_sized_stages` before it
+        (each may give the stage another input size). Exact when no two stage
+        configurations give the same key; a space of trillions of keys is counted
+        in microseconds.
         """
         per_stage = [0] * len(self.stages)
         for _ in self.resolutions:
             cins = 1
             for i, st in enumerate(self.stages):
-                combos = len(st.kernels) * len(st.expansions) * len(st.se) * len(st.acts)
+                sizes = math.prod(len(self.stages[c].kernels) for c in self.kernel_sized_stages(i))
+                combos = sizes * len(st.kernels) * len(st.expansions) * len(st.se) * len(st.acts)
                 outs = len(st.filters) if st.filters else cins
                 if st.layers[-1] >= 1:
                     per_stage[i] += cins * (len(st.filters) if st.filters else 1) * combos
@@ -567,7 +618,7 @@ class StagedSpace:
         keys: set[BlockKey] = set()
         for res in self.resolutions:
             cins = {self.in_channels}
-            h = res
+            hs = {res}  # the stage's possible input sizes: one, but for kernel-sized stages before it
             for st in self.stages:
                 max_layers = st.layers[-1]
                 outs: set[int] = set()
@@ -576,18 +627,20 @@ class StagedSpace:
                     for cin in sorted(cins):
                         for f in st.filters or (cin,):
                             outs.add(f)
-                            for k, e, se, act in combos:
-                                first, _ = st.layer_keys(h, cin, f, k, e, bool(se), act, 1)
-                                keys.add(first)
+                            for h in sorted(hs):
+                                for k, e, se, act in combos:
+                                    first, _ = st.layer_keys(h, cin, f, k, e, bool(se), act, 1)
+                                    keys.add(first)
                     if max_layers >= 2:
                         for f in sorted(outs):
-                            for k, e, se, act in combos:
-                                _, rest = st.layer_keys(h, f, f, k, e, bool(se), act, 2)
-                                keys.add(rest)  # type: ignore[arg-type]
+                            for h in sorted(hs):
+                                for k, e, se, act in combos:
+                                    _, rest = st.layer_keys(h, f, f, k, e, bool(se), act, 2)
+                                    keys.add(rest)  # type: ignore[arg-type]
                 if st.may_be_empty:
                     outs |= cins
                 cins = outs
-                h = _next_hw(st, h)
+                hs = {int(st.out_hw(h, k)) for h in hs for k in (st.kernels if st.kernel_sized else (None,))}
         return keys
 
     # ----- sampling and vectorized views ------------------------------------------
@@ -656,11 +709,6 @@ class StagedSpace:
             out["act"][:, si] = value("act")
             out["layers"][:, si] = layers
             c = np.where(layers > 0, cout, c)
-            h = _next_hw(st, h)
+            h = st.out_hw(h, out["kernel"][:, si])  # type: ignore[assignment]
         out["resolution"] = res
         return out
-
-
-def _next_hw(st: StageSpec, h: int | np.ndarray) -> int | np.ndarray:
-    """Output feature size (pixels) of stage ``st`` for an input of ``h`` pixels (an int, or an int64 array)."""
-    return BLOCK_TYPES[st.block].out_size(h, st.stride)

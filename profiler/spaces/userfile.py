@@ -7,11 +7,13 @@ Each entry has a unique ``name`` and exactly one of:
 
 - ``blocks``: canonical key strings in order, e.g. ``conv_i3x224x224_o32_k3_s2_e1_se0_relu``
   (the resolution is the first key's input height);
-- ``gpunet``: the 41 integers of the GPUNet encoding (:mod:`profiler.spaces.gpunet`);
+- ``gpunet``: the 41 integers of the GPUNet encoding (:mod:`profiler.spaces.gpunet`; the
+  ``gpunet`` space, fused stride-2 convs unpadded as NVIDIA built it);
 - ``genet``: the 21 integers of the GENet encoding (:mod:`profiler.spaces.genet`),
   checked against the space around ``genet_base`` (``light``, ``normal`` (default) or ``large``);
 - ``gpunet_config``: path of a GPUNet-style JSON config, relative to this file;
-- ``network``: a named reference network (:mod:`profiler.networks`), e.g. ``resnet-50``.
+- ``network``: a named reference network or variant (:mod:`profiler.networks`), e.g. ``resnet-50``
+  or ``gpunet-0-padded``.
 
 .. code-block:: yaml
 
@@ -50,7 +52,9 @@ Stage fields: ``type`` (conv, conv_pool, xx, bl, dw, irb, fused_irb, tail, pool_
 ``{min, max, step}`` -- for ``kernel`` (default 3; 1 for tail/pool_fc),
 ``filters`` (output channels; leave out to keep the input channels), ``layers``
 (default 1; 0 allowed only for stride-1 stages), ``expansion`` (ratio, default 1),
-``se`` (0/1, default 0), ``act`` (relu, swish, relu6; default relu). Only the last
+``se`` (0/1, default 0), ``act`` (relu, swish, relu6; default relu), and one
+``pad`` (``same``, the default, or ``valid``: the first layer's stride-2 conv
+unpadded, for a stride-2 ``fused_irb`` stage, as in NVIDIA's GPUNet). Only the last
 stage may be a classifier. The encoding carries resolution, then per stage the
 fields with several choices (order: filters, kernel, expansion, se, act, layers);
 expansion is the ratio itself when every expansion of the space is whole, else
@@ -68,7 +72,7 @@ from profiler.spaces.staged import StagedSpace, StageSpec
 from tables.key import BLOCK_TYPES, parse_key
 
 _ARCH_KINDS = ("blocks", "gpunet", "genet", "gpunet_config", "network")
-_STAGE_FIELDS = ("type", "stride", "kernel", "filters", "layers", "expansion", "se", "act", "name")
+_STAGE_FIELDS = ("type", "stride", "kernel", "filters", "layers", "expansion", "se", "act", "pad", "name")
 _SPACE_FIELDS = ("name", "resolutions", "in_channels", "stages")
 
 
@@ -329,7 +333,10 @@ def _stage_fields(name: str, st: object) -> StageSpec:
     filters = _choices(st["filters"], "filters") if "filters" in st else None
     expansions = _choices(st.get("expansion", 1), "expansion", float)
     se = _choices(st.get("se", 0), "se")
-    return StageSpec(block, stride, kernels, layers, acts, filters, expansions, se, name)  # type: ignore[arg-type]
+    pad = st.get("pad", "same")
+    if not isinstance(pad, str):
+        raise ValueError(f"pad {pad!r} is not a name; use same or valid")
+    return StageSpec(block, stride, kernels, layers, acts, filters, expansions, se, name, pad=pad)  # type: ignore[arg-type]
 
 
 __all__ = ["is_space_document", "load", "load_architectures", "load_space", "read_document"]

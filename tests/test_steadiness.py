@@ -1,0 +1,64 @@
+"""The machine's steadiness during a build: figures, thresholds, the verdict, and the speed a table is brought to."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tables import steadiness as st
+
+
+def rows(cv, reference=None, raw=None, status=None) -> pd.DataFrame:
+    n = len(cv)
+    return pd.DataFrame(
+        {
+            "status": status or ["ok"] * n,
+            "cv": cv,
+            "reference_ms": reference if reference is not None else [np.nan] * n,
+            "raw_latency_ms": raw if raw is not None else [1.0] * n,
+            "latency_ms": raw if raw is not None else [1.0] * n,
+        }
+    )
+
+
+def test_a_quiet_build_is_steady_and_a_noisy_one_names_the_threshold_it_crossed():
+    quiet = st.steadiness(rows([0.01, 0.02, 0.015]), drift_corrected=False, probes_ms=[5.0, 5.1])
+    assert quiet["unsteady"] is False and quiet["reasons"] == []
+    assert quiet["swing_from"] == "probes" and quiet["swing_pct"] == pytest.approx(2.0)
+    assert quiet["speed_ms"] == pytest.approx(5.05)
+    assert st.verdict_line(quiet) is None
+    noisy = st.steadiness(rows([0.05, 0.06, 0.6]), drift_corrected=False, probes_ms=[5.0, 7.1])
+    assert noisy["unsteady"] is True
+    assert noisy["reasons"] == ["median key CV 6.0% > 3%", "speed moved 42% > 10%"]
+    line = st.verdict_line(noisy)
+    assert line.startswith("warning: the machine was unsteady while this table was built (median key CV 6.0% > 3%")
+    assert "absolute figures are unreliable" in line and "--drift-correct" in line and "\n" not in line
+
+
+def test_with_drift_correction_the_swing_is_the_references_over_the_keys():
+    ref = list(np.linspace(5.0, 7.0, 21))
+    entry = st.steadiness(rows([0.01] * 21, reference=ref), drift_corrected=True)
+    assert entry["swing_from"] == "drift_reference"
+    assert entry["swing_pct"] == pytest.approx((6.8 - 5.2) / 6.0 * 100)
+    assert entry["unsteady"] is True and "drift reference swing 27% > 10%" in entry["reasons"]
+    assert st.quality_line(entry).startswith("unsteady: absolute figures unreliable (median key CV 1.00%")
+
+
+def test_the_fastest_sustained_speed_is_the_tenth_percentile_and_rescaling_is_exact_and_repeatable():
+    ref = [5.0, 5.5, 6.0, 6.5, 7.0, 9.0, 5.2, 5.1, 6.1, 5.9, 8.0]
+    assert st.fastest_sustained_ms(ref) == pytest.approx(np.percentile(ref, 10))
+    assert st.fastest_sustained_ms([]) is None and st.fastest_sustained_ms([float("nan")]) is None
+    frame = rows([0.01] * 3, reference=[5.0, 10.0, 4.0], raw=[2.0, 2.0, 2.0], status=["ok", "ok", "failed"])
+    once = st.rescale_to(frame, 5.0)
+    assert once["latency_ms"].tolist() == pytest.approx([2.0, 1.0, 2.0])  # the failed row is left alone
+    twice = st.rescale_to(st.rescale_to(frame, 8.0), 5.0)
+    assert twice["latency_ms"].tolist() == pytest.approx(once["latency_ms"].tolist())
+    assert frame["latency_ms"].tolist() == [2.0, 2.0, 2.0]  # a copy
+
+
+def test_the_speed_change_since_the_build():
+    assert st.speed_change_pct({"speed_ms": 5.0}, 5.5) == pytest.approx(10.0)
+    assert st.speed_change_pct({"speed_ms": 5.0}, 4.0) == pytest.approx(-20.0)
+    assert st.speed_change_pct({}, 5.0) is None and st.speed_change_pct(None, 5.0) is None
+    assert st.quality_line(None).startswith("unknown")
