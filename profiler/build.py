@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kernels_bench.boundary import BOUNDARY_METHODS, DEFAULT_BOUNDARY
-from kernels_bench.config import BACKENDS, PRECISIONS, BackendConfig
+from kernels_bench.config import BACKENDS, PRECISIONS, BackendConfig, format_cpus
 from kernels_bench.errors import check_engine_installed
 from kernels_bench.export import default_cache_dir
 from kernels_bench.measure import DEFAULT_DRIFT_REFERENCE
@@ -58,7 +58,7 @@ from profiler.proof import DEFAULT_VALIDATE_SAMPLE, MAX_VALIDATE_SAMPLE
 from profiler.tablebuild import TableJob, build_table, steadiness_note
 from tables.atomic import remove_stale_temporaries
 from tables.cli import CliParser, UsageError, run_cli, text_arg
-from tables.host import logical_cpus, usable_cpus
+from tables.host import logical_cpus, spare_cpu, usable_cpus
 from tables.key import parse_key
 from tables.paths import table_filename
 
@@ -244,7 +244,21 @@ def backend_config(args: argparse.Namespace, profile: DeviceProfile) -> BackendC
     device = "cpu" if profile.kind == "cpu" else "cuda"
     if profile.kind == "cpu" and backend == "tensorrt":
         raise UsageError("--backend tensorrt needs a GPU device profile; on cpu use onnxruntime or torch")
-    return config_from_args(args, backend, device)
+    config = config_from_args(args, backend, device)
+    return config.replace(cpus=default_cpus(args, config)) if args.cpus is None else config
+
+
+def default_cpus(args: argparse.Namespace, config: BackendConfig) -> tuple[int, ...]:
+    """The pinning of a build that gives no ``--cpus``: one serial CPU measurement goes to the last CPU this
+    process may use (:func:`tables.host.spare_cpu`, the rest left to the OS and the shell), as the accuracy
+    benchmarks measure; unpinned on a GPU, with several workers, or on a single-CPU machine. Recorded in the
+    table's settings like a given ``--cpus``; ``--cpus none`` measures unpinned."""
+    if not config.applies("cpus") or config.device_kind != "cpu":
+        return ()
+    if getattr(args, "executor", "serial") != "serial" or (getattr(args, "workers", None) or 1) != 1:
+        return ()
+    spare = spare_cpu()
+    return () if spare is None or config.threads > 1 else (spare,)
 
 
 def check_numbers(args: argparse.Namespace) -> None:
@@ -350,6 +364,13 @@ def run(args: argparse.Namespace) -> int:
             boundary=args.boundary,
             shard=shard,
         )
+        if config.cpus:
+            how = (
+                "given by --cpus"
+                if args.cpus is not None
+                else "the default: the last usable CPU; --cpus none: unpinned"
+            )
+            print(f"measuring pinned to CPU(s) {format_cpus(config.cpus)} ({how})")
         if not args.no_validate and not shard:
             print(
                 f"then each table is validated end to end on the reference networks that fit it and "

@@ -93,7 +93,10 @@ def add_backend_arguments(group: argparse._ArgumentGroup) -> None:
             group.add_argument(f.flag, type=int, default=1, help=f.help)
         elif f.name == "cpus":
             group.add_argument(
-                f.flag, type=text_arg, help=f.help + "; with --executor local each worker gets its own share"
+                f.flag,
+                type=text_arg,
+                help=f.help + "; with --executor local each worker gets its own share; a serial cpu build pins "
+                "to the last usable CPU unless given ('none': unpinned)",
             )
         elif f.name == "opt_level":
             group.add_argument(f.flag, type=int, help=f.help)
@@ -106,9 +109,13 @@ def add_backend_arguments(group: argparse._ArgumentGroup) -> None:
     )
 
 
+#: ``--cpus none``: measure unpinned (the build's default on the cpu profile is one spare CPU).
+NO_PIN = "none"
+
+
 def cpus_from_text(text: str | None) -> tuple[int, ...]:
-    """The CPUs of ``--cpus`` (``()`` when not given); a malformed list is a usage error."""
-    if text is None:
+    """The CPUs of ``--cpus`` (``()`` when not given or ``none``); a malformed list is a usage error."""
+    if text is None or text.strip().lower() == NO_PIN:
         return ()
     try:
         return tuple(parse_cpus(text))
@@ -136,6 +143,7 @@ def config_from_args(args: argparse.Namespace, backend: str, device: str) -> Bac
 
 
 __all__ = [
+    "NO_PIN",
     "TIMING_FLAGS",
     "add_backend_arguments",
     "add_timing_arguments",

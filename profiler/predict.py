@@ -279,6 +279,14 @@ class ModelPrediction:
             "ms_per_image": self.ms_per_image,
             "raw_ms_per_batch": self.raw_ms_per_batch,
             "raw_ms_per_image": self.raw_ms_per_image,
+            "interval": {
+                "level": self.prediction.level,
+                "low_ms": self.prediction.low_ms,
+                "high_ms": self.prediction.high_ms,
+                "basis": self.prediction.interval_basis,
+            },
+            "n_estimated": self.prediction.n_estimated,
+            "estimated_keys": list(self.prediction.estimated_keys),
             "breakdown": self.breakdown(),
         }
 
@@ -300,18 +308,24 @@ def predict_model(
     input_shape: Sequence[int] | None = None,
     calibrated: bool = True,
     name: str | None = None,
+    estimate_missing: bool = False,
+    level: float = 0.9,
 ) -> ModelPrediction:
     """Map a model (see :func:`map_model`; a torch module is exported at the table's batch) and predict it.
 
     Raises :class:`BadModel` for unusable input or a static batch other than the table's,
     :class:`~profiler.onnx_map.UnmappableModel` when some node belongs to no block (nothing is summed),
-    and :class:`tables.table.MissingKeysError` for keys the table lacks.
+    and :class:`tables.table.MissingKeysError` for keys the table lacks (unless ``estimate_missing``: they are
+    then estimated, see :func:`tables.predictor.predict`, as is the interval at ``level``).
     """
     from tables.predictor import predict
 
     mapping = map_model(source, input_shape=input_shape, name=name, batch=table.batch)
     check_batch(mapping, table)
-    return ModelPrediction(mapping, predict(table, mapping.require_complete(), calibrated=calibrated))
+    keys = mapping.require_complete()
+    return ModelPrediction(
+        mapping, predict(table, keys, calibrated=calibrated, estimate_missing=estimate_missing, level=level)
+    )
 
 
 # --------------------------------------------------------------------------- CLI
@@ -336,6 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", type=text_arg, required=True, help="latency table (.parquet or a folder)")
     p.add_argument("--input-shape", type=parse_shape, help="CxHxW (or NxCxHxW) for models exported with dynamic sizes")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    p.add_argument(
+        "--estimate-missing",
+        action="store_true",
+        help="estimate the keys the table lacks from its measured keys (counted, and widening the interval) "
+        "instead of refusing",
+    )
+    p.add_argument("--level", type=float, default=0.9, help="nominal coverage of the prediction interval (default 0.9)")
     return p
 
 
@@ -361,13 +382,20 @@ def _prediction_text(result: ModelPrediction, table: LatencyTable) -> str:
         f"  predicted {result.ms_per_batch:.4g} ms per batch, {result.ms_per_image:.4g} ms per image ({how}); "
         f"raw block sum {result.raw_ms_per_batch:.4g} ms per batch, {result.raw_ms_per_image:.4g} ms per image",
     ]
+    p = result.prediction
+    lines.append(
+        f"  {p.level * 100:.0f}% interval {p.low_ms:.4g} .. {p.high_ms:.4g} ms per batch ({p.interval_basis})"
+        + (f"; {p.n_estimated} of {len(m.blocks)} blocks estimated, not measured (marked *)" if p.n_estimated else "")
+    )
+    estimated = set(p.estimated_keys)
     rows = result.breakdown()
     width = max(len(r["key"]) for r in rows)
     lines.append(f"  {'#':>3}  {'ms/batch':>10}  {'key':<{width}}  nodes")
     for r in rows:
         nodes = r["nodes"]
         span = nodes[0] if len(nodes) == 1 else f"{nodes[0]} .. {nodes[-1]} ({len(nodes)})"
-        lines.append(f"  {r['position']:>3}  {r['latency_ms']:>10.4g}  {r['key']:<{width}}  {span}")
+        mark = "*" if r["key"] in estimated else " "
+        lines.append(f"  {r['position']:>3}  {r['latency_ms']:>10.4g}{mark} {r['key']:<{width}}  {span}")
     return "\n".join(lines)
 
 
@@ -384,7 +412,8 @@ def _missing_keys_error(
     return UsageError(
         f"{len(missing)} block key(s) of {', '.join(lacking)} are not in the table {table_path} "
         f"(first: {next(iter(missing))}); they are listed in {archs_file}; profile them with: "
-        f"{build_command(table.metadata, archs_file, folder)}"
+        f"{build_command(table.metadata, archs_file, folder)} (or predict with --estimate-missing to estimate "
+        "them from the table's measured keys)"
     )
 
 
@@ -396,6 +425,8 @@ def run(args: argparse.Namespace) -> int:
     table_path = Path(args.table)
     if not table_path.exists():
         raise UsageError(f"latency table not found: {table_path}; build it with python -m profiler.build")
+    if not 0.0 < args.level < 1.0:
+        raise UsageError(f"--level must be a fraction in (0, 1), got {args.level:g}: e.g. 0.9 for a 90% interval")
     table = LatencyTable.load(table_path)
     mappings = [map_model(Path(m), input_shape=args.input_shape) for m in args.models]
     for mapping in mappings:
@@ -409,7 +440,9 @@ def run(args: argparse.Namespace) -> int:
     lacking: list[str] = []
     for m in good:
         try:
-            results.append(ModelPrediction(m, predict(table, m.keys)))
+            results.append(
+                ModelPrediction(m, predict(table, m.keys, estimate_missing=args.estimate_missing, level=args.level))
+            )
         except MissingKeysError as exc:
             missing.update((str(k), k) for k in exc.keys)
             lacking.append(m.source)

@@ -85,21 +85,23 @@ def uncertain_keys(
 ) -> tuple[list[BlockKey], dict[str, float]]:
     """The ``n`` keys of ``keys`` the table lacks on which the estimator's two models disagree most, and a
     summary (``median_disagreement_pct``, ``chosen_disagreement_pct``: the smallest disagreement chosen)."""
-    from tables.estimator import _make, key_features
+    from tables.estimator import disagreement as committee
 
     todo = [k for k in keys if k not in table]
     if n <= 0 or not todo:
         return [], {}
-    measured = [k for k, e in zip(table.keys, table.estimated_mask) if not e]
-    values = table.block_array[~table.estimated_mask]
-    from tables.key import parse_key
-
-    mk = [parse_key(k) for k in measured]
-    f = key_features(mk, table.batch, table.precision)
-    models = [_make(m, seed).fit(f, values) for m in ("roofline", "boosting")]
-    g = key_features(todo, table.batch, table.precision)
-    a, b = (m.predict(g) for m in models)
-    disagreement = np.abs(np.log(a) - np.log(b)) * 100.0
+    measured = ~table.estimated_mask
+    spread = committee(
+        [k for k, m in zip(table.keys, measured) if m],
+        table.block_array[measured],
+        todo,
+        batch=table.batch,
+        precision=table.precision,
+        seed=seed,
+    )
+    if spread is None:  # one model only (no scikit-learn): no committee to ask
+        return [], {}
+    disagreement = spread
     order = np.argsort(-disagreement, kind="stable")[:n]
     picked = [todo[int(i)] for i in order]
     return picked, {
@@ -155,13 +157,15 @@ def build_fraction(job: Any, executor: Any, info: Any, fraction: float, seed: in
     have = sum(1 for k in keys if k in table)
     left = max(0, budget - have)
     notes: dict[str, float] = {}
+    second: list[BlockKey] = []
     if left and have >= MIN_KEYS:
         second, notes = uncertain_keys(table, keys, left, seed)
-    else:
+    if left and not second:  # too few keys for the estimator yet, or no committee: more coverage instead
         second = coverage_keys(keys, left, {k for k in wanted if k in table}, job.batch, job.precision, seed + 1)
     out2 = build_table(job.replace(keys=tuple(second)), executor, info)
     table = LatencyTable.load(out2.path, calibration=False)
-    stages = {"coverage": len(first), "least_sure": len(second), "budget": budget}
+    least_sure = len(second) if notes else 0  # the second stage fell back to coverage without a committee
+    stages = {"coverage": len(first) + len(second) - least_sure, "least_sure": least_sure, "budget": budget}
     entry, line = partial_entry(table, len(keys), fraction, stages)
     entry.update({f"disagreement_{k}": v for k, v in notes.items()})
     record(out2.path, entry, "partial")

@@ -272,11 +272,12 @@ def build_command(metadata: Mapping[str, Any], archs_file: Path | str, out_dir: 
     return " ".join(parts)
 
 
-def table_metadata(job: TableJob, info: Mapping[str, Any], floor: Any, drift: Any) -> dict[str, Any]:
+def table_metadata(job: TableJob, info: Mapping[str, Any], floor: Any, drift: Any, peaks: Any = None) -> dict[str, Any]:
     """The table's metadata document for ``job`` (built by :func:`tables.schema.build_metadata`).
 
     ``info`` is what the executor's ``start()`` returned (the backend's environment,
-    settings and opset); ``floor`` and ``drift`` the floor and drift-reference entries.
+    settings and opset); ``floor`` and ``drift`` the floor and drift-reference entries;
+    ``peaks`` the roofline's peaks (:func:`peaks_or_warn`), if any.
     """
     from tables.schema import build_metadata
 
@@ -298,8 +299,28 @@ def table_metadata(job: TableJob, info: Mapping[str, Any], floor: Any, drift: An
         drift_reference=drift,
         rounds=job.rounds,
         **({"boundary": {"method": job.boundary}} if job.boundary != "none" else {}),
+        **({"peaks": peaks} if peaks else {}),
         **job.extra_metadata,
     )
+
+
+def peaks_or_warn(job: TableJob) -> dict[str, Any] | None:
+    """The peaks a table's roofline is drawn against (metadata ``peaks``): a GPU profile's published ones, or
+    for the cpu profile a probe of about a second at the build's thread count
+    (:func:`kernels_bench.peaks.table_peaks`); ``None`` with a warning when the probe fails (the peaks only
+    serve the roofline: the keys are measured anyway)."""
+    from kernels_bench.peaks import table_peaks
+
+    try:
+        return table_peaks(job.profile.name, threads=max(1, int(getattr(job.config, "threads", 1) or 1)))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        print(
+            f"warning: the device's peaks could not be measured: {error_text(exc)}; the table gets none",
+            file=sys.stderr,
+        )
+        return None
 
 
 def _probe(executor: Executor, job: TableJob, probes: list[float]) -> str | None:
@@ -398,7 +419,10 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
         probe_key = ((previous or {}).get("steadiness") or {}).get("probe_key")
         if job.drift_reference is None and planned:
             probe_key = _probe(executor, job, probes) or probe_key
-        metadata = table_metadata(job, info, floor, drift)
+        peaks = (previous or {}).get("peaks")
+        if peaks is None and planned:
+            peaks = peaks_or_warn(job)
+        metadata = table_metadata(job, info, floor, drift, peaks)
         for store in stores:
             store.set_metadata(metadata)
         failures: dict[str, tuple[str, str]] = {}

@@ -165,6 +165,13 @@ class _Boosting:
         return np.exp(self.model.predict(self._x(f)))
 
 
+def available_models() -> tuple[str, ...]:
+    """The :data:`MODELS` this environment can fit: ``boosting`` needs scikit-learn (the ``estimate`` extra)."""
+    import importlib.util
+
+    return tuple(m for m in MODELS if m != "boosting" or importlib.util.find_spec("sklearn") is not None)
+
+
 def _make(model: str, seed: int) -> Any:
     if model == "roofline":
         return _Roofline()
@@ -255,6 +262,8 @@ class Estimator:
     def summary(self) -> str:
         """One line: the model, its held-out median error and the alternative's."""
         alt = ", ".join(f"{m} {v:.2f}%" for m, v in self.cv.items())
+        if "boosting" not in self.cv:
+            alt += " (boosting not compared: it needs scikit-learn, pip install -e '.[estimate]')"
         return (
             f"estimator {self.model} on {self.n_keys} measured keys: held-out median |error| "
             f"{self.overall['median_ape_pct']:.2f}% (90th percentile {self.overall['p90_ape_pct']:.2f}%); "
@@ -268,12 +277,13 @@ def fit_estimator(
     *,
     batch: int,
     precision: str,
-    models: Sequence[str] = MODELS,
+    models: Sequence[str] | None = None,
     folds: int = FOLDS,
     seed: int = 0,
 ) -> Estimator:
     """Fit the models on measured keys and their block latencies (ms per batch), keep the better by
-    cross-validated median error, refit it on all keys.
+    cross-validated median error, refit it on all keys. ``models``: those to compare (default: every one
+    :func:`available_models` can fit).
 
     Raises ``ValueError`` (one line) with fewer than :data:`MIN_KEYS` keys, saying how many to measure.
     """
@@ -288,6 +298,7 @@ def fit_estimator(
             f"the table has {len(ks)} measured keys, too few to cross-validate an estimator: measure at least "
             f"{MIN_KEYS - len(ks)} more (at least {MIN_KEYS} in all)"
         )
+    models = tuple(models) if models is not None else available_models()
     f = key_features(ks, batch, precision)
     n = len(y)
     order = np.random.default_rng(seed).permutation(n)
@@ -311,6 +322,29 @@ def fit_estimator(
     }
     fitted = _make(best, seed).fit(f, y)
     return Estimator(best, batch, precision, n, cv, _type_errors(ape, f["block"]), overall, fitted)
+
+
+def disagreement(
+    keys: Sequence[BlockKey | str],
+    values_ms: Sequence[float] | np.ndarray,
+    candidates: Sequence[BlockKey],
+    *,
+    batch: int,
+    precision: str,
+    seed: int = 0,
+) -> np.ndarray | None:
+    """How much the models, each fitted on the measured ``keys``, disagree on each candidate key: the largest
+    absolute difference of their log estimates, in percent (a committee's disagreement: where the estimator
+    is least sure). ``None`` when fewer than two models can be fitted here (:func:`available_models`)."""
+    models = available_models()
+    if len(models) < 2:
+        return None
+    ks = [k if isinstance(k, BlockKey) else parse_key(k) for k in keys]
+    f = key_features(ks, batch, precision)
+    y = np.asarray(values_ms, dtype=np.float64)
+    g = key_features(list(candidates), batch, precision)
+    logs = np.vstack([np.log(_make(m, seed).fit(f, y).predict(g)) for m in models])
+    return (logs.max(axis=0) - logs.min(axis=0)) * 100.0
 
 
 def interval(center_ms: np.ndarray | float, sigma_ms: np.ndarray | float, z: float = Z90) -> tuple[Any, Any]:
@@ -339,6 +373,8 @@ __all__ = [
     "MODELS",
     "Z90",
     "Estimator",
+    "available_models",
+    "disagreement",
     "fit_estimator",
     "interval",
     "key_features",

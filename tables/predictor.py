@@ -395,6 +395,8 @@ def _with_estimates(table: LatencyTable, encodings: Any, space: Any, sums: Any) 
     ``encodings``, else a view of it with the keys they lack estimated. The view is kept on ``table`` and
     grows with the keys later calls lack, so a search's repeated calls estimate each key once."""
     view = table.__dict__.get("_estimated_view", table)
+    if view is not table:
+        view._calibration = table._calibration  # a calibration set on the table since holds for its view
     try:
         return view, sums(view)
     except MissingKeysError as missing:

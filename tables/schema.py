@@ -124,13 +124,19 @@ BOUNDARY_COLUMN = "boundary_ms"
 BOUNDARY_SECONDS_COLUMN = "boundary_s"
 #: Each round's latency of a table built in rounds.
 ROUND_COLUMN = "round_latency_ms"
+#: The roofline quantities of each key at the table's batch and precision, from the key alone
+#: (:func:`tables.cost.key_cost`): FLOPs, bytes moved with no fusion and no cache, and their ratio (FLOP per
+#: byte). Against the device's peaks (metadata ``peaks``) they give each key's bound (:mod:`tables.roofline`).
+COST_COLUMNS: tuple[str, ...] = ("flops", "bytes_moved", "arithmetic_intensity")
 
 #: Columns added after the first tables were written, and how a file (or rows) without them is filled in:
 #: ``latency`` copies ``latency_ms``, ``null`` leaves nulls, ``empty`` gives empty lists, ``settings`` the
 #: table's settings id, ``kind`` the failure kind read from a failed row's error text, ``same`` the key
-#: padding "same" (every key before schema 3).
+#: padding "same" (every key before schema 3), ``cost`` the key's roofline quantities at the batch and
+#: precision of the metadata (:data:`COST_COLUMNS`; computed for the rows that lack them).
 ADDED_COLUMNS: dict[str, str] = {
     "pad": "same",
+    **{name: "cost" for name in COST_COLUMNS},
     "raw_latency_ms": "latency",
     "reference_ms": "null",
     ROUND_COLUMN: "empty",
@@ -158,6 +164,9 @@ def arrow_schema() -> pa.Schema:
         pa.field("se", pa.bool_(), nullable=False),
         pa.field("act", pa.string(), nullable=False),
         pa.field("pad", pa.string(), nullable=False),
+        pa.field("flops", pa.int64()),
+        pa.field("bytes_moved", pa.int64()),
+        pa.field("arithmetic_intensity", f64),
         *(pa.field(name, f64) for name in STAT_COLUMNS),
         pa.field("inner_loop", int32),
         pa.field("warmup_runs", int32),
@@ -607,6 +616,8 @@ def fill_added_columns(frame: pd.DataFrame, metadata: Mapping[str, Any] | None =
     """
     added = {}
     for name, rule in ADDED_COLUMNS.items():
+        if rule == "cost":
+            continue
         if name in frame.columns and not (rule == "settings" and metadata is not None):
             continue
         if rule == "latency":
@@ -626,12 +637,61 @@ def fill_added_columns(frame: pd.DataFrame, metadata: Mapping[str, Any] | None =
             own = settings_id(metadata) if metadata is not None else None
             old = frame[name] if name in frame.columns else [None] * len(frame)
             added[name] = [own if _is_missing(v) else v for v in old]
+    added.update(_cost_columns(frame, metadata))
     if not added:
         return frame
     out = frame.copy()
     for name, value in added.items():
         out[name] = value
     return out
+
+
+def _cost_columns(frame: pd.DataFrame, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The :data:`COST_COLUMNS` of ``frame`` with the rows that lack them computed from their keys at the
+    metadata's batch and precision (nulls where there is no metadata or a key has no cost); ``{}`` when
+    every row has them."""
+    present = [n for n in COST_COLUMNS if n in frame.columns]
+    if len(present) == len(COST_COLUMNS):
+        lack = np.zeros(len(frame), dtype=bool)
+        for name in COST_COLUMNS:
+            lack |= pd.isna(frame[name]).to_numpy()
+        if not lack.any():
+            return {}
+    else:
+        lack = np.ones(len(frame), dtype=bool)
+    values = {
+        n: (
+            np.array(pd.to_numeric(frame[n], errors="coerce"), dtype=np.float64)
+            if n in frame.columns
+            else np.full(len(frame), np.nan)
+        )
+        for n in COST_COLUMNS
+    }
+    try:
+        batch = int(metadata["batch"])  # type: ignore[index]
+        precision = str(metadata["precision"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError):
+        batch = 0
+    if batch > 0 and "key" in frame.columns:
+        from tables.cost import key_cost
+
+        known: dict[str, tuple[float, float, float]] = {}
+        keys = frame["key"].to_numpy()
+        for i in np.flatnonzero(lack):
+            text = str(keys[i])
+            if text not in known:
+                try:
+                    c = key_cost(parse_key(text), batch, precision)
+                    known[text] = (float(c.flops), float(c.bytes_moved), float(c.arithmetic_intensity))
+                except ValueError:
+                    known[text] = (math.nan, math.nan, math.nan)
+            for name, v in zip(COST_COLUMNS, known[text]):
+                values[name][i] = v
+    return {
+        "flops": pd.array([None if v != v else int(v) for v in values["flops"]], dtype="Int64"),
+        "bytes_moved": pd.array([None if v != v else int(v) for v in values["bytes_moved"]], dtype="Int64"),
+        "arithmetic_intensity": values["arithmetic_intensity"],
+    }
 
 
 def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:

@@ -97,7 +97,8 @@ class MissingKeysError(KeyError):
             )
         return (
             f"{n} block key(s) not in the latency table: {shown}{more}; profile exactly those with "
-            f"{build} (write FILE with MissingKeysError.write_archs or tables.table.write_archs_file)"
+            f"{build} (write FILE with MissingKeysError.write_archs or tables.table.write_archs_file), or "
+            "estimate them from the table's measured keys with estimate_missing=True"
         )
 
     def write_archs(self, path: str | os.PathLike[str]) -> Path:

@@ -341,6 +341,23 @@ def test_pinning_and_a_minimum_sample_length_are_applied_and_recorded(tmp_path):
     assert os.sched_getaffinity(0) == before  # the backend gave the CPUs back when the build ended
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs Linux affinity")
+def test_a_serial_cpu_build_pins_to_a_spare_cpu_by_default_and_none_leaves_it_unpinned(tmp_path):
+    from tables.host import spare_cpu
+
+    archs = write_archs(tmp_path / "archs.json", tiny_keys(1))
+    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), *FAST]
+    assert build.main([*argv, "--out", str(tmp_path / "default")]) == 0
+    _, meta = read(tmp_path / "default" / "cpu_onnxruntime_fp32_b1.parquet")
+    spare = spare_cpu()
+    assert meta["backend_settings"].get("cpus", []) == ([] if spare is None else [spare])
+    assert build.main([*argv, "--out", str(tmp_path / "none"), "--cpus", "none"]) == 0
+    _, meta = read(tmp_path / "none" / "cpu_onnxruntime_fp32_b1.parquet")
+    assert not meta["backend_settings"].get("cpus")
+    # a resume keeps to the table's pinning: the same flags (none given) find the same spare CPU
+    assert build.main([*argv, "--out", str(tmp_path / "default")]) == 0
+
+
 def test_keys_are_measured_in_a_seeded_shuffled_order_unless_given_order_is_asked(tmp_path):
     keys = tiny_keys(8)
     order = tablebuild.measuring_order(keys, 0)

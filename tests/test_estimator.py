@@ -125,3 +125,27 @@ def test_interval_helpers():
         z_for(1.5)
     f = key_features([BlockKey("conv", 3, 32, 32, 16, k=3, s=2)], 1, "fp32")
     assert f["flops"][0] > 0 and f["block"][0] >= 0
+
+
+def test_without_scikit_learn_only_the_shaped_model_is_fitted_and_the_estimator_says_so(space_keys, monkeypatch):
+    from tables import estimator
+
+    keys, _ = space_keys
+    monkeypatch.setattr(estimator, "available_models", lambda: ("roofline",))
+    est = fit_estimator(keys, [law_ms(k) for k in keys], batch=1, precision="fp32")
+    assert est.model == "roofline" and set(est.cv) == {"roofline"}
+    assert "boosting not compared: it needs scikit-learn" in est.summary()
+    assert (
+        estimator.disagreement(keys[:30], [law_ms(k) for k in keys[:30]], keys[30:], batch=1, precision="fp32") is None
+    )
+
+
+def test_the_committee_gives_every_candidate_a_deterministic_disagreement(space_keys):
+    from tables.estimator import disagreement
+
+    keys, _ = space_keys
+    small = [k for k in keys if k.block == "irb"][:40]
+    spread = disagreement(small, [law_ms(k) for k in small], keys, batch=1, precision="fp32")
+    assert spread is not None and spread.shape == (len(keys),) and np.all(spread >= 0) and spread.max() > 0
+    again = disagreement(small, [law_ms(k) for k in small], keys, batch=1, precision="fp32")
+    assert np.array_equal(spread, again)

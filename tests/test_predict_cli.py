@@ -136,3 +136,33 @@ def test_predict_model_refuses_an_unmappable_model(tmp_path) -> None:
 def test_predict_model_raises_the_tables_missing_keys_error(small) -> None:
     with pytest.raises(MissingKeysError):
         cli.predict_model(synthetic_table([parse_key(SMALL_KEYS[0])]), small[1])
+
+
+def test_estimate_missing_estimates_what_the_table_lacks_and_says_so(small, tmp_path, capsys) -> None:
+    _, model = small
+    # many measured keys of both block types of the model, but not the model's own pool_fc key
+    keys = [f"conv_i3x{s}x{s}_o{c}_k3_s2_e1_se0_relu" for s in (16, 24, 32, 48, 64) for c in (16, 24, 32, 48)]
+    keys += [f"pool_fc_i{c}x{s}x{s}_o1000_k1_s1_e1_se0_relu" for c in (16, 24, 48, 64) for s in (8, 12, 20)]
+    table = table_file(tmp_path / "most.parquet", keys)
+    code, _, err = run(capsys, "--table", table, model)
+    assert code == 2 and "--estimate-missing" in err
+    code, out, err = run(capsys, "--table", table, model, "--estimate-missing")
+    assert code == 0 and err == ""
+    assert "1 of 2 blocks estimated, not measured" in out and "90% interval" in out
+    line = next(x for x in out.splitlines() if SMALL_KEYS[1] in x)
+    assert "*" in line
+    code, out, _ = run(capsys, "--table", table, model, "--estimate-missing", "--json", "--level", "0.8")
+    doc = json.loads(out)["models"][0]
+    assert doc["n_estimated"] == 1 and doc["estimated_keys"] == [SMALL_KEYS[1]]
+    assert (
+        doc["interval"]["level"] == 0.8 and doc["interval"]["low_ms"] < doc["ms_per_batch"] < doc["interval"]["high_ms"]
+    )
+
+
+def test_estimate_missing_on_too_small_a_table_and_a_bad_level_are_one_line(small, tmp_path, capsys) -> None:
+    _, model = small
+    table = table_file(tmp_path / "partial.parquet", SMALL_KEYS[:1])
+    code, _, err = run(capsys, "--table", table, model, "--estimate-missing")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "too few to cross-validate" in err
+    code, _, err = run(capsys, "--table", table, model, "--level", "1.5")
+    assert code == 2 and "--level must be a fraction in (0, 1)" in err

@@ -335,3 +335,39 @@ def test_without_matplotlib_help_works_and_a_run_names_the_extra(tmp_path: Path)
     help_run, run = json.loads(proc.stdout.strip().splitlines()[-1])
     assert help_run["code"] == 0 and "usage: python -m reports.roofline" in help_run["stdout"]
     assert run["code"] == 2 and "matplotlib" in one_error_line(run)
+
+
+def test_a_build_records_its_peaks_and_every_row_its_roofline_quantities(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from profiler import build
+
+    archs = tmp_path / "archs.json"
+    archs.write_text(
+        json.dumps({"architectures": [{"name": f"a{i}", "blocks": [str(k)]} for i, k in enumerate(KEYS[:2])]})
+    )
+    argv = ["--device", "cpu", "--batch", "2", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
+    fast = [
+        "--repeats",
+        "3",
+        "--warmup",
+        "1",
+        "--warmup-ms",
+        "0",
+        "--no-progress",
+        "--no-validate",
+        "--boundary",
+        "none",
+    ]
+    assert build.main([*argv, *fast]) == 0
+    path = tmp_path / "cpu_onnxruntime_fp32_b2.parquet"
+    table = LatencyTable.load(path, calibration=False)
+    assert table.metadata["peaks"]["source"].startswith("measured:") and table.metadata["peaks"]["threads"] == 1
+    frame = table.to_frame().set_index("key")
+    for key in KEYS[:2]:
+        cost = key_cost(key, 2, "fp32")
+        assert frame.loc[str(key), "flops"] == cost.flops and frame.loc[str(key), "bytes_moved"] == cost.bytes_moved
+        assert frame.loc[str(key), "arithmetic_intensity"] == pytest.approx(cost.arithmetic_intensity)
+    capsys.readouterr()
+    assert main([str(path), "--out", str(tmp_path / "fig")]) == 0
+    assert "measured:" in capsys.readouterr().out
