@@ -142,15 +142,17 @@ def write_combined(work: Path, table: Any, fit_rows: Any, held: Any, fit_archs: 
         rows["error_pct"] = (rows["predicted_ms"] - rows["measured_ms"]) / rows["measured_ms"] * 100.0
         parts.append(rows)
     frame = pd.concat(parts, ignore_index=True)
+    refused = frame.loc[~np.isfinite(frame["predicted_ms"].to_numpy(float)), "network"].tolist()
+    frame = frame[np.isfinite(frame["predicted_ms"].to_numpy(float))].reset_index(drop=True)
     doc = _json.loads(pq.read_schema(work / "held_validation.parquet").metadata[b"nas_latency"])
     h = frame[frame["split"] == "holdout"]
     doc["calibration"] = table.calibration.to_dict() if table.calibration else None
     doc["metrics"] = {
         "uncalibrated": accuracy_metrics(h["sum_ms"].to_numpy(float), h["measured_ms"].to_numpy(float)),
-        "calibrated": accuracy_metrics(h["predicted_ms"].to_numpy(float), h["measured_ms"].to_numpy(float))
-        if np.isfinite(h["predicted_ms"].to_numpy(float)).all()
-        else None,
+        "calibrated": accuracy_metrics(h["predicted_ms"].to_numpy(float), h["measured_ms"].to_numpy(float)),
         "evaluated_on": "holdout",
+        # networks the calibration refused (a non-positive prediction) are left out of the figure's file
+        "refused_by_calibration": refused,
     }
     return write_validation(frame, doc, work / "validation.parquet")
 
@@ -165,7 +167,9 @@ def calibrated_or_nan(table: Any, arch: Any) -> float:
         return float("nan")
 
 
-def report(work: Path, json_out: Path | None, walls: dict[str, float], table_name: str = TABLE) -> int:
+def report(
+    work: Path, json_out: Path | None, walls: dict[str, float], table_name: str = TABLE, refit: bool = False
+) -> int:
     import pandas as pd
 
     from profiler.enumeration import architectures_for_archs_file, architectures_for_networks
@@ -182,6 +186,12 @@ def report(work: Path, json_out: Path | None, walls: dict[str, float], table_nam
     by_name = {a.name: a for a in architectures_for_networks("all")}
     by_name.update({a.name: a for a in architectures_for_archs_file(work / "held.json")})
     by_name.update({a.name: a for a in architectures_for_archs_file(work / "fit.json")})
+    if refit:  # the calibration this code fits on the same fit networks (profiler.validate's inputs, seed 0)
+        from tables.predictor import fit_for_table
+
+        fit_set = [by_name[n] for n in fit_rows["network"]]
+        table.calibration = fit_for_table(table, fit_set, fit_rows["measured_ms"].to_numpy(float), seed=0)
+        print("calibration refitted by this code on the fit networks:\n  " + "\n  ".join(table.calibration.explain()))
     names = held["network"].tolist()
     archs = [by_name[n] for n in names]
     measured = held["measured_ms"].to_numpy(float)
@@ -286,13 +296,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=_ROOT / "out" / "bench_default_accuracy")
     p.add_argument("--json", type=Path)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--refit-calibration",
+        action="store_true",
+        help="with --report-only: refit the calibration with this code on the same fit networks",
+    )
     args = p.parse_args(argv)
     work = args.work.resolve()
     from tables.paths import table_filename
 
     name = table_filename(args.device, args.backend, args.precision, args.batch)
     if args.report_only:
-        return report(work, args.json, {}, name)
+        return report(work, args.json, {}, name, refit=args.refit_calibration)
     fit_file, held_file, all_file = write_sets(work, args)
     py = sys.executable
     table = str(work / name)

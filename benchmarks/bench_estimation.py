@@ -120,6 +120,7 @@ def evaluate(work: Path, walls: dict[str, float]) -> dict[str, Any]:
     from profiler.enumeration import architectures_for_archs_file
     from profiler.networks import NETWORKS
     from tables.estimator import MODELS, fit_estimator
+    from tables.key import parse_key
     from tables.predictor import predict
     from tables.table import LatencyTable
 
@@ -127,7 +128,12 @@ def evaluate(work: Path, walls: dict[str, float]) -> dict[str, Any]:
     full = LatencyTable.load(work / TABLE, calibration=False)
     archs = [*(make() for make in NETWORKS.values()), *architectures_for_archs_file(work / "archs.json")]
     keys = list(dict.fromkeys(k for a in archs for k in a.keys))
-    missing = [k for k in keys if k not in partial]
+    unmeasured = [k for k in keys if k not in full]  # a reference build stopped early: compare what it has
+    archs = [a for a in archs if all(k in full for k in a.keys)]
+    measured_types = {parse_key(k).block if isinstance(k, str) else k.block for k in partial.keys}
+    no_type = [k for k in keys if k.block not in measured_types]  # the estimator refuses these (one line)
+    archs = [a for a in archs if all(k.block in measured_types for k in a.keys)]
+    missing = [k for k in keys if k not in partial and k in full and k.block in measured_types]
     truth = full.block_array[full.indices(missing)]
     measured_keys = [k for k in partial.keys]
     measured_values = partial.block_array
@@ -163,6 +169,8 @@ def evaluate(work: Path, walls: dict[str, float]) -> dict[str, Any]:
     pframe, fframe = partial.to_frame(), full.to_frame()
     return {
         "keys": len(keys),
+        "keys_not_in_reference": len(unmeasured),
+        "keys_of_unmeasured_types": sorted({str(k.block) for k in no_type}),
         "measured_partial": len(partial),
         "estimated": len(missing),
         "fraction_measured": len(partial) / len(keys),
@@ -190,6 +198,17 @@ def report(fig: dict[str, Any]) -> None:
         f"estimated {fig['estimated']}; estimator kept by cross-validation: {kept} "
         f"(cv median |error| {', '.join(f'{m} {v:.2f}%' for m, v in fig['estimator_cv'].items())})"
     )
+    if fig.get("keys_not_in_reference"):
+        print(
+            f"the full (reference) build was stopped before {fig['keys_not_in_reference']} keys: they and the "
+            "architectures holding them are left out of the comparison"
+        )
+    if fig.get("keys_of_unmeasured_types"):
+        print(
+            "the partial table measured no key of type(s) "
+            + ", ".join(fig["keys_of_unmeasured_types"])
+            + ": the estimator refuses those keys, so they and their architectures are left out"
+        )
     print(f"{'model':<10}{'cv median':>11}{'median |err|':>14}{'p90 |err|':>11}   on the estimated keys, per type")
     for model, m in fig["models"].items():
         types = ", ".join(f"{b} {v['median_ape_pct']:.1f}% (n {v['n']})" for b, v in m["per_type"].items())

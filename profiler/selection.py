@@ -65,7 +65,7 @@ def coverage_keys(
         wants[block] = max(0, min(len(members), share) - have)
     scale = min(1.0, n / max(1, sum(wants.values())))
     for block, members in sorted(by_type.items()):
-        want = math.floor(wants[block] * scale)
+        want = max(1, math.floor(wants[block] * scale)) if wants[block] else 0  # every type gets a key
         todo = [k for k in members if str(k) not in measured]
         if want <= 0 or not todo:
             continue
@@ -77,6 +77,17 @@ def coverage_keys(
         rest = [k for k in keys if str(k) not in measured and k not in set(chosen)]
         step = max(1, len(rest) // max(1, n - len(chosen)))
         chosen += rest[::step][: n - len(chosen)]
+    if len(chosen) > n:  # one key per type went over the budget: keep every type, trim the largest ones
+        counts: dict[str, int] = {}
+        for key in chosen:
+            counts[key.block] = counts.get(key.block, 0) + 1
+        while len(chosen) > n:
+            block = max(counts, key=lambda b: counts[b])
+            if counts[block] <= 1:
+                break
+            i = max(i for i, k in enumerate(chosen) if k.block == block)
+            chosen.pop(i)
+            counts[block] -= 1
     return chosen[:n]
 
 

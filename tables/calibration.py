@@ -85,6 +85,9 @@ class Calibration:
         n_fit: number of networks it was fitted on.
         cv_mape_pct: model -> cross-validated MAPE (%) of each candidate tried.
         not_fitted: model -> why it was not tried (too few networks, how many to add; a missing input).
+        excluded: model -> why it was fitted but not kept although its cross-validated error was lower: it
+            leaves its domain (:data:`DOMAIN_FACTOR`, :data:`DOMAIN_RATIO`) on networks smaller or larger
+            than those it was fitted on.
         accuracy: ``uncalibrated``, ``calibrated`` (in-sample) and
             ``calibrated_cv`` (held-out folds) metrics from :func:`tables.metrics.accuracy_metrics`.
     """
@@ -100,6 +103,7 @@ class Calibration:
     cv_mape_pct: dict[str, float] = field(default_factory=dict)
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
     not_fitted: dict[str, str] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: utc_now().isoformat())
 
     def __post_init__(self) -> None:
@@ -185,6 +189,7 @@ class Calibration:
             "cv_mape_pct": dict(self.cv_mape_pct),
             "accuracy": {k: dict(v) for k, v in self.accuracy.items()},
             "not_fitted": dict(self.not_fitted),
+            "excluded": dict(self.excluded),
             "created_at": self.created_at,
         }
 
@@ -211,6 +216,7 @@ class Calibration:
             cv_mape_pct={str(k): float(v) for k, v in _mapping(data, "cv_mape_pct").items()},
             accuracy={str(k): dict(v) for k, v in _mapping(data, "accuracy").items()},
             not_fitted={str(k): str(v) for k, v in _mapping(data, "not_fitted").items()},
+            excluded={str(k): str(v) for k, v in _mapping(data, "excluded").items()},
             created_at=str(data.get("created_at", "")),
         )
 
@@ -305,13 +311,58 @@ class Calibration:
                 f"no calibration: only the raw block sum could be fitted on {self.n_fit} network"
                 f"{'s' if self.n_fit != 1 else ''}, so predictions are the raw sum"
             )
+        elif self.model == "none" and self.excluded:
+            lines.append(
+                f"no calibration: the models that beat the raw block sum in cross-validation (MAPE {tried}) "
+                "extrapolate past their fit networks, so predictions are the raw sum"
+            )
         elif self.model == "none":
             lines.append(f"no calibration: no model beat the raw block sum in cross-validation (MAPE {tried})")
         else:
             lines.append(f"calibration {self.model} chosen by cross-validated MAPE on {self.n_fit} networks ({tried})")
+        for model, why in self.excluded.items():
+            lines.append(f"  not kept: {model}: {why}")
         for model, why in self.not_fitted.items():
             lines.append(f"  not fitted: {model}: {why}")
         return lines
+
+
+#: A calibration must hold for networks this many times smaller and larger than those it was fitted on: each
+#: fit network's block sum, block count, block I/O and per-type sums scaled by 1/DOMAIN_FACTOR and by
+#: DOMAIN_FACTOR (the same mix of blocks, ten times fewer or more). The reference networks span about 10-1000 ms
+#: on a CPU; a fit set may hold only some of that range.
+DOMAIN_FACTOR = 10.0
+
+#: ... where "hold" means a prediction of at least 1/DOMAIN_RATIO of the raw block sum: a whole network is not
+#: four times faster than its blocks timed alone, so a calibration that says so (or gives a negative figure) is
+#: a negative intercept or I/O term extrapolated past its data. Larger figures are left alone: a per-network
+#: overhead the blocks did not see can make a tiny network several times its block sum.
+DOMAIN_RATIO = 4.0
+
+
+def domain_problem(cal: Calibration, sum_ms: np.ndarray, n_blocks: Any, type_sums: Any, io_mel: Any) -> str | None:
+    """Why ``cal`` leaves its domain on the networks given (raw sums ``sum_ms`` and the rest as for
+    :meth:`Calibration.apply`) scaled by 1/:data:`DOMAIN_FACTOR` and :data:`DOMAIN_FACTOR`, or ``None``."""
+    if cal.model == "none":
+        return None
+    for factor in (1.0 / DOMAIN_FACTOR, DOMAIN_FACTOR):
+        s = np.asarray(sum_ms, dtype=np.float64) * factor
+        types = (
+            None if type_sums is None else {t: np.asarray(v, dtype=np.float64) * factor for t, v in type_sums.items()}
+        )
+        io = None if io_mel is None else np.asarray(io_mel, dtype=np.float64) * factor
+        blocks = None if n_blocks is None else np.asarray(n_blocks, dtype=np.float64) * factor
+        pred = np.asarray(cal.apply(s, blocks, types, io), dtype=np.float64)
+        ratio = np.divide(pred, s, out=np.full_like(s, np.nan), where=s > 0)
+        bad = ~(np.isfinite(ratio) & (ratio >= 1.0 / DOMAIN_RATIO))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            size = f"1/{DOMAIN_FACTOR:g}" if factor < 1 else f"{DOMAIN_FACTOR:g} times"
+            return (
+                f"it gives {pred[i]:.4g} ms for a network {size} the size of a fit network (raw sum {s[i]:.4g} ms): "
+                f"it extrapolates past its fit networks; fit it on smaller and larger networks too"
+            )
+    return None
 
 
 def _count(value: Any, name: str) -> int:
@@ -505,8 +556,16 @@ def fit(
         )
     cv_pred = {name: _held_out_predictions(name, d, floor_ms, folds, seed) for name in candidates}
     cv_mape = {name: float(np.mean(np.abs(cv_pred[name] - m) / m) * 100.0) for name in candidates}
-    best = min(candidates, key=lambda name: (round(cv_mape[name], 9), MODELS.index(name)))
-    cal = _fit_model(best, d, floor_ms)
+    excluded: dict[str, str] = {}
+    best, cal = "none", _fit_model("none", d, floor_ms)  # when every candidate leaves its domain
+    for name in sorted(candidates, key=lambda name: (round(cv_mape[name], 9), MODELS.index(name))):
+        candidate = _fit_model(name, d, floor_ms)
+        problem = domain_problem(candidate, s, nb, d.type_dict(), io)
+        if problem is None:
+            best, cal = name, candidate
+            break
+        excluded[name] = problem
+    cal.excluded = excluded
     cal.table = {k: table[k] for k in TABLE_IDENTITY if table is not None and k in table}
     if table is not None and "backend_settings" in table:  # a whole metadata document: link to its settings
         cal.table["settings_id"] = settings_id(table)

@@ -136,3 +136,25 @@ def test_the_explanation_names_the_choice_and_the_errors_it_beat():
     assert cal.held_out_mape_pct() == pytest.approx(cal.accuracy["calibrated_cv"]["mape_pct"])
     exact = fit(sums, sums, models=["none", "linear"])
     assert exact.explain()[0].startswith("no calibration: no model beat the raw block sum in cross-validation")
+
+
+def test_a_calibration_that_leaves_its_domain_is_not_kept_and_says_why():
+    # fitted on large networks only, the best cross-validated line has an intercept that turns a small
+    # network's prediction negative: it is not kept, and the explanation says so
+    rng = np.random.default_rng(0)
+    sums = np.geomspace(50.0, 1000.0, 16)
+    measured = (1.02 * sums - 13.0) * (1 + 0.002 * rng.standard_normal(16))
+    cal = fit(sums, measured, models=["none", "linear"])
+    assert cal.model == "none" and "linear" in cal.excluded
+    assert cal.cv_mape_pct["linear"] < cal.cv_mape_pct["none"]  # it was better where it was fitted
+    text = "\n".join(cal.explain())
+    assert "not kept: linear" in text and "extrapolates past its fit networks" in text
+    assert Calibration.from_dict(json.loads(json.dumps(cal.to_dict()))).excluded == cal.excluded
+
+
+def test_a_calibration_fitted_over_the_whole_range_is_kept():
+    rng = np.random.default_rng(1)
+    sums = np.geomspace(5.0, 1000.0, 16)
+    measured = (1.05 * sums + 0.3) * (1 + 0.002 * rng.standard_normal(16))
+    cal = fit(sums, measured, models=["none", "linear"])
+    assert cal.model == "linear" and not cal.excluded

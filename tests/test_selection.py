@@ -55,6 +55,7 @@ def test_a_fraction_build_measures_its_share_reports_the_rest_and_resumes_with_a
     assert meta["stages"]["coverage"] == 20 and meta["stages"]["least_sure"] == 20
     assert meta["estimator"]["model"] in ("roofline", "boosting")
     assert "measured 40 of 80 keys (50%); the other 40 are estimated on demand" in out
+    assert "40 ok of 80 keys, 0 failed" in out  # the summary counts what the table holds, not what was wanted
     before = table.to_frame().set_index("key")["measured_at"]
     assert build.main([*argv, *FAST, "--measure-fraction", "0.75"]) == 0
     capsys.readouterr()
@@ -71,3 +72,9 @@ def test_a_fraction_outside_zero_one_is_one_line(tmp_path, capsys, value):
     assert build.main([*argv, "--measure-fraction", value]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--measure-fraction must be a fraction in (0, 1]" in err
+
+
+def test_a_block_type_with_a_single_key_is_still_covered():
+    keys = many_keys() + [BlockKey("conv_pool", 3, 224, 224, 64, k=7, s=2)]
+    picked = selection.coverage_keys(keys, 10, set(), 1, "fp32", seed=0)
+    assert len(picked) == 10 and "conv_pool" in {k.block for k in picked}
