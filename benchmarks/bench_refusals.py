@@ -8,7 +8,11 @@ number of stderr lines, and which engines the process imported (torch,
 onnxruntime, onnx, tensorrt, cuda: read from ``sys.modules`` at exit).
 
 With ``--suite`` it also times the whole test suite (``pytest -q``) once in each
-tree, alternately, ``--suite-runs`` times.
+tree, alternately, ``--suite-runs`` times, and compares the tests both trees
+hold (the same test id, read from each run's JUnit XML): their summed time in
+each tree, overall and for the five files that differ most. Against a baseline
+from before later work added tests, the whole-suite figure mixes the change with
+the tests added since; the shared tests' figure does not.
 
     git worktree add /tmp/baseline <old commit>
     python benchmarks/bench_refusals.py --baseline /tmp/baseline --runs 5 [--suite]
@@ -83,12 +87,23 @@ def run_case(tree: Path, args: list[str], out_dir: Path) -> tuple[float, int, in
     return wall, proc.returncode, len(proc.stderr.strip().splitlines()), engines
 
 
-def time_suite(tree: Path) -> float:
-    """Wall seconds of ``pytest -q`` in ``tree``."""
+def time_suite(tree: Path, junit: Path) -> float:
+    """Wall seconds of ``pytest -q`` in ``tree``; per-test times go to ``junit`` (JUnit XML)."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=tree, env=env, check=False)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"]
+    subprocess.run(command, cwd=tree, env=env, check=False, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
+
+
+def test_times(junit: Path) -> dict[str, float]:
+    """Test id (``module::name``) -> seconds, from a JUnit XML file."""
+    import xml.etree.ElementTree as ET
+
+    out: dict[str, float] = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        out[f"{case.get('classname', '')}::{case.get('name', '')}"] = float(case.get("time") or 0.0)
+    return out
 
 
 def main() -> int:
@@ -130,13 +145,36 @@ def main() -> int:
     print(f"slowest refusal in this tree: {worst:.2f} s (median)")
     if args.suite:
         times: dict[str, list[float]] = {name: [] for name in trees}
-        for _ in range(args.suite_runs):
-            for name, tree in trees.items():
-                times[name].append(time_suite(tree))
+        per_test: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(args.suite_runs):
+                for j, (name, tree) in enumerate(trees.items()):
+                    junit = Path(tmp) / f"{i}-{j}.xml"
+                    times[name].append(time_suite(tree, junit))
+                    per_test[name].append(test_times(junit))
         for name in trees:
-            print(f"test suite, {name}: " + ", ".join(f"{t:.0f} s" for t in times[name]))
+            counts = ", ".join(str(len(t)) for t in per_test[name])
+            print(f"test suite, {name}: " + ", ".join(f"{t:.0f} s" for t in times[name]) + f" ({counts} tests)")
         a, b = statistics.median(times["this tree"]), statistics.median(times["baseline"])
         print(f"test suite: {a:.0f} s against {b:.0f} s ({(1 - a / b) * 100:.0f}% less)")
+
+        def median_times(runs: list[dict[str, float]], ids: set[str]) -> dict[str, float]:
+            return {t: statistics.median(run[t] for run in runs) for t in ids}
+
+        shared = set.intersection(*(set(run) for name in trees for run in per_test[name]))
+        mine, theirs = median_times(per_test["this tree"], shared), median_times(per_test["baseline"], shared)
+        sa, sb = sum(mine.values()), sum(theirs.values())
+        print(
+            f"the {len(shared)} tests both trees hold: {sa:.0f} s against {sb:.0f} s ({(1 - sa / sb) * 100:.0f}% less; "
+            "summed test times, collection and start-up not included)"
+        )
+        files: dict[str, list[float]] = {}
+        for t in shared:
+            entry = files.setdefault(t.split("::")[0], [0.0, 0.0])
+            entry[0] += mine[t]
+            entry[1] += theirs[t]
+        for module, (fa, fb) in sorted(files.items(), key=lambda kv: kv[1][0] - kv[1][1])[:5]:
+            print(f"    {module}: {fa:.1f} s against {fb:.1f} s")
     return 0
 
 

@@ -45,7 +45,19 @@ from tables.key import BlockKey  # noqa: E402
 
 NAME = "cpu_onnxruntime_fp32_b1.parquet"
 KEYS = [BlockKey("irb", 8, 8, 8, 8 * (1 + i % 4), k=3 if i % 2 else 5, s=1 + (i // 4) % 2, e=2) for i in range(8)]
-FAST = ["--repeats", "5", "--warmup", "1", "--warmup-ms", "0", "--no-progress", "--no-validate", "--boundary", "none"]
+FAST = [
+    "--repeats",
+    "5",
+    "--warmup",
+    "1",
+    "--warmup-ms",
+    "0",
+    "--no-progress",
+    "--no-validate",
+    "--boundary",
+    "none",
+    "--no-drift-correct",
+]
 
 
 class Tally:

@@ -93,6 +93,11 @@ class TimingSettings:
     max_inner: int = 1000
     cold_l2: bool = False
 
+    @property
+    def samples_kept(self) -> int:
+        """How many samples the trimmed mean keeps: ``repeats`` less ``floor(repeats * trim)`` at each end."""
+        return self.repeats - 2 * math.floor(self.repeats * self.trim)
+
     def __post_init__(self) -> None:
         self.validate()
 

@@ -14,11 +14,15 @@ Examples::
     python -m profiler.build --device cpu --archs my_archs.json --backend torch
     python -m profiler.build --device cpu --batch 1 --cpus 1 --min-sample-ms 20   # steadier on a busy host
 
-On a machine whose speed drifts (a shared cloud VM), ``--drift-correct`` times
-a fixed reference graph right before every timed sample and brings every key
-to one reference speed (see "Drift correction" in the README)::
+On the cpu profile a build drift-corrects by default: it times a fixed
+reference graph right before every timed sample and brings every key to one
+reference speed (see "Drift correction" in the README), because a host CPU's
+speed moves with whatever else runs. ``--no-drift-correct`` turns it off (half
+the timed work, for a machine known to be quiet); on a GPU profile it is off
+unless asked for::
 
-    python -m profiler.build --device cpu --batch 1 --cpus 1 --drift-correct
+    python -m profiler.build --device cpu --batch 1 --no-drift-correct
+    python -m profiler.build --device h100 --batch 64 --drift-correct
 
 Keys are measured in a shuffled order (``--seed``; ``--order given`` keeps the
 enumeration order), so that the blocks of one network are spread over the
@@ -118,9 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--drift-correct",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="time a fixed reference graph right before every timed sample and bring each key to the table's "
-        "reference speed (for machines whose speed drifts; about doubles the timed part of a build)",
+        "reference speed (for machines whose speed drifts; about doubles the timed part of a build). Default: on "
+        "for the cpu profile (a host CPU's speed moves with what else runs), off for GPU profiles",
     )
     t.add_argument(
         "--boundary",
@@ -225,12 +231,22 @@ def check_out_dir(path: Path) -> Path:
     return path
 
 
-def drift_reference_key(args: argparse.Namespace) -> str | None:
-    """The drift reference's key string of ``--drift-correct`` (``None`` without it); a bad key is a usage error."""
+def drift_on(args: argparse.Namespace, profile: DeviceProfile) -> bool:
+    """Whether the build drift-corrects: ``--drift-correct`` / ``--no-drift-correct`` when given, else on for
+    the cpu profile (a host CPU, shared with whatever else runs, moves its speed by 5-40% within an hour on a
+    cloud VM: BENCHMARKS.md) and off for GPU profiles."""
+    given = getattr(args, "drift_correct", None)
+    return profile.kind == "cpu" if given is None else bool(given)
+
+
+def drift_reference_key(args: argparse.Namespace, profile: DeviceProfile) -> str | None:
+    """The drift reference's key string when the build drift-corrects (``None`` when not); a bad key is a usage
+    error."""
     given = getattr(args, "drift_reference", None)
-    if not getattr(args, "drift_correct", False):
+    if not drift_on(args, profile):
         if given:
-            raise UsageError("--drift-reference needs --drift-correct")
+            why = "--no-drift-correct was given" if args.drift_correct is False else "GPU profiles default to none"
+            raise UsageError(f"--drift-reference needs drift correction ({why}): add --drift-correct")
         return None
     try:
         return str(parse_key(given or DEFAULT_DRIFT_REFERENCE))
@@ -303,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
     shard = None
     if args.shard is not None:
         shard = sharding.parse_shard(args.shard)
-    drift = drift_reference_key(args)
+    drift = drift_reference_key(args, profile)
     config.check_machine(usable_cpus(), logical_cpus())
     detected = None
     if not args.dry_run:  # a dry run plans anywhere; a build needs the profile's device, checked before any work
@@ -371,6 +387,8 @@ def run(args: argparse.Namespace) -> int:
                 else "the default: the last usable CPU; --cpus none: unpinned"
             )
             print(f"measuring pinned to CPU(s) {format_cpus(config.cpus)} ({how})")
+        if drift is not None and args.drift_correct is None:
+            print(f"drift-corrected to reference {drift} (the default on the cpu profile; --no-drift-correct: off)")
         if not args.no_validate and not shard:
             print(
                 f"then each table is validated end to end on the reference networks that fit it and "

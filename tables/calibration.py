@@ -18,10 +18,12 @@ predicted end-to-end latency (ms per batch). Candidate models:
   (a copy, a layout change such as onnxruntime's NCHW <-> NCHWc reorders, a
   TensorRT reformat), which a whole network does once, not at every block.
 
-:func:`fit` chooses the model with the lowest cross-validated mean absolute
-percentage error. A calibration is stored as JSON next to its table
-(``<table>.calibration.json``, see :func:`tables.paths.calibration_path`) and loaded by
-``LatencyTable.load``.
+:func:`fit` chooses by cross-validated mean absolute percentage error (MAPE) with
+the one-standard-error rule: the simplest model whose held-out MAPE is within
+one standard error of the lowest one is kept, so a model that beats the raw sum
+only by noise on a few fit networks is not applied to every prediction. A
+calibration is stored as JSON next to its table (``<table>.calibration.json``,
+see :func:`tables.paths.calibration_path`) and loaded by ``LatencyTable.load``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from tables.metrics import accuracy_metrics
 from tables.schema import utc_now
 from tables.settings import settings_id
 
-#: Calibration models, simplest first (ties in cross-validated error go to the simpler one).
+#: Calibration models, simplest first (a model within one standard error of a better one's cross-validated
+#: error is kept over it, see :func:`fit`).
 MODELS: tuple[str, ...] = ("none", "linear", "floor_linear", "per_type", "io_linear")
 
 #: Metadata fields a calibration shares with the table it was fitted for.
@@ -88,6 +91,9 @@ class Calibration:
         excluded: model -> why it was fitted but not kept although its cross-validated error was lower: it
             leaves its domain (:data:`DOMAIN_FACTOR`, :data:`DOMAIN_RATIO`) on networks smaller or larger
             than those it was fitted on.
+        not_better: model -> why it was not kept although its cross-validated error was lower: the
+            difference is within one standard error of the lowest error, and a simpler model is kept.
+        cv_se_pct: model -> standard error (%) of its cross-validated MAPE over the fit networks.
         accuracy: ``uncalibrated``, ``calibrated`` (in-sample) and
             ``calibrated_cv`` (held-out folds) metrics from :func:`tables.metrics.accuracy_metrics`.
     """
@@ -104,6 +110,8 @@ class Calibration:
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
     not_fitted: dict[str, str] = field(default_factory=dict)
     excluded: dict[str, str] = field(default_factory=dict)
+    not_better: dict[str, str] = field(default_factory=dict)
+    cv_se_pct: dict[str, float] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: utc_now().isoformat())
 
     def __post_init__(self) -> None:
@@ -190,6 +198,8 @@ class Calibration:
             "accuracy": {k: dict(v) for k, v in self.accuracy.items()},
             "not_fitted": dict(self.not_fitted),
             "excluded": dict(self.excluded),
+            "not_better": dict(self.not_better),
+            "cv_se_pct": dict(self.cv_se_pct),
             "created_at": self.created_at,
         }
 
@@ -217,6 +227,8 @@ class Calibration:
             accuracy={str(k): dict(v) for k, v in _mapping(data, "accuracy").items()},
             not_fitted={str(k): str(v) for k, v in _mapping(data, "not_fitted").items()},
             excluded={str(k): str(v) for k, v in _mapping(data, "excluded").items()},
+            not_better={str(k): str(v) for k, v in _mapping(data, "not_better").items()},
+            cv_se_pct={str(k): float(v) for k, v in _mapping(data, "cv_se_pct").items()},
             created_at=str(data.get("created_at", "")),
         )
 
@@ -316,11 +328,18 @@ class Calibration:
                 f"no calibration: the models that beat the raw block sum in cross-validation (MAPE {tried}) "
                 "extrapolate past their fit networks, so predictions are the raw sum"
             )
+        elif self.model == "none" and self.not_better:
+            lines.append(
+                "no calibration: no model beat the raw block sum by more than one standard error in "
+                f"cross-validation on {self.n_fit} networks (MAPE {tried}), so predictions are the raw sum"
+            )
         elif self.model == "none":
             lines.append(f"no calibration: no model beat the raw block sum in cross-validation (MAPE {tried})")
         else:
             lines.append(f"calibration {self.model} chosen by cross-validated MAPE on {self.n_fit} networks ({tried})")
         for model, why in self.excluded.items():
+            lines.append(f"  not kept: {model}: {why}")
+        for model, why in self.not_better.items():
             lines.append(f"  not kept: {model}: {why}")
         for model, why in self.not_fitted.items():
             lines.append(f"  not fitted: {model}: {why}")
@@ -459,6 +478,11 @@ def _held_out_predictions(model: str, d: _Data, floor_ms: float | None, folds: i
     return out
 
 
+def _standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of ``values`` (0 for fewer than two)."""
+    return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
 def _min_points(model: str, n_types: int) -> int:
     # enough points that every training fold over-determines the model
     return {"none": 1, "linear": 4, "floor_linear": 4, "per_type": n_types + 4, "io_linear": 6}[model]
@@ -555,17 +579,35 @@ def fit(
             "measure more networks or pass n_blocks/floor_ms/type_sums/io_mel"
         )
     cv_pred = {name: _held_out_predictions(name, d, floor_ms, folds, seed) for name in candidates}
-    cv_mape = {name: float(np.mean(np.abs(cv_pred[name] - m) / m) * 100.0) for name in candidates}
+    ape = {name: np.abs(cv_pred[name] - m) / m * 100.0 for name in candidates}
+    cv_mape = {name: float(np.mean(ape[name])) for name in candidates}
+    cv_se = {name: _standard_error(ape[name]) for name in candidates}
     excluded: dict[str, str] = {}
-    best, cal = "none", _fit_model("none", d, floor_ms)  # when every candidate leaves its domain
+    fitted: dict[str, Calibration] = {}
     for name in sorted(candidates, key=lambda name: (round(cv_mape[name], 9), MODELS.index(name))):
         candidate = _fit_model(name, d, floor_ms)
         problem = domain_problem(candidate, s, nb, d.type_dict(), io)
-        if problem is None:
-            best, cal = name, candidate
-            break
-        excluded[name] = problem
+        if problem is not None:
+            excluded[name] = problem
+            continue
+        fitted[name] = candidate
+    best, cal = "none", _fit_model("none", d, floor_ms)  # when every candidate leaves its domain
+    not_better: dict[str, str] = {}
+    if fitted:
+        lowest = min(fitted, key=lambda name: (round(cv_mape[name], 9), MODELS.index(name)))
+        reach = cv_mape[lowest] + cv_se[lowest]
+        best = next(name for name in MODELS if name in fitted and cv_mape[name] <= reach + 1e-9)
+        cal = fitted[best]
+        for name in fitted:
+            if cv_mape[name] < cv_mape[best] and name != best:
+                not_better[name] = (
+                    f"its cross-validated MAPE {cv_mape[name]:.2f}% is within one standard error "
+                    f"({cv_se[lowest]:.2f}%) of the lowest, so the simpler {best} ({cv_mape[best]:.2f}%) is kept"
+                )
+    excluded = {name: why for name, why in excluded.items() if cv_mape[name] < cv_mape[best]}
     cal.excluded = excluded
+    cal.not_better = not_better
+    cal.cv_se_pct = cv_se
     cal.table = {k: table[k] for k in TABLE_IDENTITY if table is not None and k in table}
     if table is not None and "backend_settings" in table:  # a whole metadata document: link to its settings
         cal.table["settings_id"] = settings_id(table)

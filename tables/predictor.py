@@ -357,16 +357,27 @@ def _many_sums(
     want_blocks: bool = True,
     want_types: bool = True,
     want_io: bool = False,
-) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray] | None, np.ndarray | None]:
+    want_spread: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray] | None, np.ndarray | None, np.ndarray | None]:
+    """Raw sums (with the table's once-per-network part), blocks per network, per-type sums, block I/O and the
+    blocks' summed spread (1 sigma each) of N encodings; what is not wanted is ``None``. With ``want_spread``
+    the latencies and spreads come from one pass (:func:`space_lookup` ``latency+sigma``), the latencies bit for
+    bit as without."""
     sp = check_space(space)
     length = int(sp.length)
     arr = np.asarray(encodings)
     if arr.ndim != 2 or arr.shape[1] != length or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"encodings must be an (N, {length}) integer array; got shape {arr.shape} {arr.dtype}")
-    total, n_blocks, types = space_lookup(table, sp).sums(arr, want_blocks, want_types)
+    spread = None
+    if want_spread:
+        both, n_blocks, both_types = space_lookup(table, sp, "latency+sigma").sums(arr, want_blocks, want_types)
+        total, spread = both.real.copy(), both.imag.copy()
+        types = None if both_types is None else {t: v.real.copy() for t, v in both_types.items()}
+    else:
+        total, n_blocks, types = space_lookup(table, sp).sums(arr, want_blocks, want_types)
     total = total + table.network_ms
     io = space_lookup(table, sp, "io").sums(arr, False, False)[0] if want_io else None
-    return total, n_blocks, types, io
+    return total, n_blocks, types, io, spread
 
 
 @dataclass
@@ -449,12 +460,13 @@ def predict_many(
             want_blocks=model == "floor_linear",
             want_types=model == "per_type",
             want_io=model == "io_linear",
+            want_spread=interval,
         )
 
     if estimate_missing:
-        table, (total, n_blocks, type_sums, io) = _with_estimates(table, encodings, space, sums)
+        table, (total, n_blocks, type_sums, io, spread) = _with_estimates(table, encodings, space, sums)
     else:
-        total, n_blocks, type_sums, io = sums(table)
+        total, n_blocks, type_sums, io, spread = sums(table)
     out, done = _calibrate(table, total, n_blocks, type_sums or {}, calibrated, io)  # type: ignore[arg-type]
     out = np.asarray(out, dtype=np.float64)
     if not interval and not estimate_missing:
@@ -466,7 +478,6 @@ def predict_many(
         from tables.estimator import z_for
 
         z = z_for(level)
-        spread = space_lookup(table, space, "sigma").sums(arr, False, False)[0]
         sigma, result.interval_basis = _sigma(table, out, total, spread, done)
         result.low_ms, result.high_ms = bounds(out, sigma, z)
     if estimate_missing:

@@ -46,7 +46,7 @@ FLAGS: dict[str, str] = {
     "precision": "--precision",
     "batch": "--batch",
     "rounds": "--rounds",
-    "drift reference": "--drift-reference",
+    "drift reference": "drift correction (--drift-correct / --no-drift-correct, --drift-reference)",
     "timing.repeats": "--repeats",
     "timing.warmup_runs": "--warmup",
     "timing.warmup_min_ms": "--warmup-ms",
@@ -129,7 +129,9 @@ def describe(diffs: list[tuple[str, Any, Any]]) -> str:
             return "[" + ",".join(str(v) for v in value) + "]"
         return str(value)
 
-    return "; ".join(f"{FLAGS.get(name, name)} {show(va)} vs {show(vb)}" for name, va, vb in diffs)
+    names = {name for name, _, _ in diffs}
+    shown = [d for d in diffs if not (d[0] == "drift reference ratio" and "drift reference" in names)]
+    return "; ".join(f"{FLAGS.get(name, name)} {show(va)} vs {show(vb)}" for name, va, vb in shown)
 
 
 class SettingsMismatch(ValueError):

@@ -231,6 +231,8 @@ class SpaceLookup:
         resolutions = sorted(int(r) for r in sp.resolutions)
         index = table.key_index
         latency = table.block_array if values is None else values  # what is summed: block latencies, or a feature
+        # a complex feature carries two sums through one pass (real part: the latencies, bit for bit as alone)
+        self.dtype = np.result_type(latency, np.float64)
         weights = np.zeros((len(sp.stages), n_cols), dtype=np.float64)
         self.stages: list[_StageGrid] = []
         cins: list[int] = [self.in_channels]
@@ -345,8 +347,8 @@ class SpaceLookup:
             rest_pos = np.full(n_base, -1, dtype=np.intp)
             same = np.zeros(n_base, dtype=bool)
         rest_lat = np.where(rest_pos >= 0, latency[np.maximum(rest_pos, 0)], np.nan)
-        first_add = np.zeros(n_base * len(layers))
-        rest_add = np.zeros(n_base * len(layers))
+        first_add = np.zeros(n_base * len(layers), dtype=first_lat.dtype)
+        rest_add = np.zeros(n_base * len(layers), dtype=first_lat.dtype)
         for i, n in enumerate(layers):
             cells = slice(i * n_base, (i + 1) * n_base)
             if n == 1:
@@ -405,9 +407,9 @@ class SpaceLookup:
     ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray] | None]:
         """Raw block sums (ms per batch), blocks per network and per-type sums of (N, L) integer encodings."""
         n = arr.shape[0]
-        total = np.empty(n, dtype=np.float64)
+        total = np.empty(n, dtype=self.dtype)
         n_blocks = np.zeros(n, dtype=np.int64) if want_blocks else None
-        types = {g.block: np.zeros(n, dtype=np.float64) for g in self.stages} if want_types else None
+        types = {g.block: np.zeros(n, dtype=self.dtype) for g in self.stages} if want_types else None
         missing: dict[str, None] = {}
         step = min(_CHUNK, max(n, 1))
         if len(self._offsets) < step * self.length:
@@ -430,7 +432,7 @@ class SpaceLookup:
         # rows where a stage's layers continue a run of the same key: summed run by run, all together
         for start in range(0, len(rows), step):
             some = rows[start : start + step]
-            exact = np.empty(len(some), dtype=np.float64)
+            exact = np.empty(len(some), dtype=self.dtype)
             self._chunk(self._rows(arr[some], 0, len(some)), exact, None, None, missing, exact=True)
             total[some] = exact
         if missing:
@@ -519,9 +521,9 @@ class SpaceLookup:
     def _runs(self, cells: np.ndarray, rows: np.ndarray) -> np.ndarray:
         # the exact sum of predict(): each run of equal consecutive keys adds count x latency, in order
         k = len(rows)
-        total = np.zeros(k, dtype=np.float64)
+        total = np.zeros(k, dtype=self.dtype)
         run_pos = np.full(k, -(1 << 30), dtype=np.intp)
-        run_lat = np.zeros(k, dtype=np.float64)
+        run_lat = np.zeros(k, dtype=self.dtype)
         run_cnt = np.zeros(k, dtype=np.float64)
         for si, g in enumerate(self.stages):
             base, lay = g.base_layers(cells[si][rows])
@@ -546,16 +548,21 @@ class SpaceLookup:
 
 
 def space_lookup(table: LatencyTable, space: Any, feature: str = "latency") -> SpaceLookup:
+    """The :class:`SpaceLookup` of ``space`` against ``table`` summing ``feature``: ``latency`` (the blocks'
+    :attr:`~tables.table.LatencyTable.block_array`), ``io``, ``sigma``, ``est`` (1 per estimated key), or
+    ``latency+sigma`` (complex: latencies as the real part, spreads as the imaginary part, one pass for both)."""
     # kept on the table: a NAS loop calls predict_many many times with one table and space
     cache = table.__dict__.setdefault("_space_lookups", {})
     entry = cache.get((id(space), feature))
     if entry is None or entry.space is not space:
         values = {
-            "latency": None,
-            "io": table.io_array,
-            "sigma": table.sigma_array,
-            "est": table.estimated_mask.astype(np.float64),
-        }[feature]
+            "latency": lambda: None,
+            "io": lambda: table.io_array,
+            "sigma": lambda: table.sigma_array,
+            "est": lambda: table.estimated_mask.astype(np.float64),
+            # the latencies and their spreads in one pass: real and imaginary parts of one gather
+            "latency+sigma": lambda: table.block_array + 1j * table.sigma_array,
+        }[feature]()
         entry = cache[(id(space), feature)] = SpaceLookup(table, space, values)
     return entry
 

@@ -2,15 +2,19 @@
 
 A latency table is only as right as the machine was steady. Every build records
 in its metadata (``steadiness``) the spread of its keys' timed runs (median and
-90th percentile of their coefficients of variation) and how far the machine's
+90th percentile of their coefficients of variation, and the median standard
+error of a key's trimmed mean that follows from them) and how far the machine's
 speed moved: with drift correction the 10th-90th percentile swing of the drift
 reference's time over the keys; without it, the reference timed alone at the
 start and at the end of the build (the *probes*). Above either documented
 threshold the build says, in one line, that the table's absolute figures are
 unreliable and what to do:
 
-- :data:`UNSTEADY_CV`: a median coefficient of variation of the keys' samples
-  above 3%;
+- :data:`UNSTEADY_SE`: a median standard error of the keys' figures above 2%
+  (the coefficient of variation of a key's samples over the square root of the
+  samples its trimmed mean keeps: 30 samples with a CV of 5%, usual for a
+  sub-millisecond key on a shared VM, give a figure good to 1%; a machine
+  loaded while building, CVs of 10-60%, crosses it);
 - :data:`UNSTEADY_SWING_PCT`: the machine's speed moving by more than 10%
   (reference swing, or probes' spread).
 
@@ -36,8 +40,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-#: Median coefficient of variation of a build's keys above which its absolute figures are called unreliable.
-UNSTEADY_CV = 0.03
+#: Median standard error of a build's key figures (fraction of the figure: sample CV / sqrt(samples kept by
+#: the trimmed mean)) above which its absolute figures are called unreliable.
+UNSTEADY_SE = 0.02
+
+#: Samples a key's trimmed mean keeps under the default timing protocol (30 less 3 + 3).
+DEFAULT_SAMPLES_KEPT = 24
 
 #: Movement of the machine's speed during a build (%, drift-reference swing or probes' spread) above which
 #: its absolute figures are called unreliable.
@@ -95,26 +103,34 @@ def steadiness(
     drift_corrected: bool,
     probes_ms: Sequence[float] = (),
     probe_key: str | None = None,
+    samples_kept: int | None = None,
 ) -> dict[str, Any]:
     """The ``steadiness`` metadata entry of a build from its rows (and, without drift correction, its probes).
 
-    Keys: ``key_cv_median``, ``key_cv_p90`` (fractions), ``swing_pct`` (the machine's speed movement, %, or
+    ``samples_kept`` is how many samples a key's trimmed mean keeps (the timing protocol's repeats less the
+    trimmed ones; ``None``: 24, the default protocol's 30 less 3 + 3).
+
+    Keys: ``key_cv_median``, ``key_cv_p90``, ``key_se_median`` (fractions), ``samples_kept``,
+    ``swing_pct`` (the machine's speed movement, %, or
     ``None`` when unknown), ``swing_from`` (``drift_reference`` or ``probes``), ``speed_ms`` (the reference's
     typical time during the build: what a later validation compares with), ``probes_ms``, ``probe_key``,
     ``unsteady`` and ``reasons`` (one phrase per threshold crossed), and the ``thresholds``.
     """
+    kept = DEFAULT_SAMPLES_KEPT if samples_kept is None else max(1, int(samples_kept))
     ok = rows[rows["status"] == "ok"] if len(rows) else rows
     cv = ok["cv"].to_numpy(float) if len(ok) else np.asarray([], dtype=float)
     cv = cv[np.isfinite(cv)]
     entry: dict[str, Any] = {
         "key_cv_median": float(np.median(cv)) if len(cv) else None,
         "key_cv_p90": float(np.percentile(cv, 90)) if len(cv) else None,
+        "key_se_median": float(np.median(cv) / math.sqrt(kept)) if len(cv) else None,
+        "samples_kept": kept,
         "swing_pct": None,
         "swing_from": None,
         "speed_ms": None,
         "probes_ms": [float(p) for p in probes_ms],
         "probe_key": probe_key,
-        "thresholds": {"key_cv_median": UNSTEADY_CV, "swing_pct": UNSTEADY_SWING_PCT},
+        "thresholds": {"key_se_median": UNSTEADY_SE, "swing_pct": UNSTEADY_SWING_PCT},
     }
     ref = reference_times(rows) if drift_corrected else np.asarray([], dtype=float)
     if len(ref) >= 2:
@@ -126,8 +142,11 @@ def steadiness(
         if len(probes) >= 2:
             entry.update(swing_pct=float((probes.max() - probes.min()) / probes.min() * 100), swing_from="probes")
     reasons = []
-    if entry["key_cv_median"] is not None and entry["key_cv_median"] > UNSTEADY_CV:
-        reasons.append(f"median key CV {entry['key_cv_median'] * 100:.1f}% > {UNSTEADY_CV * 100:g}%")
+    if entry["key_se_median"] is not None and entry["key_se_median"] > UNSTEADY_SE:
+        reasons.append(
+            f"median key standard error {entry['key_se_median'] * 100:.1f}% > {UNSTEADY_SE * 100:g}% "
+            f"(median key CV {entry['key_cv_median'] * 100:.1f}% over {kept} samples)"
+        )
     if entry["swing_pct"] is not None and entry["swing_pct"] > UNSTEADY_SWING_PCT:
         what = "drift reference swing" if entry["swing_from"] == "drift_reference" else "speed moved"
         reasons.append(f"{what} {entry['swing_pct']:.0f}% > {UNSTEADY_SWING_PCT:g}%")
@@ -153,6 +172,8 @@ def quality_line(entry: Mapping[str, Any] | None) -> str:
     parts = []
     if entry.get("key_cv_median") is not None:
         parts.append(f"median key CV {float(entry['key_cv_median']) * 100:.2f}%")
+    if entry.get("key_se_median") is not None:
+        parts.append(f"standard error {float(entry['key_se_median']) * 100:.2f}%")
     if entry.get("swing_pct") is not None:
         source = "drift reference swing" if entry.get("swing_from") == "drift_reference" else "speed moved"
         parts.append(f"{source} {float(entry['swing_pct']):.1f}%")
@@ -169,8 +190,9 @@ def speed_change_pct(entry: Mapping[str, Any] | None, now_ms: float) -> float | 
 
 __all__ = [
     "ADVICE",
+    "DEFAULT_SAMPLES_KEPT",
     "FASTEST_SUSTAINED_PERCENTILE",
-    "UNSTEADY_CV",
+    "UNSTEADY_SE",
     "UNSTEADY_SWING_PCT",
     "fastest_sustained_ms",
     "quality_line",

@@ -20,7 +20,19 @@ from profiler.spaces import gpunet
 from tables.key import BlockKey
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--repeats", "5", "--warmup", "1", "--warmup-ms", "0", "--no-progress", "--no-validate", "--boundary", "none"]
+FAST = [
+    "--repeats",
+    "5",
+    "--warmup",
+    "1",
+    "--warmup-ms",
+    "0",
+    "--no-progress",
+    "--no-validate",
+    "--boundary",
+    "none",
+    "--no-drift-correct",
+]
 
 
 def tiny_keys(n: int) -> list[BlockKey]:
@@ -456,20 +468,22 @@ def test_a_build_on_an_unsteady_machine_says_its_figures_are_unreliable_in_one_l
 
     archs = write_archs(tmp_path / "archs.json", tiny_keys(2))
     argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
-    monkeypatch.setattr(steadiness, "UNSTEADY_CV", -1.0)  # any spread counts as unsteady
+    monkeypatch.setattr(steadiness, "UNSTEADY_SE", -1.0)  # any spread counts as unsteady
     run = cli([*argv, *FAST])
     assert run.returncode == 0
     warnings = [line for line in run.stdout.splitlines() if line.startswith("warning: the machine was unsteady")]
     assert len(warnings) == 1
-    assert "median key CV" in warnings[0] and "absolute figures are unreliable" in warnings[0]
+    assert "median key standard error" in warnings[0] and "absolute figures are unreliable" in warnings[0]
     assert "--drift-correct" in warnings[0] and "--cpus" in warnings[0]
     _, meta = read(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")
     entry = meta["steadiness"]
     assert entry["unsteady"] is True and entry["key_cv_median"] > 0
+    # FAST times 5 samples with the default trim: each key's figure keeps all five
+    assert entry["samples_kept"] == 5 and entry["key_se_median"] == pytest.approx(entry["key_cv_median"] / 5**0.5)
     # without drift correction the default reference is timed alone at the start and the end: the speed probes
     assert len(entry["probes_ms"]) == 2 and all(p > 0 for p in entry["probes_ms"])
     assert entry["swing_from"] == "probes" and entry["speed_ms"] > 0
-    monkeypatch.setattr(steadiness, "UNSTEADY_CV", 10.0)
+    monkeypatch.setattr(steadiness, "UNSTEADY_SE", 10.0)
     monkeypatch.setattr(steadiness, "UNSTEADY_SWING_PCT", 1e9)
     quiet = tmp_path / "quiet"
     run = cli([*argv[:-1], str(quiet), *FAST])
@@ -480,11 +494,42 @@ def test_a_build_on_an_unsteady_machine_says_its_figures_are_unreliable_in_one_l
 
 def test_dry_run_with_drift_correction_estimates_more_time(tmp_path, capsys):
     argv = ["--device", "cpu", "--batch", "1", "--networks", "resnet-18", "--out", str(tmp_path), "--dry-run"]
-    assert build.main(argv) == 0
+    assert build.main([*argv, "--no-drift-correct"]) == 0
     plain = capsys.readouterr().out
     assert build.main([*argv, "--drift-correct"]) == 0
     corrected = capsys.readouterr().out
     assert "with --drift-correct" in corrected and "with --drift-correct" not in plain
+
+
+def test_the_cpu_profile_drift_corrects_by_default_and_a_gpu_profile_does_not(tmp_path, capsys):
+    argv = ["--batch", "1", "--networks", "resnet-18", "--out", str(tmp_path), "--dry-run"]
+    assert build.main(["--device", "cpu", *argv]) == 0
+    cpu = capsys.readouterr().out
+    assert "with --drift-correct" in cpu and "the default on the cpu profile; --no-drift-correct: off" in cpu
+    assert build.main(["--device", "v100", *argv]) == 0
+    gpu = capsys.readouterr().out
+    assert "with --drift-correct" not in gpu and "drift-corrected to reference" not in gpu
+    parser = build.build_parser()
+    cpu_profile, gpu_profile = build.get_profile("cpu"), build.get_profile("v100")
+    assert build.drift_on(parser.parse_args(["--batch", "1", "--device", "cpu"]), cpu_profile)
+    assert not build.drift_on(parser.parse_args(["--batch", "1", "--device", "cpu", "--no-drift-correct"]), cpu_profile)
+    assert not build.drift_on(parser.parse_args(["--batch", "1", "--device", "v100"]), gpu_profile)
+    assert build.drift_on(parser.parse_args(["--batch", "1", "--device", "v100", "--drift-correct"]), gpu_profile)
+
+
+@pytest.mark.parametrize(
+    "device, extra, why",
+    [
+        ("cpu", ["--no-drift-correct"], "--no-drift-correct was given"),
+        ("v100", [], "GPU profiles default to none"),
+    ],
+)
+def test_a_drift_reference_without_drift_correction_is_one_line(tmp_path, capsys, device, extra, why):
+    argv = ["--device", device, "--batch", "1", "--networks", "resnet-18", "--out", str(tmp_path), "--dry-run"]
+    key = "xx_i128x28x28_o128_k3_s1_e1_se0_relu"
+    assert build.main([*argv, *extra, "--drift-reference", key]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and why in err[0] and "add --drift-correct" in err[0] and "Traceback" not in err[0]
 
 
 # ----- rounds ----------------------------------------------------------------------

@@ -158,3 +158,30 @@ def test_a_calibration_fitted_over_the_whole_range_is_kept():
     measured = (1.05 * sums + 0.3) * (1 + 0.002 * rng.standard_normal(16))
     cal = fit(sums, measured, models=["none", "linear"])
     assert cal.model == "linear" and not cal.excluded
+
+
+def test_a_model_that_beats_the_raw_sum_only_within_noise_is_not_kept_and_says_why():
+    # 8 fit networks whose measurements scatter 6% around their block sums, 3% below them: a line
+    # fits the noise a little better in cross-validation, by much less than one standard error, and
+    # would be applied to every prediction; the simpler raw sum is kept and the explanation says why
+    rng = np.random.default_rng(4)
+    sums = np.geomspace(10.0, 400.0, 8)
+    measured = 0.97 * sums * (1 + 0.06 * rng.standard_normal(8))
+    cal = fit(sums, measured, models=["none", "linear"])
+    assert cal.cv_mape_pct["linear"] < cal.cv_mape_pct["none"]
+    assert cal.cv_mape_pct["none"] - cal.cv_mape_pct["linear"] < cal.cv_se_pct["linear"]
+    assert cal.model == "none" and "linear" in cal.not_better and not cal.excluded
+    lines = cal.explain()
+    assert lines[0].startswith("no calibration: no model beat the raw block sum by more than one standard error")
+    assert any(line.startswith("  not kept: linear: its cross-validated MAPE") for line in lines)
+    back = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert back.not_better == cal.not_better and back.cv_se_pct == pytest.approx(cal.cv_se_pct)
+
+
+def test_a_model_that_beats_the_raw_sum_by_more_than_the_noise_is_kept():
+    rng = np.random.default_rng(4)
+    sums = np.geomspace(10.0, 400.0, 8)
+    measured = (0.75 * sums + 1.0) * (1 + 0.01 * rng.standard_normal(8))  # the raw sum is a third too high
+    cal = fit(sums, measured, models=["none", "linear"])
+    assert cal.model == "linear" and not cal.not_better
+    assert cal.cv_mape_pct["none"] - cal.cv_mape_pct["linear"] > cal.cv_se_pct["linear"]

@@ -42,6 +42,7 @@ FAST = [
     "--no-validate",
     "--boundary",
     "none",
+    "--no-drift-correct",
     "--order",
     "given",
 ]

@@ -25,7 +25,19 @@ from profiler.executors import (
 from tables.key import BlockKey
 from tables.schema import read_table
 
-FAST = ["--repeats", "3", "--warmup", "1", "--warmup-ms", "0", "--no-progress", "--no-validate", "--boundary", "none"]
+FAST = [
+    "--repeats",
+    "3",
+    "--warmup",
+    "1",
+    "--warmup-ms",
+    "0",
+    "--no-progress",
+    "--no-validate",
+    "--boundary",
+    "none",
+    "--no-drift-correct",
+]
 TABLE = "cpu_onnxruntime_fp32_b1.parquet"
 
 

@@ -358,6 +358,7 @@ def test_a_build_records_its_peaks_and_every_row_its_roofline_quantities(
         "--no-validate",
         "--boundary",
         "none",
+        "--no-drift-correct",
     ]
     assert build.main([*argv, *fast]) == 0
     path = tmp_path / "cpu_onnxruntime_fp32_b2.parquet"

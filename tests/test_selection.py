@@ -11,7 +11,19 @@ from profiler import build, selection
 from tables.key import BlockKey
 from tables.table import LatencyTable
 
-FAST = ["--repeats", "3", "--warmup", "1", "--warmup-ms", "0", "--no-progress", "--no-validate", "--boundary", "none"]
+FAST = [
+    "--repeats",
+    "3",
+    "--warmup",
+    "1",
+    "--warmup-ms",
+    "0",
+    "--no-progress",
+    "--no-validate",
+    "--boundary",
+    "none",
+    "--no-drift-correct",
+]
 TABLE = "cpu_onnxruntime_fp32_b1.parquet"
 
 

@@ -28,12 +28,33 @@ def test_a_quiet_build_is_steady_and_a_noisy_one_names_the_threshold_it_crossed(
     assert quiet["swing_from"] == "probes" and quiet["swing_pct"] == pytest.approx(2.0)
     assert quiet["speed_ms"] == pytest.approx(5.05)
     assert st.verdict_line(quiet) is None
-    noisy = st.steadiness(rows([0.05, 0.06, 0.6]), drift_corrected=False, probes_ms=[5.0, 7.1])
+    noisy = st.steadiness(rows([0.05, 0.12, 0.6]), drift_corrected=False, probes_ms=[5.0, 7.1])
     assert noisy["unsteady"] is True
-    assert noisy["reasons"] == ["median key CV 6.0% > 3%", "speed moved 42% > 10%"]
+    # a CV of 12% over the default protocol's 24 kept samples: the key's figure is good to 12 / sqrt(24) = 2.4%
+    assert noisy["key_se_median"] == pytest.approx(0.12 / 24**0.5) and noisy["samples_kept"] == 24
+    assert noisy["reasons"] == [
+        "median key standard error 2.4% > 2% (median key CV 12.0% over 24 samples)",
+        "speed moved 42% > 10%",
+    ]
     line = st.verdict_line(noisy)
-    assert line.startswith("warning: the machine was unsteady while this table was built (median key CV 6.0% > 3%")
+    assert line.startswith("warning: the machine was unsteady while this table was built (median key standard error")
     assert "absolute figures are unreliable" in line and "--drift-correct" in line and "\n" not in line
+
+
+def test_a_sample_spread_usual_on_a_shared_vm_is_not_called_unsteady_but_the_same_spread_over_few_samples_is():
+    # 5% CV is what a sub-millisecond key shows on the 2-vCPU VM: over 24 kept samples its figure is good to 1%
+    usual = st.steadiness(rows([0.05, 0.05, 0.05]), drift_corrected=False, probes_ms=[5.0, 5.2])
+    assert usual["unsteady"] is False and usual["key_se_median"] == pytest.approx(0.05 / 24**0.5)
+    few = st.steadiness(rows([0.05, 0.05, 0.05]), drift_corrected=False, probes_ms=[5.0, 5.2], samples_kept=4)
+    assert few["unsteady"] is True and few["reasons"][0].startswith("median key standard error 2.5% > 2%")
+
+
+def test_the_samples_a_trimmed_mean_keeps_follow_the_timing_protocol():
+    from kernels_bench.timing import TimingSettings
+
+    assert TimingSettings().samples_kept == 24
+    assert TimingSettings(repeats=5, trim=0.1).samples_kept == 5
+    assert TimingSettings(repeats=10, trim=0.25).samples_kept == 6
 
 
 def test_with_drift_correction_the_swing_is_the_references_over_the_keys():
@@ -42,7 +63,9 @@ def test_with_drift_correction_the_swing_is_the_references_over_the_keys():
     assert entry["swing_from"] == "drift_reference"
     assert entry["swing_pct"] == pytest.approx((6.8 - 5.2) / 6.0 * 100)
     assert entry["unsteady"] is True and "drift reference swing 27% > 10%" in entry["reasons"]
-    assert st.quality_line(entry).startswith("unsteady: absolute figures unreliable (median key CV 1.00%")
+    assert st.quality_line(entry).startswith(
+        "unsteady: absolute figures unreliable (median key CV 1.00%, standard error 0.20%"
+    )
 
 
 def test_the_fastest_sustained_speed_is_the_tenth_percentile_and_rescaling_is_exact_and_repeatable():
