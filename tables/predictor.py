@@ -360,23 +360,29 @@ def _many_sums(
     want_spread: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray] | None, np.ndarray | None, np.ndarray | None]:
     """Raw sums (with the table's once-per-network part), blocks per network, per-type sums, block I/O and the
-    blocks' summed spread (1 sigma each) of N encodings; what is not wanted is ``None``. With ``want_spread``
-    the latencies and spreads come from one pass (:func:`space_lookup` ``latency+sigma``), the latencies bit for
-    bit as without."""
+    blocks' summed spread (1 sigma each) of N encodings; what is not wanted is ``None``. The spreads (else the
+    block I/O) come from the latencies' own pass (:func:`space_lookup` ``latency+sigma`` / ``latency+io``), the
+    latencies bit for bit as without."""
     sp = check_space(space)
     length = int(sp.length)
     arr = np.asarray(encodings)
     if arr.ndim != 2 or arr.shape[1] != length or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"encodings must be an (N, {length}) integer array; got shape {arr.shape} {arr.dtype}")
-    spread = None
-    if want_spread:
-        both, n_blocks, both_types = space_lookup(table, sp, "latency+sigma").sums(arr, want_blocks, want_types)
-        total, spread = both.real.copy(), both.imag.copy()
+    spread = io = None
+    second = "sigma" if want_spread else "io" if want_io else None  # carried through the latencies' pass
+    if second is not None:
+        both, n_blocks, both_types = space_lookup(table, sp, f"latency+{second}").sums(arr, want_blocks, want_types)
+        total = both.real.copy()
+        if second == "sigma":
+            spread = both.imag.copy()
+        else:
+            io = both.imag.copy()
         types = None if both_types is None else {t: v.real.copy() for t, v in both_types.items()}
     else:
         total, n_blocks, types = space_lookup(table, sp).sums(arr, want_blocks, want_types)
     total = total + table.network_ms
-    io = space_lookup(table, sp, "io").sums(arr, False, False)[0] if want_io else None
+    if want_io and io is None:
+        io = space_lookup(table, sp, "io").sums(arr, False, False)[0]
     return total, n_blocks, types, io, spread
 
 

@@ -550,7 +550,8 @@ class SpaceLookup:
 def space_lookup(table: LatencyTable, space: Any, feature: str = "latency") -> SpaceLookup:
     """The :class:`SpaceLookup` of ``space`` against ``table`` summing ``feature``: ``latency`` (the blocks'
     :attr:`~tables.table.LatencyTable.block_array`), ``io``, ``sigma``, ``est`` (1 per estimated key), or
-    ``latency+sigma`` (complex: latencies as the real part, spreads as the imaginary part, one pass for both)."""
+    ``latency+sigma`` / ``latency+io`` (complex: the latencies as the real part, the spreads or the block I/O
+    as the imaginary part, one pass for both)."""
     # kept on the table: a NAS loop calls predict_many many times with one table and space
     cache = table.__dict__.setdefault("_space_lookups", {})
     entry = cache.get((id(space), feature))
@@ -562,6 +563,7 @@ def space_lookup(table: LatencyTable, space: Any, feature: str = "latency") -> S
             "est": lambda: table.estimated_mask.astype(np.float64),
             # the latencies and their spreads in one pass: real and imaginary parts of one gather
             "latency+sigma": lambda: table.block_array + 1j * table.sigma_array,
+            "latency+io": lambda: table.block_array + 1j * table.io_array,
         }[feature]()
         entry = cache[(id(space), feature)] = SpaceLookup(table, space, values)
     return entry
