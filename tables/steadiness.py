@@ -57,6 +57,9 @@ FASTEST_SUSTAINED_PERCENTILE = 10.0
 #: What to do about an unsteady machine, for the one-line verdict.
 ADVICE = "rebuild on a quieter machine, with --drift-correct, or pinned with --cpus"
 
+#: ... and for a drift-corrected build, whose keys the correction already brought to one speed.
+ADVICE_DRIFT_CORRECTED = "for absolute figures rebuild on a quieter machine (fewer jobs beside it, a dedicated host)"
+
 
 def fastest_sustained_ms(reference_ms: Sequence[float] | np.ndarray) -> float | None:
     """The drift reference's time at the machine's fastest sustained speed (ms), or ``None`` without any.
@@ -159,9 +162,16 @@ def verdict_line(entry: Mapping[str, Any] | None) -> str | None:
     """The one-line warning for an unsteady build (``None`` when steady or unknown)."""
     if not entry or not entry.get("unsteady"):
         return None
+    reasons = "; ".join(entry.get("reasons", []))
+    if entry.get("swing_from") == "drift_reference":
+        return (
+            f"warning: the machine was unsteady while this table was built ({reasons}): drift correction brought "
+            "every key to its fastest sustained speed, so the table is self-consistent, but its absolute figures "
+            f"hold only where the machine runs that fast; {ADVICE_DRIFT_CORRECTED}"
+        )
     return (
-        f"warning: the machine was unsteady while this table was built ({'; '.join(entry.get('reasons', []))}): "
-        f"its absolute figures are unreliable; {ADVICE}"
+        f"warning: the machine was unsteady while this table was built ({reasons}): its absolute figures are "
+        f"unreliable; {ADVICE}"
     )
 
 
@@ -190,6 +200,7 @@ def speed_change_pct(entry: Mapping[str, Any] | None, now_ms: float) -> float | 
 
 __all__ = [
     "ADVICE",
+    "ADVICE_DRIFT_CORRECTED",
     "DEFAULT_SAMPLES_KEPT",
     "FASTEST_SUSTAINED_PERCENTILE",
     "UNSTEADY_SE",

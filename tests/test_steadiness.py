@@ -85,3 +85,11 @@ def test_the_speed_change_since_the_build():
     assert st.speed_change_pct({"speed_ms": 5.0}, 4.0) == pytest.approx(-20.0)
     assert st.speed_change_pct({}, 5.0) is None and st.speed_change_pct(None, 5.0) is None
     assert st.quality_line(None).startswith("unknown")
+
+
+def test_the_verdict_of_a_drift_corrected_build_says_what_the_correction_did_and_what_is_left():
+    ref = list(np.linspace(5.0, 7.0, 21))
+    line = st.verdict_line(st.steadiness(rows([0.01] * 21, reference=ref), drift_corrected=True))
+    assert line.startswith("warning: the machine was unsteady while this table was built (drift reference swing 27%")
+    assert "self-consistent" in line and "fastest sustained speed" in line and "quieter machine" in line
+    assert "with --drift-correct" not in line and "\n" not in line
