@@ -10,7 +10,8 @@ onnxruntime, onnx, tensorrt, cuda: read from ``sys.modules`` at exit).
 With ``--suite`` it also times the whole test suite (``pytest -q``) once in each
 tree, alternately, ``--suite-runs`` times, and compares the tests both trees
 hold (the same test id, read from each run's JUnit XML): their summed time in
-each tree, overall and for the five files that differ most. Against a baseline
+each tree, overall and for the five files whose shared tests got most faster
+and most slower. Against a baseline
 from before later work added tests, the whole-suite figure mixes the change with
 the tests added since; the shared tests' figure does not.
 
@@ -173,8 +174,11 @@ def main() -> int:
             entry = files.setdefault(t.split("::")[0], [0.0, 0.0])
             entry[0] += mine[t]
             entry[1] += theirs[t]
-        for module, (fa, fb) in sorted(files.items(), key=lambda kv: kv[1][0] - kv[1][1])[:5]:
-            print(f"    {module}: {fa:.1f} s against {fb:.1f} s")
+        ranked = sorted(files.items(), key=lambda kv: kv[1][0] - kv[1][1])
+        for title, part in (("faster", ranked[:5]), ("slower", ranked[::-1][:5])):
+            print(f"  the five files whose shared tests got most {title}:")
+            for module, (fa, fb) in part:
+                print(f"    {module}: {fa:.1f} s against {fb:.1f} s")
     return 0
 
 
