@@ -14,25 +14,14 @@ from types import SimpleNamespace
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from quick import quick_flags
 
 from profiler import build, tablebuild
 from profiler.spaces import gpunet
 from tables.key import BlockKey
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = [
-    "--repeats",
-    "5",
-    "--warmup",
-    "1",
-    "--warmup-ms",
-    "0",
-    "--no-progress",
-    "--no-validate",
-    "--boundary",
-    "none",
-    "--no-drift-correct",
-]
+FAST = quick_flags(5)
 
 
 def tiny_keys(n: int) -> list[BlockKey]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from quick import quick_flags
 
 from kernels_bench.timing import trimmed_mean
 from profiler import build
@@ -31,21 +32,7 @@ from tables.store import PartStore
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "cpu_onnxruntime_fp32_b1.parquet"
 KEYS = [BlockKey("irb", 8, 8, 8, 8 * (1 + i % 3), k=3, s=1 + i // 3, e=2) for i in range(6)]
-FAST = [
-    "--repeats",
-    "5",
-    "--warmup",
-    "1",
-    "--warmup-ms",
-    "0",
-    "--no-progress",
-    "--no-validate",
-    "--boundary",
-    "none",
-    "--no-drift-correct",
-    "--order",
-    "given",
-]
+FAST = quick_flags(5, "--order", "given")
 
 
 def args_for(tmp_path: Path) -> list[str]:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from quick import quick_flags
 
 from profiler import build, plan
 from profiler.executors import (
@@ -25,19 +26,7 @@ from profiler.executors import (
 from tables.key import BlockKey
 from tables.schema import read_table
 
-FAST = [
-    "--repeats",
-    "3",
-    "--warmup",
-    "1",
-    "--warmup-ms",
-    "0",
-    "--no-progress",
-    "--no-validate",
-    "--boundary",
-    "none",
-    "--no-drift-correct",
-]
+FAST = quick_flags(3)
 TABLE = "cpu_onnxruntime_fp32_b1.parquet"
 
 

@@ -9,25 +9,14 @@ from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
+from quick import quick_flags
 
 from profiler import build, merge
 from tables.key import BlockKey
 from tables.schema import build_metadata, read_table, result_row, write_table
 from tables.store import PartStore
 
-FAST = [
-    "--repeats",
-    "3",
-    "--warmup",
-    "1",
-    "--warmup-ms",
-    "0",
-    "--no-progress",
-    "--no-validate",
-    "--boundary",
-    "none",
-    "--no-drift-correct",
-]
+FAST = quick_flags(3)
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 

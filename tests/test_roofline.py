@@ -347,20 +347,9 @@ def test_a_build_records_its_peaks_and_every_row_its_roofline_quantities(
         json.dumps({"architectures": [{"name": f"a{i}", "blocks": [str(k)]} for i, k in enumerate(KEYS[:2])]})
     )
     argv = ["--device", "cpu", "--batch", "2", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
-    fast = [
-        "--repeats",
-        "3",
-        "--warmup",
-        "1",
-        "--warmup-ms",
-        "0",
-        "--no-progress",
-        "--no-validate",
-        "--boundary",
-        "none",
-        "--no-drift-correct",
-    ]
-    assert build.main([*argv, *fast]) == 0
+    from quick import quick_flags
+
+    assert build.main([*argv, *quick_flags(3)]) == 0
     path = tmp_path / "cpu_onnxruntime_fp32_b2.parquet"
     table = LatencyTable.load(path, calibration=False)
     assert table.metadata["peaks"]["source"].startswith("measured:") and table.metadata["peaks"]["threads"] == 1

@@ -6,24 +6,13 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from quick import quick_flags
 
 from profiler import build, selection
 from tables.key import BlockKey
 from tables.table import LatencyTable
 
-FAST = [
-    "--repeats",
-    "3",
-    "--warmup",
-    "1",
-    "--warmup-ms",
-    "0",
-    "--no-progress",
-    "--no-validate",
-    "--boundary",
-    "none",
-    "--no-drift-correct",
-]
+FAST = quick_flags(3)
 TABLE = "cpu_onnxruntime_fp32_b1.parquet"
 
 
