@@ -38,6 +38,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "tests"))
+
+from quick import quick_flags  # noqa: E402
 
 from kernels_bench.timing import trimmed_mean  # noqa: E402
 from tables.host import host_description  # noqa: E402
@@ -45,19 +48,7 @@ from tables.key import BlockKey  # noqa: E402
 
 NAME = "cpu_onnxruntime_fp32_b1.parquet"
 KEYS = [BlockKey("irb", 8, 8, 8, 8 * (1 + i % 4), k=3 if i % 2 else 5, s=1 + (i // 4) % 2, e=2) for i in range(8)]
-FAST = [
-    "--repeats",
-    "5",
-    "--warmup",
-    "1",
-    "--warmup-ms",
-    "0",
-    "--no-progress",
-    "--no-validate",
-    "--boundary",
-    "none",
-    "--no-drift-correct",
-]
+FAST = quick_flags(5)  # the test suite's quick build (tests/quick.py)
 
 
 class Tally:

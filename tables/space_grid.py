@@ -549,7 +549,7 @@ class SpaceLookup:
 
 def space_lookup(table: LatencyTable, space: Any, feature: str = "latency") -> SpaceLookup:
     """The :class:`SpaceLookup` of ``space`` against ``table`` summing ``feature``: ``latency`` (the blocks'
-    :attr:`~tables.table.LatencyTable.block_array`), ``io``, ``sigma``, ``est`` (1 per estimated key), or
+    :attr:`~tables.table.LatencyTable.block_array`), ``io``, ``est`` (1 per estimated key), or
     ``latency+sigma`` / ``latency+io`` (complex: the latencies as the real part, the spreads or the block I/O
     as the imaginary part, one pass for both)."""
     # kept on the table: a NAS loop calls predict_many many times with one table and space
@@ -559,7 +559,6 @@ def space_lookup(table: LatencyTable, space: Any, feature: str = "latency") -> S
         values = {
             "latency": lambda: None,
             "io": lambda: table.io_array,
-            "sigma": lambda: table.sigma_array,
             "est": lambda: table.estimated_mask.astype(np.float64),
             # the latencies and their spreads in one pass: real and imaginary parts of one gather
             "latency+sigma": lambda: table.block_array + 1j * table.sigma_array,
