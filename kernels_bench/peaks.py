@@ -28,6 +28,7 @@ installed; without it numpy's own thread count is used and ``source`` says so.
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import os
 import time
@@ -196,17 +197,37 @@ def published_peaks(profile_name: str) -> dict[str, Any] | None:
     return _published_peaks(profile_name)
 
 
-def table_peaks(profile_name: str, *, threads: int = 1, seconds: float = 1.0) -> dict[str, Any] | None:
+#: CPU peaks measured by :func:`table_peaks` in this process, by (threads, seconds, the CPUs it ran on).
+_MEASURED: dict[tuple[str, str, tuple[int, ...]], dict[str, Any]] = {}
+
+
+def _cpus_now() -> tuple[int, ...]:
+    try:
+        return tuple(sorted(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this OS: one machine-wide entry
+        return ()
+
+
+def table_peaks(
+    profile_name: str, *, threads: int = 1, seconds: float = 1.0, reuse: bool = True
+) -> dict[str, Any] | None:
     """The ``peaks`` entry a build records in a table's metadata.
 
     A GPU profile's published peaks; for the ``cpu`` profile a :func:`measure_cpu_peaks` probe with the
     build's thread count (run it where the build measures, pinned as the build is); ``None`` otherwise.
+    A CPU's peaks are a property of the machine: the probe runs once per process for each thread count,
+    budget and set of CPUs the process may run on, and later builds in the same process (several
+    tables of one command, NAS code building tables in a loop, a test suite) get a copy of that entry
+    (``reuse=False`` measures again).
     """
     published = published_peaks(profile_name)
     if published is not None:
         return published
     if str(profile_name).strip().lower() == "cpu":
-        return measure_cpu_peaks(seconds=seconds, threads=threads)
+        memo = (repr(threads), repr(seconds), _cpus_now())
+        if not reuse or memo not in _MEASURED:
+            _MEASURED[memo] = measure_cpu_peaks(seconds=seconds, threads=threads)
+        return copy.deepcopy(_MEASURED[memo])
     return None
 
 

@@ -220,6 +220,27 @@ def test_table_peaks_are_published_for_a_gpu_and_none_for_an_unknown_profile() -
     assert measured is not None and measured["source"].startswith("measured:") and measured["threads"] == 1
 
 
+def test_a_cpus_peaks_are_measured_once_per_process_and_each_build_gets_its_own_copy(monkeypatch) -> None:
+    import kernels_bench.peaks as peaks
+
+    calls: list[tuple[float, int]] = []
+
+    def probe(seconds: float = 1.0, threads: int = 1, dtype: str = "float32") -> dict:
+        calls.append((seconds, threads))
+        return {"flops_per_s": {"fp32": 1e9 * len(calls)}, "bytes_per_s": 1e9, "source": "measured: fake"}
+
+    monkeypatch.setattr(peaks, "measure_cpu_peaks", probe)
+    monkeypatch.setattr(peaks, "_MEASURED", {})
+    first = table_peaks("cpu", threads=1, seconds=0.5)
+    first["source"] = "changed by one table"
+    again = table_peaks("cpu", threads=1, seconds=0.5)
+    assert calls == [(0.5, 1)] and again["source"] == "measured: fake"  # reused, and a copy
+    assert table_peaks("cpu", threads=2, seconds=0.5)["flops_per_s"]["fp32"] == 2e9  # another thread count
+    assert table_peaks("cpu", threads=1, seconds=0.5, reuse=False)["flops_per_s"]["fp32"] == 3e9
+    assert len(calls) == 3
+    assert table_peaks("h100") == PUBLISHED_PEAKS["h100"] and len(calls) == 3
+
+
 def test_peaks_for_takes_the_metadata_first_then_the_profile() -> None:
     recorded = {"flops_per_s": {"fp16": 1e14}, "bytes_per_s": 5e11, "source": "recorded"}
     md = {"device_profile": "v100", "peaks": recorded}
