@@ -1,10 +1,13 @@
-"""Drift correction's re-warm: the raw block sum's error on the reference networks, this tree against a baseline.
+"""Drift correction's re-warm, or not: the raw block sum's error on the reference networks, in two trees.
 
-With drift correction every key sample follows a sample of the drift reference.
-This tree runs :data:`kernels_bench.timing.DRIFT_REWARM_RUNS` untimed inferences
-of the key in between; a baseline checkout from before the re-warm does not. In
-each tree, alternately (this tree first, then the baseline, ``--runs`` times), it
-runs exactly what a user runs::
+With drift correction every key sample follows a sample of the drift reference,
+which leaves the caches holding the reference's data. Commit 07e28a8 ran one
+untimed inference of the key in between (a *re-warm*, recorded as
+``drift_reference.rewarm_runs``); measured with this script it made the raw sum
+worse, not better (BENCHMARKS.md, "Drift correction's re-warm"), and the code
+after it no longer does. The script compares any two checkouts the same way. In
+each tree, alternately (this tree first, then ``--baseline``, ``--runs`` times),
+it runs exactly what a user runs::
 
     python -m profiler.build --device cpu --batch 1 --precision fp32 --networks all --out W --no-validate
     python -m profiler.validate --table W/cpu_onnxruntime_fp32_b1.parquet --networks all \\
@@ -13,12 +16,13 @@ runs exactly what a user runs::
 and reads each network's uncalibrated error (``error_uncal_pct`` of the
 validation file: the table's default block sum, boundary included, against the
 network timed end to end the same way, drift-corrected). It prints, per network
-and tree, that error, and per tree the share within +-5%, the MAPE and the
-RMSPE: the issue's "uncalibrated block sum" figures on the 11 reference
-networks (MobileNetV2 and EfficientNet-B0 among them).
+and tree, that error, and per run the share within +-5%, the MAPE and the RMSPE
+on the 11 reference networks (MobileNetV2 and EfficientNet-B0 among them), with
+each tree's re-warm setting as its table records it and its build and validate
+times.
 
-    git worktree add /tmp/before-rewarm <commit before the re-warm>
-    python benchmarks/bench_rewarm.py --baseline /tmp/before-rewarm --json rewarm.json
+    git worktree add /tmp/rewarm 07e28a8
+    python benchmarks/bench_rewarm.py --baseline /tmp/rewarm --runs 3 --json rewarm.json
 """
 
 from __future__ import annotations
@@ -95,7 +99,7 @@ def summary(errors: list[float]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--baseline", type=Path, required=True, help="a checkout from before the re-warm")
+    p.add_argument("--baseline", type=Path, required=True, help="the checkout to compare with (e.g. 07e28a8)")
     p.add_argument("--runs", type=int, default=1, help="runs per tree, alternating (default 1)")
     p.add_argument("--work", type=Path, default=ROOT / "out" / "bench_rewarm")
     p.add_argument("--build-flags", default="", help="extra documented profiler.build flags, e.g. '--cpus 1'")
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             f"error: {args.baseline} is not a checkout of this project: pass --baseline a git worktree", file=sys.stderr
         )
         return 2
-    trees = {"re-warm (this tree)": ROOT, "no re-warm (baseline)": args.baseline.resolve()}
+    trees = {"this tree": ROOT, "baseline": args.baseline.resolve()}
     extra = shlex.split(args.build_flags)
     started = now()
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in trees}
@@ -123,10 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     for label in trees:
         figures = [summary([run["errors_pct"][n] for n in names]) for run in runs[label]]
         out["trees"][label] = {"runs": runs[label], "summary": figures}
-        for f in figures:
+        for f, run in zip(figures, runs[label]):
             print(
-                f"{label:<24} within +-5% {f['within_5_pct']:5.1f}%  MAPE {f['mape_pct']:5.2f}%  "
-                f"RMSPE {f['rmspe_pct']:5.2f}%  (n={f['n']})"
+                f"{label:<10} re-warm {run['rewarm_runs']}: within +-5% {f['within_5_pct']:5.1f}%  "
+                f"MAPE {f['mape_pct']:5.2f}%  RMSPE {f['rmspe_pct']:5.2f}%  (n={f['n']}); "
+                f"build {run['build_s']:.0f} s, validate {run['validate_s']:.0f} s"
             )
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")

@@ -27,11 +27,7 @@ measured one (``reference_ratio``). Both see the same machine speed, so the
 reference's trimmed mean over those samples (:attr:`TimingResult.reference_ms`)
 says how fast the machine was while this graph was timed; the caller turns that
 into a correction (see :func:`tables.schema.drift_corrected`). The graph's own samples and
-statistics are never changed. After each reference sample the graph runs
-:data:`DRIFT_REWARM_RUNS` untimed inferences before its own sample: the
-reference's run leaves the caches holding the reference's weights and
-activations, and without them the graph's first inference pays to bring its own
-back, which a network's layers, run back to back, never pay.
+statistics are never changed.
 
 This module imports nothing heavier than the standard library.
 """
@@ -57,12 +53,6 @@ RESOLUTION_FACTOR = 1000
 #: Default minimum warm-up of GPU runs, ms of back-to-back work (trtexec warms up 200 ms): an idle GPU's
 #: clocks take that long to rise (345 MHz idle against 1980 MHz under load on an H200).
 GPU_WARMUP_MS = 200.0
-
-#: Untimed inferences of the measured graph between each drift-reference sample and its own sample
-#: (see the module docstring). Part of a drift-corrected table's identity (metadata
-#: ``drift_reference.rewarm_runs``). On this project's CPU (BENCHMARKS.md, "Drift correction's
-#: re-warm") MobileNetV2's uncalibrated block sum went from +9.7% without it to within 1% with it.
-DRIFT_REWARM_RUNS = 1
 
 #: Length of one back-to-back chunk of a GPU warm-up, ms.
 _GPU_WARMUP_CHUNK_MS = 10.0
@@ -362,7 +352,6 @@ def time_runner(
     *,
     reference: Runner | None = None,
     reference_ratio: float = 1.0,
-    rewarm_runs: int = DRIFT_REWARM_RUNS,
 ) -> TimingResult:
     """Time a runner with the protocol described in this module's docstring.
 
@@ -374,9 +363,6 @@ def time_runner(
             it is warmed up along with ``runner``. Not closed here.
         reference_ratio: length of a reference sample over the length of a
             measured sample (> 0; default 1: equal lengths).
-        rewarm_runs: with ``reference``, untimed inferences of ``runner`` between
-            each reference sample and ``runner``'s own (>= 0; default
-            :data:`DRIFT_REWARM_RUNS`).
 
     Returns:
         A :class:`TimingResult` with ``repeats`` per-inference samples, their
@@ -398,8 +384,6 @@ def time_runner(
             )
         if not (_is_number(reference_ratio) and math.isfinite(reference_ratio) and reference_ratio > 0):
             raise ValueError(f"invalid reference_ratio={reference_ratio!r}: use a number > 0")
-        if isinstance(rewarm_runs, bool) or not isinstance(rewarm_runs, int) or rewarm_runs < 0:
-            raise ValueError(f"invalid rewarm_runs={rewarm_runs!r}: use a whole number >= 0")
 
     t_warm = time.perf_counter()
     warmup_done = warm_up(runner, settings, reference)
@@ -425,8 +409,6 @@ def time_runner(
             ref_samples.append(
                 (reference.timed(ref_inner, cold_l2=True) if cold else reference.timed(ref_inner)) / ref_inner
             )
-            if rewarm_runs:
-                runner.timed(rewarm_runs)  # untimed: the graph's data back in the caches
         samples.append((runner.timed(inner, cold_l2=True) if cold else runner.timed(inner)) / inner)
     timed_s = time.perf_counter() - t_timed
     after = state() if callable(state) else None
@@ -452,7 +434,6 @@ def time_runner(
         result.reference_ms = trimmed_mean(ref_samples, settings.trim)
         result.reference_inner_loop = ref_inner
         run_settings["reference_ratio"] = float(reference_ratio)
-        run_settings["rewarm_runs"] = int(rewarm_runs)
     return result
 
 

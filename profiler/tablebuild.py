@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kernels_bench.config import BackendConfig
-from kernels_bench.timing import DRIFT_REWARM_RUNS
 from profiler.devices import DeviceProfile
 from tables.atomic import remove_stale_temporaries
 from tables.errors import PERMANENT, TRANSIENT, error_text
@@ -399,12 +398,9 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
         drift = (previous or {}).get("drift_reference")
         if previous is not None:  # every setting that changes a number must be the table's (before any work)
             same_graph = drift and drift.get("key") == job.drift_reference
-            asked = None
-            if job.drift_reference is not None:  # this build's protocol, the previous table's speed where it has one
-                asked = {**(drift if same_graph else {"key": job.drift_reference, "ratio": 1.0})}
-                asked.pop("rewarm_runs", None)
-                if DRIFT_REWARM_RUNS:
-                    asked["rewarm_runs"] = DRIFT_REWARM_RUNS
+            asked = (
+                drift if same_graph else ({"key": job.drift_reference, "ratio": 1.0} if job.drift_reference else None)
+            )
             candidate = table_metadata(job, info, previous.get("floor"), asked)
             check_same_identity(previous, candidate, f"the existing table {job.path}", "this build")
         statuses = [store.done_keys() for store in stores]

@@ -342,18 +342,13 @@ def floor_entry(result: Any, input_shape: Iterable[int]) -> dict[str, Any]:
     }
 
 
-def reference_entry(result: Any, key: str, ratio: float, rewarm_runs: int = 0) -> dict[str, Any]:
+def reference_entry(result: Any, key: str, ratio: float) -> dict[str, Any]:
     """The metadata ``drift_reference`` of a table: the reference graph ``key`` timed alone (ms per batch).
 
     ``latency_ms`` is the table's reference speed, the drift reference's trimmed
-    mean; ``ratio`` the length of a reference sample over a measured one;
-    ``rewarm_runs`` (stored when > 0) the untimed inferences of each key between a
-    reference sample and its own (:data:`kernels_bench.timing.DRIFT_REWARM_RUNS`).
+    mean; ``ratio`` the length of a reference sample over a measured one.
     """
-    entry = {"key": str(key), "ratio": float(ratio), "latency_ms": float(result.trimmed_mean_ms), **_spread(result)}
-    if rewarm_runs:
-        entry["rewarm_runs"] = int(rewarm_runs)
-    return entry
+    return {"key": str(key), "ratio": float(ratio), "latency_ms": float(result.trimmed_mean_ms), **_spread(result)}
 
 
 def tool_version() -> str:

@@ -10,9 +10,7 @@ each setting comes from:
 - ``timing.<field>`` for every field of the timing protocol;
 - ``backend.<name>`` for every backend setting (threads, CPU pinning, provider,
   builder options, strong typing, CUDA graphs, compile, ...);
-- ``drift reference`` (its key), ``drift reference ratio`` and, for tables
-  whose keys ran untimed inferences after each reference sample,
-  ``drift re-warm runs`` (absent before that protocol, so older ids stay as they were);
+- ``drift reference`` (its key) and ``drift reference ratio``;
 - ``boundary``: the method that measured each key's boundary (absent when none was).
 
 :func:`settings_id` is a short fingerprint of those settings; every row of a
@@ -49,7 +47,6 @@ FLAGS: dict[str, str] = {
     "batch": "--batch",
     "rounds": "--rounds",
     "drift reference": "drift correction (--drift-correct / --no-drift-correct, --drift-reference)",
-    "drift re-warm runs": "drift re-warm runs (set by the tool version)",
     "timing.repeats": "--repeats",
     "timing.warmup_runs": "--warmup",
     "timing.warmup_min_ms": "--warmup-ms",
@@ -104,9 +101,6 @@ def table_settings(metadata: Mapping[str, Any]) -> dict[str, Any]:
     for field, value in _DEFAULTS.items():
         if out.get(field) is None:
             out[field] = value
-    rewarm = drift.get("rewarm_runs") if drift else None
-    if rewarm:  # absent before the re-warm protocol: the ids of older tables stay as they were
-        out["drift re-warm runs"] = rewarm
     boundary = (metadata.get("boundary") or {}).get("method")
     if boundary not in (None, "none"):  # absent when none is measured: the ids of older tables stay as they were
         out["boundary"] = boundary

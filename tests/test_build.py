@@ -437,27 +437,6 @@ def test_resuming_with_another_drift_setting_is_refused_and_keeps_the_table(tmp_
     assert meta["drift_reference"]["during_build"]["n"] == 3
 
 
-def test_a_drift_corrected_table_records_its_rewarm_and_one_built_before_it_is_not_resumed(tmp_path, cli):
-    from kernels_bench.timing import DRIFT_REWARM_RUNS
-
-    keys = tiny_keys(3)
-    base = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--out", str(tmp_path / "o"), *FAST]
-    assert build.main([*base, "--archs", str(write_archs(tmp_path / "a.json", keys[:2])), "--drift-correct"]) == 0
-    table = tmp_path / "o" / "cpu_onnxruntime_fp32_b1.parquet"
-    _, meta = read(table)
-    assert meta["drift_reference"]["rewarm_runs"] == DRIFT_REWARM_RUNS
-    # the same table as a version before the re-warm wrote it
-    del meta["drift_reference"]["rewarm_runs"]
-    arrow = pq.read_table(table)
-    pq.write_table(arrow.replace_schema_metadata({**arrow.schema.metadata, b"nas_latency": json.dumps(meta)}), table)
-    before = table.read_bytes()
-    result = cli([*base, "--archs", str(write_archs(tmp_path / "b.json", keys)), "--drift-correct"])
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "re-warm runs (set by the tool version) none vs 1" in lines[0] and "--out" in lines[0]
-    assert table.read_bytes() == before
-
-
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

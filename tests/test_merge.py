@@ -276,19 +276,6 @@ def test_a_drift_corrected_table_and_an_uncorrected_one_are_refused(tmp_path):
         merge.merge_sources([merge.load_source(a), merge.load_source(c)])
 
 
-def test_a_table_drift_corrected_without_the_rewarm_and_one_with_it_are_refused_and_old_ids_stay(tmp_path):
-    from tables.settings import settings_id, table_settings
-
-    old, new = drift(1.0), {**drift(1.0), "rewarm_runs": 1}
-    assert "drift re-warm runs" not in table_settings(metadata(drift_reference=old))  # older tables' ids unchanged
-    assert table_settings(metadata(drift_reference=new))["drift re-warm runs"] == 1
-    assert settings_id(metadata(drift_reference=old)) != settings_id(metadata(drift_reference=new))
-    a = table(tmp_path / "a.parquet", [ok(KEYS[0], 1.0)], drift_reference=old)
-    b = table(tmp_path / "b.parquet", [ok(KEYS[1], 1.0)], drift_reference=new)
-    with pytest.raises(merge.MergeRefused, match=r"re-warm runs .*none vs 1"):
-        merge.merge_sources([merge.load_source(a), merge.load_source(b)])
-
-
 def test_shards_with_their_own_reference_speed_are_brought_to_the_first_inputs(tmp_path, capsys):
     a = table(tmp_path / "a.parquet", [ok(KEYS[0], 2.0)], drift_reference=drift(1.0))
     b = table(tmp_path / "b.parquet", [ok(KEYS[1], 3.0)], drift_reference=drift(1.2))  # a 20% slower reference state

@@ -10,7 +10,6 @@ import time
 import pytest
 
 from kernels_bench.timing import (
-    DRIFT_REWARM_RUNS,
     PHASES,
     Runner,
     TimingResult,
@@ -316,7 +315,7 @@ def test_time_runner_interleaves_one_reference_sample_before_each_sample() -> No
 
     graph, ref = Tagged("g", 2.0), Tagged("r", 0.5)
     settings = TimingSettings(repeats=5, warmup_runs=2, warmup_min_ms=0.0, min_sample_ms=10.0)
-    result = time_runner(graph, settings, reference=ref, rewarm_runs=0)
+    result = time_runner(graph, settings, reference=ref)
     # a 10 ms sample of the graph is 5 runs of 2 ms; the reference's sample as long: 20 runs of 0.5 ms
     assert (result.inner_loop, result.reference_inner_loop) == (5, 20)
     assert log[-10:] == [("r", 20), ("g", 5)] * 5
@@ -325,38 +324,6 @@ def test_time_runner_interleaves_one_reference_sample_before_each_sample() -> No
     assert result.reference_ms == 0.5
     assert result.samples_ms == [2.0] * 5
     assert result.settings["reference_ratio"] == 1.0
-
-
-def test_after_each_reference_sample_the_graph_is_rewarmed_untimed_before_its_own_sample() -> None:
-    log: list[tuple[str, int]] = []
-
-    class Cached(FakeRunner):
-        """Its first run after the other graph ran is slow: the caches hold the other graph's data."""
-
-        def __init__(self, tag: str, per_run_ms: float) -> None:
-            super().__init__(per_run_ms)
-            self.tag = tag
-
-        def timed(self, iters: int) -> float:
-            cold = bool(log) and log[-1][0] != self.tag
-            log.append((self.tag, iters))
-            return self.per_run_ms * iters + (3.0 if cold else 0.0)
-
-    settings = TimingSettings(repeats=4, warmup_runs=2, warmup_min_ms=0.0, trim=0.0)  # one run per sample
-    assert DRIFT_REWARM_RUNS >= 1
-    graph, ref = Cached("g", 1.0), Cached("r", 1.0)
-    result = time_runner(graph, settings, reference=ref)
-    assert log[-12:] == [("r", 1), ("g", DRIFT_REWARM_RUNS), ("g", 1)] * 4
-    assert result.samples_ms == [1.0] * 4  # the cold run went to the re-warm, not into a sample
-    assert result.settings["rewarm_runs"] == DRIFT_REWARM_RUNS
-    log.clear()
-    without = time_runner(Cached("g", 1.0), settings, reference=Cached("r", 1.0), rewarm_runs=0)
-    assert without.samples_ms == [4.0] * 4  # each sample is the cold run
-    assert without.settings["rewarm_runs"] == 0
-    alone = time_runner(Cached("g", 1.0), settings)
-    assert "rewarm_runs" not in alone.settings
-    with pytest.raises(ValueError, match="rewarm_runs"):
-        time_runner(Cached("g", 1.0), settings, reference=Cached("r", 1.0), rewarm_runs=-1)
 
 
 def test_reference_ratio_sets_the_length_of_a_reference_sample() -> None:

@@ -205,13 +205,11 @@ class KeyWorker:
         (recorded in the table's ``steadiness``; nothing is corrected with it).
         """
         from kernels_bench.measure import DEFAULT_DRIFT_REFERENCE
-        from kernels_bench.timing import DRIFT_REWARM_RUNS
         from tables.schema import reference_entry
 
         ref = self._reference(batch, precision, self.drift_reference or DEFAULT_DRIFT_REFERENCE)
         result = ref.measure(dataclasses.replace(self.timing, repeats=3 * self.timing.repeats))
-        rewarm = DRIFT_REWARM_RUNS if self.drift_reference is not None else 0
-        return reference_entry(result, str(ref.key), self.drift_ratio, rewarm)
+        return reference_entry(result, str(ref.key), self.drift_ratio)
 
     def measure_one(self, key: str, batch: int, precision: str) -> dict[str, Any]:
         """One key -> its table row; an ordinary exception gives a failed row carrying the error.
