@@ -186,6 +186,9 @@ class PartStore:
         self.parts_dir = parts_dir(self.out_dir, table_name)
         self.max_parts = max_parts
         self._seq = 0
+        # frames already read, by file identity: a part never changes once written and the table is
+        # replaced (a new file) by each compaction, so a file whose identity is unchanged is read once
+        self._read_cache: dict[tuple[Any, ...], pd.DataFrame] = {}
         self._given = dict(metadata) if metadata is not None else None
         if self._given is not None:
             validate_metadata(self._given)
@@ -292,13 +295,21 @@ class PartStore:
 
     def _read(self, path: Path, columns: list[str] | None) -> pd.DataFrame | None:
         try:
+            st = path.stat()
+            memo = (str(path), st.st_ino, st.st_mtime_ns, st.st_size, tuple(columns) if columns else None)
+            cached = self._read_cache.get(memo)
+            if cached is not None:
+                return cached.copy()
             if columns is None:
                 frame, _ = read_table(path)
-                return frame
-            read_metadata(path)
-            present = set(pq.read_schema(path).names)
-            frame = pq.read_table(path, columns=[c for c in columns if c in present]).to_pandas()
-            return fill_added_columns(frame) if any(c not in present for c in columns) else frame
+            else:
+                read_metadata(path)
+                present = set(pq.read_schema(path).names)
+                frame = pq.read_table(path, columns=[c for c in columns if c in present]).to_pandas()
+                if any(c not in present for c in columns):
+                    frame = fill_added_columns(frame)
+            self._read_cache[memo] = frame.copy()
+            return frame
         except (ValueError, pa.ArrowException, OSError) as exc:
             if path == self.table_path:
                 raise ValueError(one_line(exc)) from None
@@ -310,6 +321,9 @@ class PartStore:
     ) -> list[pd.DataFrame]:
         frames = []
         sources = ([self.table_path] if self.table_path.exists() else []) + parts
+        live = {str(path) for path in sources}
+        for memo in [m for m in self._read_cache if m[0] not in live]:  # merged or deleted files
+            del self._read_cache[memo]
         for path in sources:
             frame = self._read(path, columns)
             if frame is None and unreadable is not None:

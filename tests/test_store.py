@@ -51,6 +51,30 @@ def test_each_append_writes_one_part_and_rows_are_readable(tmp_path):
     assert dict(zip(store.rows()["key"], store.rows()["latency_ms"])) == {key(1): 1.0, key(2): 2.0, key(3): 3.0}
 
 
+def test_a_file_is_read_once_until_it_changes_and_callers_cannot_change_what_is_kept(tmp_path, monkeypatch):
+    import tables.store as store_module
+
+    reads: list[str] = []
+    real = store_module.read_table
+
+    def counting(path, *args, **kwargs):
+        reads.append(os.path.basename(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(store_module, "read_table", counting)
+    store = PartStore(tmp_path, NAME, metadata())
+    store.append([ok(1, 1.0)])
+    first = store.rows()
+    first.loc[:, "latency_ms"] = -1.0  # a caller's change stays its own
+    assert store.rows()["latency_ms"].tolist() == [1.0] and len(reads) == 1
+    store.append([ok(2, 2.0)])
+    assert sorted(store.rows()["latency_ms"].tolist()) == [1.0, 2.0] and len(reads) == 2  # only the new part
+    store.compact()  # the table is a new file, the parts are gone
+    reads.clear()
+    assert sorted(store.rows()["latency_ms"].tolist()) == [1.0, 2.0] and reads == [NAME]
+    assert sorted(store.rows()["latency_ms"].tolist()) == [1.0, 2.0] and reads == [NAME]
+
+
 def test_done_keys_reports_status_and_can_leave_out_failed_keys(tmp_path):
     store = PartStore(tmp_path, NAME, metadata())
     store.append([ok(1, 1.0), failed(2)])
