@@ -97,24 +97,17 @@ def time_suite(tree: Path, junit: Path) -> float:
     return time.perf_counter() - t0
 
 
-def failed_tests(junit: Path) -> int:
-    """How many tests of a JUnit XML file failed or errored (a suite timed while failing is not a figure)."""
-    import xml.etree.ElementTree as ET
-
-    return sum(
-        1 for case in ET.parse(junit).getroot().iter("testcase") if case.find("failure") is not None
-        or case.find("error") is not None
-    )  # fmt: skip
-
-
-def test_times(junit: Path) -> dict[str, float]:
-    """Test id (``module::name``) -> seconds, from a JUnit XML file."""
+def test_times(junit: Path) -> tuple[dict[str, float], int]:
+    """Test id (``module::name``) -> seconds, and how many tests failed or errored, from a JUnit XML file
+    (a suite timed while failing is not a figure)."""
     import xml.etree.ElementTree as ET
 
     out: dict[str, float] = {}
+    failed = 0
     for case in ET.parse(junit).getroot().iter("testcase"):
         out[f"{case.get('classname', '')}::{case.get('name', '')}"] = float(case.get("time") or 0.0)
-    return out
+        failed += case.find("failure") is not None or case.find("error") is not None
+    return out, failed
 
 
 def change(a: float, b: float) -> str:
@@ -169,8 +162,9 @@ def main() -> int:
                 for j, (name, tree) in enumerate(trees.items()):
                     junit = Path(tmp) / f"{i}-{j}.xml"
                     times[name].append(time_suite(tree, junit))
-                    per_test[name].append(test_times(junit))
-                    failed[name].append(failed_tests(junit))
+                    run_times, run_failed = test_times(junit)
+                    per_test[name].append(run_times)
+                    failed[name].append(run_failed)
         for name in trees:
             counts = ", ".join(str(len(t)) for t in per_test[name])
             bad = ", ".join(str(n) for n in failed[name])

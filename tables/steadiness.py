@@ -149,6 +149,7 @@ def steadiness(
     if len(ref) >= 2:
         p10, p50, p90 = np.percentile(ref, [10, 50, 90])
         entry.update(swing_pct=float((p90 - p10) / p50 * 100), swing_from="drift_reference", speed_ms=float(p50))
+        entry["thresholds"]["swing_pct"] = UNSTEADY_CORRECTED_SWING_PCT  # a swing the correction removed
     elif len(probes_ms) >= 1:
         probes = np.asarray(probes_ms, dtype=float)
         entry["speed_ms"] = float(np.median(probes))
@@ -160,8 +161,6 @@ def steadiness(
             f"median key standard error {entry['key_se_median'] * 100:.1f}% > {UNSTEADY_SE * 100:g}% "
             f"(median key CV {entry['key_cv_median'] * 100:.1f}% over {kept} samples)"
         )
-    if entry["swing_from"] == "drift_reference":  # a swing the correction removed: judged by its own threshold
-        entry["thresholds"]["swing_pct"] = UNSTEADY_CORRECTED_SWING_PCT
     limit = entry["thresholds"]["swing_pct"]
     if entry["swing_pct"] is not None and entry["swing_pct"] > limit:
         what = "drift reference swing" if entry["swing_from"] == "drift_reference" else "speed moved"

@@ -308,6 +308,8 @@ class PartStore:
                 frame = pq.read_table(path, columns=[c for c in columns if c in present]).to_pandas()
                 if any(c not in present for c in columns):
                     frame = fill_added_columns(frame)
+            for older in [m for m in self._read_cache if m[0] == memo[0] and m[4] == memo[4]]:  # replaced since
+                del self._read_cache[older]
             self._read_cache[memo] = frame.copy()
             return frame
         except (ValueError, pa.ArrowException, OSError) as exc:
