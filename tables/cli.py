@@ -105,7 +105,15 @@ def report_error(exc: BaseException) -> int:
     """
     status = exit_status(exc)
     expected = status == EXIT_USAGE or isinstance(exc, (RuntimeError, OSError)) or hasattr(exc, "exit_status")
-    if expected:
+    if isinstance(exc, ModuleNotFoundError) and exc.name and str(exc) == f"No module named {exc.name!r}":
+        # a bare missing dependency (engines and matplotlib raise their own install hints)
+        top = exc.name.split(".")[0]
+        print(
+            f"error: the Python module {top!r} is not installed; install the project and its dependencies "
+            "with: pip install -e . (see the README)",
+            file=sys.stderr,
+        )
+    elif expected:
         print(f"error: {one_line(exc)}", file=sys.stderr)
     else:
         print(

@@ -166,6 +166,23 @@ def test_user_errors_become_one_line_with_exit_status_2(capsys: pytest.CaptureFi
     assert code == 2, line
 
 
+def test_a_missing_dependency_is_one_line_saying_how_to_install_it(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = CliParser(prog="prog", description="test")
+
+    def body(_args: object) -> int:
+        raise ModuleNotFoundError("No module named 'pandas'", name="pandas")
+
+    code = run_cli(body, parser, [])
+    line = assert_one_line_error(code, capsys, "the Python module 'pandas' is not installed")
+    assert code == 2 and "pip install -e ." in line
+
+    def hinted(_args: object) -> int:  # an error that carries its own install hint keeps it
+        raise ModuleNotFoundError("matplotlib is needed: pip install -e '.[reports]'", name="matplotlib")
+
+    code = run_cli(hinted, parser, [])
+    assert_one_line_error(code, capsys, "pip install -e '.[reports]'")
+
+
 def test_bad_usage_is_one_line_with_exit_status_2(capsys: pytest.CaptureFixture[str]) -> None:
     parser = CliParser(prog="prog", description="test")
     parser.add_argument("--n", type=int)
