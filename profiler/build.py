@@ -195,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--retry-failed", action="store_true", help="measure again the keys that failed in an earlier run")
     o.add_argument("--force-device", action="store_true", help="build even if the GPU does not match --device")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument(
+        "--no-speed-probe",
+        action="store_true",
+        help="without drift correction, skip timing the default reference graph at the start and end of the build "
+        "(a probe of the machine's speed, a few tenths of a second on a CPU; the table's steadiness then rests on "
+        "its keys' spread alone, and a later validation cannot say how far the machine's speed moved)",
+    )
     return p
 
 
@@ -435,6 +442,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         extra_metadata=extra_metadata,
         boundary=args.boundary,
+        speed_probe=not args.no_speed_probe,
     )
     any_failed = False
     built: list[Path] = []

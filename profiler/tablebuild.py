@@ -57,6 +57,8 @@ class TableJob:
         progress: show a progress bar.
         extra_metadata: more metadata fields (a shard's description).
         boundary: how each key's boundary is measured (:mod:`kernels_bench.boundary`; ``"none"``: not).
+        speed_probe: without drift correction, time the default reference graph at the build's start and end
+            (the table's ``steadiness`` speed and swing); ``False`` leaves them unknown.
     """
 
     profile: DeviceProfile
@@ -77,6 +79,7 @@ class TableJob:
     progress: bool = True
     extra_metadata: dict[str, Any] = field(default_factory=dict)
     boundary: str = "none"
+    speed_probe: bool = True
 
     @property
     def path(self) -> Path:
@@ -424,7 +427,7 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
             drift = executor.reference(job.batch, job.precision)
         probes = list(((previous or {}).get("steadiness") or {}).get("probes_ms") or [])
         probe_key = ((previous or {}).get("steadiness") or {}).get("probe_key")
-        if job.drift_reference is None and planned:
+        if job.drift_reference is None and job.speed_probe and planned:
             probe_key = _probe(executor, job, probes) or probe_key
         peaks = (previous or {}).get("peaks")
         if peaks is None and planned:
@@ -465,7 +468,7 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
         finally:
             if bar is not None:
                 bar.close()
-        if job.drift_reference is None and measured:
+        if job.drift_reference is None and job.speed_probe and measured:
             probe_key = _probe(executor, job, probes) or probe_key
         from tables.steadiness import rescale_to, steadiness
 

@@ -432,6 +432,8 @@ def machine_speed(
             out["reference"] = str(key)
         except Exception as exc:  # the speed probe corrects nothing: never fail a validation for it
             out["error"] = error_text(exc)
+    elif "probes_ms" in entry:
+        out["error"] = "the table records no speed of the machine (built with --no-speed-probe, or its probe failed)"
     from tables.steadiness import speed_change_pct
 
     if out["now_ms"] is not None:

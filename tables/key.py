@@ -244,6 +244,21 @@ def format_ratio(e: float) -> str:
     return f"{e:.6g}"
 
 
+#: Ratios seen by :class:`BlockKey` -> (the ratio its string gives back, that string); a space holds few.
+_RATIOS: dict[float, tuple[float, str]] = {}
+
+
+def _canonical_ratio(e: float) -> tuple[float, str]:
+    """A key's ratio as stored (what its string reads back as) and its string, from a finite positive ``e``."""
+    known = _RATIOS.get(e)
+    if known is None:
+        text = format_ratio(e)
+        known = (float(text), text)
+        if len(_RATIOS) < 4096:
+            _RATIOS[e] = known
+    return known
+
+
 def _bad(field_name: str, value: object, allowed: str) -> ValueError:
     return ValueError(f"invalid block key field {field_name}={value!r}: allowed {allowed}")
 
@@ -280,13 +295,16 @@ class BlockKey:
         bt = BLOCK_TYPES.get(self.block)
         if bt is None:
             raise _bad("block", self.block, "one of " + ", ".join(BLOCK_TYPES))
-        for name in ("cin", "h", "w", "cout", "k", "s"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or (not isinstance(v, (int,)) and not _is_int_like(v)):
-                raise _bad(name, v, "a positive integer")
-            object.__setattr__(self, name, int(v))
-            if int(v) <= 0:
-                raise _bad(name, v, "a positive integer")
+        fields = self.__dict__
+        sizes = (fields["cin"], fields["h"], fields["w"], fields["cout"], fields["k"], fields["s"])
+        if set(map(type, sizes)) != {int} or min(sizes) <= 0:  # plain positive ints (most keys) need no change
+            for name in ("cin", "h", "w", "cout", "k", "s"):
+                v = getattr(self, name)
+                if isinstance(v, bool) or (not isinstance(v, (int,)) and not _is_int_like(v)):
+                    raise _bad(name, v, "a positive integer")
+                object.__setattr__(self, name, int(v))
+                if int(v) <= 0:
+                    raise _bad(name, v, "a positive integer")
         if bt.fixed_kernel is not None and self.k != bt.fixed_kernel:
             raise _bad("k", self.k, f"{bt.fixed_kernel} for block {self.block}")
         if self.k % 2 == 0:
@@ -301,7 +319,7 @@ class BlockKey:
             raise _bad("e", self.e, "a positive number") from None
         if not math.isfinite(e) or e <= 0:
             raise _bad("e", self.e, "a positive number")
-        e = float(format_ratio(e))
+        e, e_text = _canonical_ratio(e)
         if not bt.has_ratio and e != 1.0:
             raise _bad("e", self.e, f"1 for block {self.block} (it has no ratio)")
         object.__setattr__(self, "e", e)
@@ -328,7 +346,7 @@ class BlockKey:
             self,
             "_str",
             f"{self.block}_i{self.cin}x{self.h}x{self.w}_o{self.cout}_k{self.k}_s{self.s}"
-            f"_e{format_ratio(self.e)}_se{int(self.se)}_{self.act}{PAD_SUFFIXES[self.pad]}",
+            f"_e{e_text}_se{int(self.se)}_{self.act}{PAD_SUFFIXES[self.pad]}",
         )
 
     # ----- derived shapes -------------------------------------------------

@@ -30,6 +30,21 @@ _MAX_CELLS = 1 << 26
 _CHUNK = 4096
 #: Rows per matrix product: small enough that BLAS keeps it on the calling thread (threads only slow it).
 _MATMUL_ROWS = 512
+#: Spaces whose grid key strings are kept (most recent last): those depend on the space alone, not the table.
+_MAX_SPACES = 8
+_SPACE_MEMO: dict[int, tuple[Any, dict[Any, Any]]] = {}
+
+
+def _space_memo(space: Any) -> dict[Any, Any]:
+    """What :class:`SpaceLookup` derives from ``space`` alone (key strings per stage, merge pairs), kept so
+    that a second table, or a second feature of one table, resolves the same space without rebuilding them."""
+    entry = _SPACE_MEMO.pop(id(space), None)
+    if entry is None or entry[0] is not space:
+        entry = (space, {})
+        while len(_SPACE_MEMO) >= _MAX_SPACES:
+            _SPACE_MEMO.pop(next(iter(_SPACE_MEMO)))
+    _SPACE_MEMO[id(space)] = entry
+    return entry[1]
 
 
 @dataclass(eq=False)
@@ -185,18 +200,34 @@ def _grid_texts(
                 break
     firsts: list[str] = []
     rests: list[str] = []
+    if fast:
+        # the strings of fmt(), cell order (cin, filters, configuration, context), joined from their pieces
+        first_parts = [
+            (f"{blocks[ci][0]}_i", f"x{hs_first[ri]}x{hs_first[ri]}_o", tails[ci][0])
+            for ci in range(len(combos))
+            for ri in range(n_ctx)
+        ]
+        rest_parts = [
+            (f"{blocks[ci][1]}_i", f"x{hs_rest[ci][ri]}x{hs_rest[ci][ri]}_o", tails[ci][1])
+            for ci in range(len(combos))
+            for ri in range(n_ctx)
+        ]
+        for cin in cins:
+            s_in = str(cin)
+            for f in outs:
+                s_out = str(cout_of(cin, f))
+                firsts.extend([f"{a}{s_in}{b}{s_out}{c}" for a, b, c in first_parts])
+                if has_rest and (keeps or cin == cins[0]):
+                    rests.extend([f"{a}{s_out}{b}{s_out}{c}" for a, b, c in rest_parts])
+        return firsts, rests
     for cin in cins:
         for f in outs:
-            for ci, combo in enumerate(combos):
+            for combo in combos:
                 for ri in range(n_ctx):
-                    if fast:
-                        a, b = fmt(cin, f, ci, ri)
-                    else:
-                        first, rest = keys(ri, cin, f, combo)
-                        a, b = str(first), (str(rest) if rest is not None else "")
-                    firsts.append(a)
+                    first, rest = keys(ri, cin, f, combo)
+                    firsts.append(str(first))
                     if has_rest and (keeps or cin == cins[0]):
-                        rests.append(b)
+                        rests.append(str(rest) if rest is not None else "")
     return firsts, rests
 
 
@@ -236,6 +267,7 @@ class SpaceLookup:
         weights = np.zeros((len(sp.stages), n_cols), dtype=np.float64)
         self.stages: list[_StageGrid] = []
         cins: list[int] = [self.in_channels]
+        memo = _space_memo(sp)
         largest = 0
         for si, st in enumerate(sp.stages):
             acts = sorted(ACTIVATIONS.index(a) for a in st.acts)
@@ -285,7 +317,10 @@ class SpaceLookup:
                     cin_lut = np.zeros(max(cins) + 1, dtype=np.intp)
                     cin_lut[cins] = np.arange(len(cins), dtype=np.intp) * stride["cin"]
             combos = [(k, e / scale, s, a) for k in kernels for e in exps for s in ses for a in acts]
-            firsts, rests = _grid_texts(sp, si, cins, outs, combos, has_rest, contexts)
+            if si not in memo:
+                firsts, rests = _grid_texts(sp, si, cins, outs, combos, has_rest, contexts)
+                memo[si] = (firsts, rests, self._same(firsts, rests, n_base))
+            firsts, rests, same = memo[si]
             self.stages.append(
                 _StageGrid(
                     block=st.block,
@@ -298,7 +333,7 @@ class SpaceLookup:
                     filters_col=col.get((si, "filters")),
                     filters_fixed=0 if keeps else int(outs[0]),  # type: ignore[arg-type]
                     cin_lut=cin_lut,
-                    **self._grid(firsts, rests, index, latency, n_base, layers),
+                    **self._grid(firsts, rests, same, index, latency, n_base, layers),
                 )
             )
             out_set = set(cins) if keeps else {int(f) for f in outs}  # type: ignore[arg-type]
@@ -308,7 +343,9 @@ class SpaceLookup:
         self.lut = lut.astype(dtype)
         self.weights = weights.astype(dtype)
         self._offsets = np.zeros(0, dtype=np.intp)
-        self.pairs = self._merge_pairs(len(resolutions))
+        if "pairs" not in memo:
+            memo["pairs"] = self._merge_pairs(len(resolutions))
+        self.pairs = memo["pairs"]
         for si, part in {s for pair in self.pairs for s in pair}:
             g = self.stages[si]
             self._watch(si, g, part)
@@ -328,9 +365,17 @@ class SpaceLookup:
         return ("fixed", 0)
 
     @staticmethod
+    def _same(firsts: list[str], rests: list[str], n_base: int) -> np.ndarray:
+        """Per base cell: whether the first and the repeated layer are one key."""
+        if not rests:
+            return np.zeros(n_base, dtype=bool)
+        return np.asarray(firsts) == np.asarray(rests)[np.arange(n_base) % len(rests)]
+
+    @staticmethod
     def _grid(
         firsts: list[str],
         rests: list[str],
+        same: np.ndarray,
         index: Mapping[str, int],
         latency: np.ndarray,
         n_base: int,
@@ -342,10 +387,8 @@ class SpaceLookup:
         if rests:
             rest_of = np.arange(n_base) % len(rests)
             rest_pos = np.array([index.get(t, -1) for t in rests], dtype=np.intp)[rest_of]
-            same = np.asarray(firsts) == np.asarray(rests)[rest_of]
         else:
             rest_pos = np.full(n_base, -1, dtype=np.intp)
-            same = np.zeros(n_base, dtype=bool)
         rest_lat = np.where(rest_pos >= 0, latency[np.maximum(rest_pos, 0)], np.nan)
         first_add = np.zeros(n_base * len(layers), dtype=first_lat.dtype)
         rest_add = np.zeros(n_base * len(layers), dtype=first_lat.dtype)

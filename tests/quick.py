@@ -1,5 +1,5 @@
 """Flags of a test build that measures little: a few samples, no warm-up time, no progress bar, none of the
-per-build extras (end-to-end proof, boundary, drift correction) unless a test turns one back on.
+per-build extras (end-to-end proof, boundary, drift correction, speed probe) unless a test turns one back on.
 
 Tests that check the machinery (resume, merge, executors, crash safety) use it; tests of a default build
 leave it out on purpose.
@@ -8,8 +8,9 @@ leave it out on purpose.
 from __future__ import annotations
 
 
-def quick_flags(repeats: int = 5, *extra: str) -> list[str]:
-    """The ``profiler.build`` flags of a quick test build with ``repeats`` samples per key, then ``extra``."""
+def quick_flags(repeats: int = 5, *extra: str, speed_probe: bool = False) -> list[str]:
+    """The ``profiler.build`` flags of a quick test build with ``repeats`` samples per key, then ``extra``
+    (``speed_probe``: keep the machine-speed probe of a build without drift correction)."""
     return [
         "--repeats",
         str(repeats),
@@ -22,5 +23,6 @@ def quick_flags(repeats: int = 5, *extra: str) -> list[str]:
         "--boundary",
         "none",
         "--no-drift-correct",
+        *(() if speed_probe else ("--no-speed-probe",)),
         *extra,
     ]

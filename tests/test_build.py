@@ -22,6 +22,7 @@ from tables.key import BlockKey
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = quick_flags(5)
+PROBED = quick_flags(5, speed_probe=True)
 
 
 def tiny_keys(n: int) -> list[BlockKey]:
@@ -148,7 +149,7 @@ def test_a_build_killed_with_sigkill_resumes_complete_without_duplicates(tmp_pat
     archs = write_archs(tmp_path / "archs.json", keys)
     out = tmp_path / "o"
     args = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(out)]
-    args += ["--repeats", "30", "--warmup", "2", "--warmup-ms", "20", "--no-progress"]
+    args += ["--repeats", "30", "--warmup", "2", "--warmup-ms", "20", "--no-progress", "--no-validate"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "profiler.build", *args], cwd=ROOT, env=env)
     parts = out / "cpu_onnxruntime_fp32_b1.parquet.parts"
@@ -458,7 +459,7 @@ def test_a_build_on_an_unsteady_machine_says_its_figures_are_unreliable_in_one_l
     archs = write_archs(tmp_path / "archs.json", tiny_keys(2))
     argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
     monkeypatch.setattr(steadiness, "UNSTEADY_SE", -1.0)  # any spread counts as unsteady
-    run = cli([*argv, *FAST])
+    run = cli([*argv, *PROBED])
     assert run.returncode == 0
     warnings = [line for line in run.stdout.splitlines() if line.startswith("warning: the machine was unsteady")]
     assert len(warnings) == 1
@@ -475,10 +476,21 @@ def test_a_build_on_an_unsteady_machine_says_its_figures_are_unreliable_in_one_l
     monkeypatch.setattr(steadiness, "UNSTEADY_SE", 10.0)
     monkeypatch.setattr(steadiness, "UNSTEADY_SWING_PCT", 1e9)
     quiet = tmp_path / "quiet"
-    run = cli([*argv[:-1], str(quiet), *FAST])
+    run = cli([*argv[:-1], str(quiet), *PROBED])
     assert "warning: the machine was unsteady" not in run.stdout
     _, meta = read(quiet / "cpu_onnxruntime_fp32_b1.parquet")
     assert meta["steadiness"]["unsteady"] is False
+
+
+def test_no_speed_probe_times_no_reference_and_leaves_the_speed_unknown(tmp_path, cli):
+    archs = write_archs(tmp_path / "archs.json", tiny_keys(2))
+    argv = ["--device", "cpu", "--batch", "1", "--precision", "fp32", "--archs", str(archs), "--out", str(tmp_path)]
+    assert cli([*argv, *FAST]).returncode == 0  # FAST holds --no-speed-probe
+    _, meta = read(tmp_path / "cpu_onnxruntime_fp32_b1.parquet")
+    entry = meta["steadiness"]
+    assert entry["probes_ms"] == [] and entry["probe_key"] is None
+    assert entry["swing_pct"] is None and entry["speed_ms"] is None
+    assert entry["key_cv_median"] > 0  # the keys' own spread is still recorded
 
 
 def test_dry_run_with_drift_correction_estimates_more_time(tmp_path, capsys):

@@ -115,6 +115,23 @@ def test_predict_many_equals_a_loop_of_predict_on_genet():
     assert np.array_equal(predict_many(table, enc, space), loop)
 
 
+def test_a_second_table_of_one_space_reuses_its_key_strings_and_sums_its_own_latencies():
+    from tables.space_grid import space_lookup
+
+    space = genet.space("light")
+    enc = space.sample(24, seed=8)
+    keys = {k for e in enc for k in space.arch_keys(e)}
+    one, two = make_table(keys), odd_table(keys)
+    first, second = space_lookup(one, space), space_lookup(two, space)
+    # the strings depend on the space alone: built once, shared by both tables' grids
+    assert all(a.first_text is b.first_text for a, b in zip(first.stages, second.stages))
+    assert first.pairs is second.pairs
+    for table in (one, two):
+        loop = np.array([predict(table, space.arch_keys(e)).ms_per_batch for e in enc])
+        assert np.array_equal(predict_many(table, enc, space), loop)
+    assert not np.array_equal(predict_many(one, enc, space), predict_many(two, enc, space))
+
+
 def test_predict_many_is_stable_across_calls(gpunet_case):
     enc, table = gpunet_case
     first = predict_many(table, enc[:10], gpunet.SPACE)

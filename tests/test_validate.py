@@ -376,3 +376,12 @@ def test_an_older_table_without_a_recorded_speed_says_so(table, tmp_path, capsys
     write_table(frame, table, md)
     assert validate.main(["--table", str(table), "--out", str(tmp_path / "v.parquet"), *FAST]) == 0
     assert "machine speed since the build: unknown (the table records no speed" in capsys.readouterr().out
+
+
+def test_a_table_built_without_a_speed_probe_says_which_flag_left_it_out(table, tmp_path, capsys):
+    frame, md = read_table(table)
+    md["steadiness"] = {**md["steadiness"], "probes_ms": [], "probe_key": None, "speed_ms": None, "swing_pct": None}
+    write_table(frame, table, md)
+    assert validate.main(["--table", str(table), "--out", str(tmp_path / "v.parquet"), *FAST]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("machine speed since the build:"))
+    assert "unknown" in line and "--no-speed-probe" in line
