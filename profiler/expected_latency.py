@@ -65,8 +65,10 @@ def calibrated_shares(table: LatencyTable, calibrated: bool = True) -> tuple[np.
     """(each key's share of a network's predicted latency, aligned with ``table.block_array``; the intercept).
 
     Without a calibration (or with ``calibrated=False``): the block latencies and ``table.network_ms``. With
-    one, the shares come from :meth:`tables.calibration.Calibration.apply` itself (every model is affine in the
-    per-block features), so intercept + the shares of a network's keys is its calibrated prediction.
+    one, the shares come from :meth:`tables.calibration.Calibration.apply` itself with ``extrapolate=True`` (every
+    model is affine in the per-block features), so intercept + the shares of a network's keys is its prediction by
+    the fitted map: :func:`tables.predictor.predict`'s for a network the size of the calibration's fit networks
+    (beyond them ``predict`` fades the correction, which is not a per-block share).
     All in ms per batch.
     """
     latency = table.block_array
@@ -75,8 +77,11 @@ def calibrated_shares(table: LatencyTable, calibrated: bool = True) -> tuple[np.
         return latency, table.network_ms
     blocks = table.to_frame().set_index("key").loc[table.keys, "block"].to_numpy()
     types = {str(t): np.where(blocks == t, latency, 0.0) for t in np.unique(blocks)}
-    intercept = float(cal.apply(table.network_ms, 0, {}, 0.0))  # a network pays network_ms once, in its sum
-    shares = np.asarray(cal.apply(latency, np.ones(len(latency)), types, table.io_array), dtype=np.float64)
+    # the fitted affine map itself (extrapolate=True: no fading by network size, which is not per block)
+    intercept = float(cal.apply(table.network_ms, 0, {}, 0.0, extrapolate=True))  # a network pays it once
+    shares = np.asarray(
+        cal.apply(latency, np.ones(len(latency)), types, table.io_array, extrapolate=True), dtype=np.float64
+    )
     return shares - intercept, intercept
 
 

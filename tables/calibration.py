@@ -21,7 +21,16 @@ predicted end-to-end latency (ms per batch). Candidate models:
 :func:`fit` chooses by cross-validated mean absolute percentage error (MAPE) with
 the one-standard-error rule: the simplest model whose held-out MAPE is within
 one standard error of the lowest one is kept, so a model that beats the raw sum
-only by noise on a few fit networks is not applied to every prediction. A
+only by noise on a few fit networks is not applied to every prediction.
+
+A calibration is applied in full only to networks the size of those it was
+fitted on (raw block sums between the smallest and the largest fit network's,
+``fit_sum_ms``); beyond them its correction fades in proportion to the distance
+(a network half the smallest fit network's sum gets half the correction, one a
+fifth of it a fifth): an intercept fitted on networks of 60-800 ms is not
+evidence about a 12 ms one, whose raw sum (the boundary-corrected blocks) is
+then the better-founded figure. Cross-validation measures the faded map, as it
+is applied. A
 calibration is stored as JSON next to its table (``<table>.calibration.json``,
 see :func:`tables.paths.calibration_path`) and loaded by ``LatencyTable.load``.
 """
@@ -94,6 +103,9 @@ class Calibration:
         not_better: model -> why it was not kept although its cross-validated error was lower: the
             difference is within one standard error of the lowest error, and a simpler model is kept.
         cv_se_pct: model -> standard error (%) of its cross-validated MAPE over the fit networks.
+        fit_sum_ms: (smallest, largest) raw block sum of its fit networks, ms per batch: the range where it
+            is applied in full (:meth:`apply`); ``None`` (a calibration made by hand, or fitted by an older
+            version): applied in full everywhere.
         accuracy: ``uncalibrated``, ``calibrated`` (in-sample) and
             ``calibrated_cv`` (held-out folds) metrics from :func:`tables.metrics.accuracy_metrics`.
     """
@@ -112,6 +124,7 @@ class Calibration:
     excluded: dict[str, str] = field(default_factory=dict)
     not_better: dict[str, str] = field(default_factory=dict)
     cv_se_pct: dict[str, float] = field(default_factory=dict)
+    fit_sum_ms: tuple[float, float] | None = None
     created_at: str = field(default_factory=lambda: utc_now().isoformat())
 
     def __post_init__(self) -> None:
@@ -128,6 +141,16 @@ class Calibration:
             _check_range(f"type_scales[{block}]", scale, *LIMITS["type_scale"])
         if isinstance(self.n_fit, bool) or not isinstance(self.n_fit, int) or self.n_fit < 0:
             raise ValueError(f"calibration n_fit={self.n_fit!r} is not a count of networks")
+        if self.fit_sum_ms is not None:
+            try:
+                lo, hi = (float(v) for v in self.fit_sum_ms)
+            except (TypeError, ValueError):
+                raise ValueError(f"calibration fit_sum_ms={self.fit_sum_ms!r} is not a pair of sums") from None
+            if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+                raise ValueError(
+                    f"calibration fit_sum_ms={self.fit_sum_ms!r} is not a range of positive sums (smallest first)"
+                )
+            self.fit_sum_ms = (lo, hi)
 
     @property
     def needs_block_counts(self) -> bool:
@@ -150,6 +173,8 @@ class Calibration:
         n_blocks: int | np.ndarray | None = None,
         type_sums: Mapping[str, float | np.ndarray] | None = None,
         io_mel: float | np.ndarray | None = None,
+        *,
+        extrapolate: bool = False,
     ) -> float | np.ndarray:
         """Calibrated latency (ms per batch) from the raw block sum ``sum_ms`` (ms per batch).
 
@@ -157,7 +182,38 @@ class Calibration:
         ``n_blocks`` (blocks per network) is needed by ``floor_linear``;
         ``type_sums`` (block type -> summed ms per batch of that type) by ``per_type``;
         ``io_mel`` (the blocks' input plus output, millions of elements per batch) by ``io_linear``.
+        The model's correction is applied in the share :meth:`weight` gives (1 within :attr:`fit_sum_ms`,
+        fading beyond); ``extrapolate=True`` applies the fitted map as it is everywhere (an affine map of the
+        per-block features, e.g. to split a prediction into per-block shares).
         """
+        out = self._model(sum_ms, n_blocks, type_sums, io_mel)
+        if extrapolate or self.fit_sum_ms is None or self.model == "none":
+            return out
+        s = np.asarray(sum_ms, dtype=np.float64)
+        faded = s + self.weight(s) * (np.asarray(out, dtype=np.float64) - s)
+        return float(faded) if np.ndim(out) == 0 else faded
+
+    def weight(self, sum_ms: float | np.ndarray) -> float | np.ndarray:
+        """Share (0-1) of the calibration's correction applied to networks of raw block sum ``sum_ms``: 1 within
+        :attr:`fit_sum_ms`, ``sum / smallest`` below it, ``largest / sum`` above it (1 everywhere without a
+        recorded range or for ``none``)."""
+        s = np.asarray(sum_ms, dtype=np.float64)
+        if self.fit_sum_ms is None or self.model == "none":
+            w = np.ones_like(s)
+        else:
+            lo, hi = self.fit_sum_ms
+            safe = np.where(s > 0, s, 1.0)
+            w = np.where(s > 0, np.minimum(1.0, np.minimum(safe / lo, hi / safe)), 0.0)
+        return float(w) if np.ndim(sum_ms) == 0 else w
+
+    def _model(
+        self,
+        sum_ms: float | np.ndarray,
+        n_blocks: int | np.ndarray | None,
+        type_sums: Mapping[str, float | np.ndarray] | None,
+        io_mel: float | np.ndarray | None,
+    ) -> float | np.ndarray:
+        """The fitted map itself, everywhere (see :meth:`apply`)."""
         scalar = np.ndim(sum_ms) == 0
         s = np.asarray(sum_ms, dtype=np.float64)
         if self.model == "none":
@@ -200,6 +256,7 @@ class Calibration:
             "excluded": dict(self.excluded),
             "not_better": dict(self.not_better),
             "cv_se_pct": dict(self.cv_se_pct),
+            "fit_sum_ms": None if self.fit_sum_ms is None else list(self.fit_sum_ms),
             "created_at": self.created_at,
         }
 
@@ -229,6 +286,7 @@ class Calibration:
             excluded={str(k): str(v) for k, v in _mapping(data, "excluded").items()},
             not_better={str(k): str(v) for k, v in _mapping(data, "not_better").items()},
             cv_se_pct={str(k): float(v) for k, v in _mapping(data, "cv_se_pct").items()},
+            fit_sum_ms=None if data.get("fit_sum_ms") is None else tuple(data["fit_sum_ms"]),  # type: ignore[arg-type]
             created_at=str(data.get("created_at", "")),
         )
 
@@ -300,9 +358,12 @@ class Calibration:
             params = f"a={self.a:.4g}, b={self.b:.4g} ms"
         raw = self.accuracy.get("uncalibrated", {}).get("mape_pct", math.nan)
         cv = self.accuracy.get("calibrated_cv", {}).get("mape_pct", math.nan)
+        span = ""
+        if self.fit_sum_ms is not None and self.model != "none":
+            span = f"; in full for block sums {self.fit_sum_ms[0]:.4g}-{self.fit_sum_ms[1]:.4g} ms, fading beyond"
         return (
             f"calibration {self.model} ({params}), n={self.n_fit}: "
-            f"MAPE on the fit networks {raw:.2f}% raw, {cv:.2f}% cross-validated"
+            f"MAPE on the fit networks {raw:.2f}% raw, {cv:.2f}% cross-validated{span}"
         )
 
     def held_out_mape_pct(self) -> float:
@@ -371,7 +432,7 @@ def domain_problem(cal: Calibration, sum_ms: np.ndarray, n_blocks: Any, type_sum
         )
         io = None if io_mel is None else np.asarray(io_mel, dtype=np.float64) * factor
         blocks = None if n_blocks is None else np.asarray(n_blocks, dtype=np.float64) * factor
-        pred = np.asarray(cal.apply(s, blocks, types, io), dtype=np.float64)
+        pred = np.asarray(cal.apply(s, blocks, types, io, extrapolate=True), dtype=np.float64)
         ratio = np.divide(pred, s, out=np.full_like(s, np.nan), where=s > 0)
         bad = ~(np.isfinite(ratio) & (ratio >= 1.0 / DOMAIN_RATIO))
         if bad.any():
@@ -436,7 +497,15 @@ def _least_squares(design: np.ndarray, target: np.ndarray, bounds: list[tuple[fl
 def _fit_model(model: str, d: _Data, floor_ms: float | None) -> Calibration:
     """Least squares on *relative* errors, sum(((fit - measured) / measured) ** 2): the accuracy
     figures are relative, and plain least squares would let the largest networks set the fit. Every
-    coefficient stays in its sane range (:data:`LIMITS`): a slope is positive, a scale is not negative."""
+    coefficient stays in its sane range (:data:`LIMITS`): a slope is positive, a scale is not negative.
+    The result records its fit networks' range of block sums (:attr:`Calibration.fit_sum_ms`)."""
+    cal = _fit_map(model, d, floor_ms)
+    if model != "none" and len(d.sum_ms) and float(np.min(d.sum_ms)) > 0:
+        cal.fit_sum_ms = (float(np.min(d.sum_ms)), float(np.max(d.sum_ms)))
+    return cal
+
+
+def _fit_map(model: str, d: _Data, floor_ms: float | None) -> Calibration:
     n = len(d.measured)
     w = 1.0 / d.measured
     target = d.measured * w

@@ -66,6 +66,9 @@ class Prediction:
             never validated: too narrow, say so rather than pretend).
         n_estimated: blocks whose entry is an estimate (``estimate_missing=True``), repeats counted.
         estimated_keys: those keys, each once.
+        calibration_weight: the share of the calibration's correction applied (1 for a network the size of
+            the calibration's fit networks, less for one far smaller or larger:
+            :meth:`tables.calibration.Calibration.weight`; 0 when no calibration was applied).
     """
 
     ms_per_batch: float
@@ -82,6 +85,7 @@ class Prediction:
     interval_basis: str = "measurement only"
     n_estimated: int = 0
     estimated_keys: list[str] = field(default_factory=list)
+    calibration_weight: float = 0.0
 
     @property
     def n_blocks(self) -> int:
@@ -243,6 +247,7 @@ def predict(
         basis,
         int(est.sum()),
         list(dict.fromkeys(str(k) for k, e in zip(keys, est) if e)),
+        float(table.calibration.weight(sum_ms)) if done and table.calibration is not None else 0.0,
     )
 
 

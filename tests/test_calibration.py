@@ -17,8 +17,45 @@ def test_linear_fit_recovers_a_known_slope_and_intercept():
     cal = fit(sums, 0.8 * sums + 0.3, models=["linear"])
     assert cal.model == "linear"
     assert cal.a == pytest.approx(0.8) and cal.b == pytest.approx(0.3)
-    assert cal.accuracy["calibrated_cv"]["mape_pct"] < 1e-6
+    assert cal.accuracy["calibrated"]["mape_pct"] < 1e-6
+    # cross-validation applies each fold's calibration as it is applied: faded on the few test networks
+    # outside the fold's fit range, exact inside it
+    assert cal.accuracy["calibrated_cv"]["mape_pct"] < 0.5
     assert cal.accuracy["uncalibrated"]["mape_pct"] > 5
+
+
+def test_a_calibration_is_applied_in_full_within_its_fit_range_and_fades_beyond():
+    sums = np.linspace(50.0, 800.0, 16)
+    cal = fit(sums, 1.0 * sums + 2.0, models=["linear"])
+    assert cal.fit_sum_ms == pytest.approx((50.0, 800.0))
+    assert cal.apply(100.0) == pytest.approx(102.0)  # inside: the fitted map
+    # half the smallest fit network's sum: half the correction; a fifth: a fifth; twice the largest: half
+    assert cal.apply(25.0) == pytest.approx(25.0 + 0.5 * 2.0)
+    assert cal.apply(10.0) == pytest.approx(10.0 + 0.2 * 2.0)
+    assert cal.apply(1600.0) == pytest.approx(1600.0 + 0.5 * 2.0)
+    assert cal.apply(10.0, extrapolate=True) == pytest.approx(12.0)  # the map itself, everywhere
+    weights = cal.weight(np.array([10.0, 50.0, 400.0, 800.0, 1600.0]))
+    assert np.allclose(weights, [0.2, 1.0, 1.0, 1.0, 0.5])
+    # arrays and scalars agree, and the range survives the JSON round trip
+    assert np.allclose(cal.apply(np.array([10.0, 100.0])), [cal.apply(10.0), cal.apply(100.0)])
+    back = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert back.fit_sum_ms == cal.fit_sum_ms and back.apply(25.0) == pytest.approx(cal.apply(25.0))
+    assert "in full for block sums 50-800 ms, fading beyond" in cal.summary()
+
+
+def test_a_calibration_without_a_fit_range_is_applied_in_full_everywhere():
+    # made by hand, or fitted by an older version (no fit_sum_ms in its file)
+    cal = Calibration("linear", a=1.0, b=2.0)
+    assert cal.fit_sum_ms is None and cal.apply(10.0) == pytest.approx(12.0)
+    doc = cal.to_dict()
+    doc.pop("fit_sum_ms")
+    assert Calibration.from_dict(doc).apply(10.0) == pytest.approx(12.0)
+
+
+@pytest.mark.parametrize("bad", [(0.0, 10.0), (20.0, 10.0), (1.0, float("nan")), "wide", (1.0,)])
+def test_a_malformed_fit_range_is_refused(bad):
+    with pytest.raises(ValueError, match="fit_sum_ms"):
+        Calibration("linear", a=1.0, b=2.0, fit_sum_ms=bad)
 
 
 def test_model_choice_prefers_the_raw_sum_when_it_is_already_exact():
@@ -131,8 +168,8 @@ def test_the_explanation_names_the_choice_and_the_errors_it_beat():
     sums = rng.uniform(1.0, 5.0, 12)
     cal = fit(sums, 0.8 * sums + 0.3, models=["none", "linear"])
     first = cal.explain()[0]
-    assert first.startswith("calibration linear chosen by cross-validated MAPE on 12 networks (linear 0.00%")
-    assert "none " in first
+    assert first.startswith("calibration linear chosen by cross-validated MAPE on 12 networks (linear 0.")
+    assert f"linear {cal.cv_mape_pct['linear']:.2f}%, none {cal.cv_mape_pct['none']:.2f}%" in first
     assert cal.held_out_mape_pct() == pytest.approx(cal.accuracy["calibrated_cv"]["mape_pct"])
     exact = fit(sums, sums, models=["none", "linear"])
     assert exact.explain()[0].startswith("no calibration: no model beat the raw block sum in cross-validation")

@@ -101,6 +101,30 @@ def test_predict_applies_the_table_calibration_by_default():
     assert cal.sum_ms == raw.sum_ms
 
 
+def test_a_network_smaller_than_the_calibrations_fit_networks_gets_a_faded_correction_and_says_so():
+    table = make_table(ARCH)
+    raw = predict(table, ARCH, calibrated=False).sum_ms
+    table.calibration = Calibration("linear", a=0.5, b=1.0, fit_sum_ms=(4 * raw, 10 * raw))
+    small = predict(table, ARCH)
+    assert small.calibrated and small.calibration_weight == pytest.approx(0.25)
+    assert small.ms_per_batch == pytest.approx(raw + 0.25 * (0.5 * raw + 1.0 - raw))
+    table.calibration = Calibration("linear", a=0.5, b=1.0, fit_sum_ms=(raw / 2, raw * 2))
+    inside = predict(table, ARCH)
+    assert inside.calibration_weight == 1.0 and inside.ms_per_batch == pytest.approx(0.5 * raw + 1.0)
+    assert predict(table, ARCH, calibrated=False).calibration_weight == 0.0
+
+
+def test_predict_many_fades_a_calibration_beyond_its_fit_range_like_predict(gpunet_case):
+    enc, table = gpunet_case
+    sums = predict_many(table, enc, gpunet.SPACE, calibrated=False)
+    mid = float(np.median(sums))
+    table.calibration = Calibration("linear", a=0.9, b=0.25, fit_sum_ms=(mid, mid * 1.01))
+    loop = np.array([predict(table, gpunet.arch_keys(e)).ms_per_batch for e in enc])
+    np.testing.assert_allclose(predict_many(table, enc, gpunet.SPACE), loop, rtol=1e-12)
+    assert not np.allclose(loop, 0.9 * sums + 0.25)  # most networks lie outside that narrow range
+    table.calibration = None
+
+
 def test_predict_many_equals_a_loop_of_predict_on_gpunet(gpunet_case):
     enc, table = gpunet_case
     loop = np.array([predict(table, gpunet.arch_keys(e)).ms_per_batch for e in enc])
