@@ -185,6 +185,11 @@ def main() -> int:
             f"the {len(shared)} tests both trees hold: {sa:.0f} s against {sb:.0f} s ({change(sa, sb)}; "
             "summed test times, collection and start-up not included)"
         )
+        if args.suite_runs > 1:  # the spread from run to run, which a single pair cannot show
+            for i in range(args.suite_runs):
+                ra = sum(per_test["this tree"][i][t] for t in shared)
+                rb = sum(per_test["baseline"][i][t] for t in shared)
+                print(f"  run {i + 1}: {ra:.0f} s against {rb:.0f} s ({change(ra, rb)})")
         files: dict[str, list[float]] = {}
         for t in shared:
             entry = files.setdefault(t.split("::")[0], [0.0, 0.0])
