@@ -50,8 +50,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kernels_bench.boundary import BOUNDARY_METHODS, DEFAULT_BOUNDARY
-from kernels_bench.config import BACKENDS, PRECISIONS, BackendConfig, format_cpus
-from kernels_bench.errors import check_engine_installed
+from kernels_bench.config import BACKENDS, PRECISIONS, BackendConfig, format_cpus, precisions_for
+from kernels_bench.errors import PrecisionNotSupported, check_engine_installed
 from kernels_bench.export import default_cache_dir
 from kernels_bench.measure import DEFAULT_DRIFT_REFERENCE
 from profiler import enumeration, sharding
@@ -321,7 +321,16 @@ def run(args: argparse.Namespace) -> int:
     config = backend_config(args, profile)
     precisions = parse_precisions(args.precision, profile)
     for p in precisions:  # refused here, before any engine is imported or device looked for
-        config.check_precision(p)
+        try:
+            config.check_precision(p)
+        except PrecisionNotSupported as exc:
+            runs = precisions_for(config.backend, config.device)
+            if args.precision is not None or not runs:
+                raise
+            raise PrecisionNotSupported(
+                f"{exc}; {p} is one of the {profile.name} profile's default precisions ({', '.join(precisions)}): "
+                f"give the ones it runs, e.g. --precision {','.join(runs)}"
+            ) from None
     timing = timing_from_args(args, gpu=config.device_kind == "cuda")
     shard = None
     if args.shard is not None:

@@ -223,6 +223,18 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, message, cli):
     assert "Traceback" not in result.stderr
 
 
+def test_a_default_precision_the_backend_does_not_run_names_the_flag_to_give(tmp_path, cli):
+    # the cpu profile's defaults are fp32,int8; torch runs fp32 and bf16 there
+    args = ["--device", "cpu", "--batch", "1", "--backend", "torch", "--out", str(tmp_path / "o")]
+    result = cli([*args, *FAST])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr
+    assert "int8 is one of the cpu profile's default precisions (fp32, int8)" in lines[0]
+    assert "--precision fp32,bf16" in lines[0]
+    asked = cli([*args, "--precision", "int8", *FAST])  # asked for by name: the plain refusal
+    assert asked.returncode == 2 and "default precisions" not in asked.stderr
+
+
 def test_an_unknown_block_in_an_archs_file_is_one_line(tmp_path, cli):
     archs = tmp_path / "a.json"
     archs.write_text(json.dumps({"architectures": [{"name": "x", "blocks": ["lstm_i8x8x8_o8_k3_s1_e1_se0_relu"]}]}))
