@@ -190,7 +190,9 @@ class Calibration:
         if extrapolate or self.fit_sum_ms is None or self.model == "none":
             return out
         s = np.asarray(sum_ms, dtype=np.float64)
-        faded = s + self.weight(s) * (np.asarray(out, dtype=np.float64) - s)
+        w = np.asarray(self.weight(s), dtype=np.float64)
+        fitted = np.asarray(out, dtype=np.float64)
+        faded = np.where(w < 1.0, s + w * (fitted - s), fitted)  # the fitted map itself, exactly, within range
         return float(faded) if np.ndim(out) == 0 else faded
 
     def weight(self, sum_ms: float | np.ndarray) -> float | np.ndarray:
