@@ -8,7 +8,7 @@ build in two stages, both through the ordinary crash-safe build
    block type in proportion to its keys (at least
    :data:`tables.estimator.MIN_KEYS_PER_TYPE` of each type that has them), and
    within a type over its range of FLOPs (evenly spaced quantiles of log FLOPs);
-2. *uncertainty* (:func:`uncertain_keys`): the estimator's two models
+2. *uncertainty* (:func:`uncertain_keys`): the estimator's models
    (:mod:`tables.estimator`) are fitted on what is measured, and the rest of
    the budget goes to the keys where they disagree most (a committee's
    disagreement: the keys the estimator is least sure of).
@@ -94,13 +94,15 @@ def coverage_keys(
 def uncertain_keys(
     table: Any, keys: Sequence[BlockKey], n: int, seed: int = 0
 ) -> tuple[list[BlockKey], dict[str, float]]:
-    """The ``n`` keys of ``keys`` the table lacks on which the estimator's two models disagree most, and a
+    """The ``n`` keys of ``keys`` the table lacks on which the estimator's models disagree most, and a
     summary (``median_disagreement_pct``, ``chosen_disagreement_pct``: the smallest disagreement chosen)."""
     from tables.estimator import disagreement as committee
 
     todo = [k for k in keys if k not in table]
     if n <= 0 or not todo:
         return [], {}
+    if n >= len(todo):  # every key left is measured: no choice for a committee to make
+        return todo, {}
     measured = ~table.estimated_mask
     spread = committee(
         [k for k, m in zip(table.keys, measured) if m],

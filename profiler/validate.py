@@ -5,9 +5,15 @@ settings (threads, CPU pinning, ...), precision, batch and timing protocol (all
 read from the table's metadata; ``--repeats``/``--warmup``/``--warmup-ms``/
 ``--min-sample-ms`` override the protocol, ``--cpus`` the pinning), exactly as
 ``profiler.build`` times one key: ``measure_keys`` over the network's whole
-chain of keys. With ``--rounds R`` every network is timed R times, round-robin
-over the networks, and its figure is the median of the rounds. Its prediction
-is the sum of its block entries in the table.
+chain of keys. Every network is timed in rounds, round-robin over the
+networks, and its figure is the median of its rounds. By default
+(``--rounds auto``) a network gets as many rounds as fit in
+:data:`AUTO_ROUND_SPAN_S` seconds of its own measuring (its first round's
+export, compile, warm-up and timed seconds; at least one, at most
+:data:`AUTO_MAX_ROUNDS`): thirty runs of a small network last a fraction of a
+second, one state of a machine whose speed moves, where a large network's
+already span several; ``--rounds R`` times every network R times. Its
+prediction is the sum of its block entries in the table.
 
 A table built with ``--drift-correct`` brought every key to one reference speed
 of the machine; its networks are timed the same way (the same reference graph
@@ -126,6 +132,23 @@ class Measured:
     reference_rounds_ms: list[float] = field(default_factory=list)
 
 
+#: ``--rounds auto``: a network gets as many rounds as fit in this many seconds of its own measuring.
+AUTO_ROUND_SPAN_S = 5.0
+
+#: ``--rounds auto``: most rounds of one network.
+AUTO_MAX_ROUNDS = 5
+
+#: The ``--rounds`` value that sizes each network's rounds from its first one.
+AUTO = "auto"
+
+
+def auto_rounds(round_s: float) -> int:
+    """Rounds of a network whose first round took ``round_s`` seconds of measuring (``--rounds auto``)."""
+    if not (math.isfinite(round_s) and round_s > 0):
+        return AUTO_MAX_ROUNDS
+    return max(1, min(AUTO_MAX_ROUNDS, math.ceil(AUTO_ROUND_SPAN_S / round_s)))
+
+
 # --------------------------------------------------------------------------- arguments
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser of ``python -m profiler.validate``."""
@@ -159,10 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_timing_arguments(t, defaults=False)
     t.add_argument(
         "--rounds",
-        type=int,
-        default=1,
-        help="time every network this many times, in round-robin order over the networks, and keep the median "
-        "(default 1); spreads each network's measurement over the run on a machine whose speed drifts",
+        type=rounds_arg,
+        default=AUTO,
+        help="time every network this many times, in round-robin order over the networks, and keep the median; "
+        f"'auto' (default): as many rounds as fit in {AUTO_ROUND_SPAN_S:g} s of each network's own measuring, "
+        f"1 to {AUTO_MAX_ROUNDS} (a small network's thirty runs see one moment of a machine whose speed drifts)",
     )
     p.add_argument(
         "--cpus",
@@ -185,12 +209,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def rounds_arg(text: str) -> int | str:
+    """``--rounds``: ``auto`` or a whole number (checked by :func:`check_args`)."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"use 'auto' or a whole number of rounds, not {text!r}") from None
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Refuse out-of-range numbers with a one-line :class:`UsageError`."""
     if not 0.0 <= args.holdout < 1.0:
         raise UsageError(f"--holdout must be a fraction with 0 <= f < 1, got {args.holdout}")
-    if args.rounds < 1:
-        raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
+    if args.rounds != AUTO and args.rounds < 1:
+        raise UsageError(f"--rounds must be at least 1 (or auto), got {args.rounds}")
     if args.sample is not None and args.sample <= 0:
         raise UsageError(f"--sample must be a positive number of architectures, got {args.sample}")
     if args.space and args.sample is None:
@@ -319,7 +353,7 @@ def measure_networks(
     precision: str,
     settings,
     progress: bool,
-    rounds: int = 1,
+    rounds: int | str = 1,
     drift: Mapping[str, Any] | None = None,
 ) -> list[Measured]:
     """Time each network whole with ``measure_keys``; a network the backend cannot build is recorded as failed.
@@ -327,7 +361,9 @@ def measure_networks(
     With ``rounds`` > 1 every network is timed that many times, round-robin over
     the networks (round 1 of all, then round 2 of all, ...), so that a slow drift
     of the machine's speed touches every network alike; each network's figure is
-    the median of its rounds. A network that fails once is not timed again.
+    the median of its rounds. With ``rounds="auto"`` each network gets
+    :func:`auto_rounds` of its first round's seconds (export, compile, warm-up,
+    timed), still round-robin. A network that fails once is not timed again.
 
     ``drift``: the table's ``drift_reference`` entry (``key``, ``ratio``,
     ``latency_ms``): its graph is timed between the samples of every network and
@@ -346,16 +382,22 @@ def measure_networks(
     figures: list[list[float]] = [[] for _ in archs]
     stds: list[list[float]] = [[] for _ in archs]
     errors: list[str | None] = [None] * len(archs)
+    auto = rounds == AUTO
+    wanted = [1 if auto else int(rounds)] * len(archs)  # rounds of each network (auto: sized after round 1)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(archs) * rounds, desc="networks", unit="net", dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(total=sum(wanted), desc="networks", unit="net", dynamic_ncols=True, file=sys.stderr)
     try:
-        for r in range(rounds):
+        r = 0
+        while r < max(wanted):
             for i, arch in enumerate(archs):
+                if r >= wanted[i]:
+                    continue
                 if bar is not None:
-                    bar.set_postfix_str(arch.name if rounds == 1 else f"round {r + 1}/{rounds} {arch.name}", False)
+                    label = arch.name if wanted[i] == 1 else f"round {r + 1}/{wanted[i]} {arch.name}"
+                    bar.set_postfix_str(label, False)
                 if errors[i] is None:
                     try:
                         result = measure_keys(backend, list(arch.keys), batch, precision, settings, reference=reference)
@@ -367,12 +409,18 @@ def measure_networks(
                         else:
                             refs[i].append(float(result.reference_ms))
                             figures[i].append(drift_corrected(raw, refs[i][-1], float(drift["latency_ms"])))
+                        if auto and r == 0:
+                            wanted[i] = auto_rounds(float(sum((result.phases or {}).values())))
+                            if bar is not None and wanted[i] > 1:
+                                bar.total += wanted[i] - 1
+                                bar.refresh()
                     except (KeyboardInterrupt, SystemExit):
                         raise
                     except Exception as exc:  # one network the backend cannot build must not end the run
                         errors[i] = error_text(exc, 500)
                 if bar is not None:
                     bar.update(1)
+            r += 1
     finally:
         if bar is not None:
             bar.close()
@@ -700,6 +748,7 @@ def validate_table(args: argparse.Namespace, archs: Sequence[Architecture] | Non
         "seed": args.seed,
         "timing": settings.to_dict(),
         "rounds": args.rounds,
+        **({"auto_rounds": {"span_s": AUTO_ROUND_SPAN_S, "max": AUTO_MAX_ROUNDS}} if args.rounds == AUTO else {}),
         "cpus": list(config.cpus),
         "drift_reference": drift,
         "wall_s": wall,
@@ -716,6 +765,9 @@ def report(result: ValidationResult) -> None:
         f"{measured_ok} of {len(result.frame)} networks measured in {result.wall_s:.0f} s "
         f"({result.n_fit} fit, {result.n_held} held out); {table.backend} {table.precision} batch {table.batch}"
     )
+    counts = [len(r) for r in result.frame["measured_rounds_ms"] if len(r)]
+    if counts and max(counts) > 1:
+        print(f"each network timed in {min(counts)}-{max(counts)} rounds (median of its rounds)")
     if result.drift is not None:
         ref = [r for rounds in result.frame["reference_rounds_ms"] for r in rounds]
         lo, hi = np.percentile(ref, [10, 90]) if ref else (math.nan, math.nan)

@@ -60,6 +60,8 @@ class Layer:
         weights: weight and bias elements (folded), 0 for layers without weights.
         macs: multiply-accumulates per image.
         flops: floating-point operations per image (see the module docstring).
+        kernel: the window of a ``Conv`` or ``MaxPool`` (k of a kxk window), 0 for other layers.
+        groups: the groups of a ``Conv`` (its input channels for a depthwise one), 1 for other layers.
     """
 
     op: str
@@ -69,6 +71,8 @@ class Layer:
     weights: int = 0
     macs: int = 0
     flops: int = 0
+    kernel: int = 0
+    groups: int = 1
 
     @property
     def input_elements(self) -> int:
@@ -111,7 +115,9 @@ class CostBuilder(structure.BlockBuilder[Shape]):
         output = (cout, _out_size(h, k, stride, padding), _out_size(w, k, stride, padding))
         macs = math.prod(output) * (cin // groups) * k * k
         weights = cout * (cin // groups) * k * k + cout
-        return self._record("Conv", path, (x,), output, weights=weights, macs=macs, flops=2 * macs)
+        return self._record(
+            "Conv", path, (x,), output, weights=weights, macs=macs, flops=2 * macs, kernel=k, groups=groups
+        )
 
     def conv_bn(
         self, x: Shape, path: str, cin: int, cout: int, k: int, stride: int, groups: int, padding: int | None = None
@@ -149,7 +155,7 @@ class CostBuilder(structure.BlockBuilder[Shape]):
     def max_pool(self, x: Shape, path: str, k: int, stride: int) -> Shape:
         c, h, w = x
         output = (c, _out_size(h, k, stride), _out_size(w, k, stride))
-        return self._record("MaxPool", path, (x,), output, flops=math.prod(output) * k * k)
+        return self._record("MaxPool", path, (x,), output, flops=math.prod(output) * k * k, kernel=k)
 
 
 @lru_cache(maxsize=65536)

@@ -3,18 +3,30 @@
 Features come from the key alone (:func:`key_features`): its block type, shapes
 and configuration, FLOPs, bytes moved, parameters and arithmetic intensity
 (:mod:`tables.cost`), and its boundary quantity (the input and output elements
-a block moves across the engine's boundary). The target is what the predictor
-sums for a key (``LatencyTable.block_array``: its in-network latency when the
-table measured boundaries), on a log scale. Two models are fitted and compared
-by cross-validation over the measured keys (:data:`MODELS`):
+a block moves across the engine's boundary); the ``layers`` models read the
+key's layers (:func:`layer_terms`). The target is what the predictor sums for a
+key (``LatencyTable.block_array``: its in-network latency when the table
+measured boundaries). The models (:data:`MODELS`) are compared by
+cross-validation over the measured keys:
 
 - ``roofline``: a physically shaped model per block type: latency = a + b *
   FLOPs + c * bytes moved + d * boundary elements, every coefficient >= 0
   (non-negative least squares on relative errors), so an estimate grows with
   the work and the traffic the way a roofline says it must;
+- ``layers``: a physically shaped model over the key's layers, shared by every
+  block type (a block is the sum of its layers, and the same convolution kernel
+  runs in every block that holds it): each layer kind costs, with coefficients
+  >= 0, per multiply-accumulate (1x1, kxk and the first layer's few-channel
+  convolutions apart; depthwise per kernel size), per multiply-accumulate with
+  the channels padded to the engine's channel blocks of 8 and 16 (onnxruntime's
+  NCHWc kernels, tensor cores: a convolution of 24 channels costs what one of
+  32 does), per element read and written, per weight, per elementwise element
+  (sigmoid, binary, clamp), per node, plus a per-call constant;
 - ``boosting``: gradient-boosted trees (scikit-learn's
   ``HistGradientBoostingRegressor``, seeded) on the log of the latency over all
-  the features, block type included.
+  the features, block type included;
+- ``layers_boosted``: the ``layers`` model, with gradient-boosted trees fitted
+  on the log of what it leaves (shapes and configurations it cannot express).
 
 :func:`fit_estimator` keeps the one with the lower cross-validated median
 absolute percentage error, refits it on every measured key and stores its
@@ -26,7 +38,7 @@ silently: :func:`tables.predictor.predict` uses them only with
 estimated. Nothing is pickled: an estimator is refitted from its table (seeded,
 deterministic), only its description and errors are stored.
 
-scikit-learn is imported only by the ``boosting`` model.
+scikit-learn is imported only by the ``boosting`` and ``layers_boosted`` models.
 """
 
 from __future__ import annotations
@@ -37,11 +49,46 @@ from typing import Any
 
 import numpy as np
 
-from tables.cost import key_cost
+from tables.cost import key_cost, key_layers
 from tables.key import ACTIVATIONS, BLOCK_TYPES, BlockKey, parse_key
 
 #: Models :func:`fit_estimator` compares, simplest first (ties go to the simpler one).
-MODELS: tuple[str, ...] = ("roofline", "boosting")
+MODELS: tuple[str, ...] = ("roofline", "layers", "boosting", "layers_boosted")
+
+#: The models that need scikit-learn.
+TREE_MODELS: frozenset[str] = frozenset({"boosting", "layers_boosted"})
+
+#: Channel blocks a convolution's channels are padded to by the engines' kernels (the ``layers`` models).
+CHANNEL_BLOCKS: tuple[int, ...] = (8, 16)
+
+#: A dense convolution with fewer input channels than this is a network's first layer (``stem``): engines run it
+#: with their own kernels (onnxruntime: from NCHW input), so it has its own terms.
+STEM_CHANNELS = 8
+
+#: The terms of the ``layers`` models, in column order (see :func:`layer_terms`).
+LAYER_TERMS: tuple[str, ...] = (
+    "call",
+    "nodes",
+    "tiny_nodes",
+    "stem_macs",
+    "stem_out",
+    "conv1_macs",
+    *(f"conv1_macs_c{b}" for b in CHANNEL_BLOCKS),
+    "convk_macs",
+    *(f"convk_macs_c{b}" for b in CHANNEL_BLOCKS),
+    "dw3_macs",
+    "dw5_macs",
+    "dw7_macs",
+    "conv_in",
+    "conv_out",
+    "conv_weights",
+    "sigmoid",
+    "binary",
+    "clamp",
+    "reduce",
+    "pool",
+    "gemm_macs",
+)
 
 #: Folds of the cross-validation over measured keys.
 FOLDS = 5
@@ -60,7 +107,8 @@ Z90 = 1.6448536269514722
 def key_features(keys: Sequence[BlockKey], batch: int, precision: str) -> dict[str, np.ndarray]:
     """The features of each key (arrays of len(keys)): ``flops``, ``bytes``, ``params``, ``intensity``,
     ``boundary`` (input + output elements per batch), ``hw``, ``cin``, ``cout``, ``k``, ``s``, ``e``, ``se``,
-    ``act`` (index in ACTIVATIONS), ``block`` (index in BLOCK_TYPES), ``pad`` (1 for valid)."""
+    ``act`` (index in ACTIVATIONS), ``block`` (index in BLOCK_TYPES), ``pad`` (1 for valid), and ``layers``
+    (:func:`layer_terms`, a 2-D array)."""
     types = list(BLOCK_TYPES)
     rows = []
     for key in keys:
@@ -87,7 +135,69 @@ def key_features(keys: Sequence[BlockKey], batch: int, precision: str) -> dict[s
     names = ("flops", "bytes", "params", "intensity", "boundary", "hw", "cin", "cout", "k", "s", "e", "se")
     names += ("act", "block", "pad")
     arr = np.asarray(rows, dtype=np.float64).reshape(len(keys), len(names))
-    return {name: arr[:, i] for i, name in enumerate(names)}
+    out = {name: arr[:, i] for i, name in enumerate(names)}
+    out["layers"] = layer_terms(keys, batch)
+    return out
+
+
+def _blocked(c: int, block: int) -> int:
+    return -(-c // block) * block
+
+
+def _layer_row(key: BlockKey) -> np.ndarray:
+    """One key's :data:`LAYER_TERMS` for one image (the batch scales them in :func:`layer_terms`)."""
+    col = {name: i for i, name in enumerate(LAYER_TERMS)}
+    row = np.zeros(len(LAYER_TERMS))
+    row[col["call"]] = 1.0
+    for layer in key_layers(key):
+        row[col["nodes"]] += 1.0
+        out = layer.output_elements
+        if layer.op == "Conv":
+            cout, h, w = layer.output
+            if h * w == 1:  # per-channel ops on a 1x1 map (squeeze-excite): what they cost is the node
+                row[col["tiny_nodes"]] += 1.0
+                continue
+            cin = layer.inputs[0][0]
+            k2 = layer.kernel * layer.kernel
+            if layer.groups > 1 and layer.groups == cin:
+                bucket = 3 if layer.kernel <= 3 else 5 if layer.kernel <= 5 else 7
+                row[col[f"dw{bucket}_macs"]] += layer.macs
+            elif cin < STEM_CHANNELS:
+                row[col["stem_macs"]] += layer.macs
+                row[col["stem_out"]] += out
+            else:
+                kind = "conv1" if layer.kernel == 1 else "convk"
+                row[col[f"{kind}_macs"]] += layer.macs
+                for b in CHANNEL_BLOCKS:
+                    row[col[f"{kind}_macs_c{b}"]] += h * w * k2 * _blocked(cin, b) * _blocked(cout, b) / layer.groups
+            row[col["conv_in"]] += layer.input_elements
+            row[col["conv_out"]] += out
+            row[col["conv_weights"]] += layer.weights
+        elif layer.op == "Sigmoid":
+            row[col["sigmoid"]] += out
+        elif layer.op in ("Mul", "Add"):
+            row[col["binary"]] += out
+        elif layer.op in ("Relu", "Clip"):
+            row[col["clamp"]] += out
+        elif layer.op == "ReduceMean":
+            row[col["reduce"]] += layer.input_elements
+        elif layer.op == "MaxPool":
+            row[col["pool"]] += layer.flops
+        elif layer.op == "Gemm":
+            row[col["gemm_macs"]] += layer.macs
+    return row
+
+
+#: Terms that do not grow with the batch: the call, the nodes, the weights.
+_PER_CALL = frozenset({"call", "nodes", "tiny_nodes", "conv_weights"})
+
+
+def layer_terms(keys: Sequence[BlockKey], batch: int) -> np.ndarray:
+    """The ``layers`` models' design matrix: one row per key, one column per :data:`LAYER_TERMS` entry, per batch
+    (the call, node and weight terms once, every other term times ``batch``)."""
+    rows = np.asarray([_layer_row(k) for k in keys], dtype=np.float64).reshape(len(keys), len(LAYER_TERMS))
+    scale = np.asarray([1.0 if name in _PER_CALL else float(batch) for name in LAYER_TERMS])
+    return rows * scale
 
 
 def _design(f: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -129,6 +239,65 @@ class _Roofline:
 
 
 @dataclass
+class _Layers:
+    """One non-negative linear model over the keys' layer terms, shared by every block type."""
+
+    coef: np.ndarray | None = None
+    scale: np.ndarray | None = None
+
+    def fit(self, f: Mapping[str, np.ndarray], y: np.ndarray) -> _Layers:
+        x = f["layers"]
+        self.scale = np.maximum(np.abs(x).max(axis=0), 1e-12)
+        self.coef = _nnls_relative(x / self.scale, y)
+        return self
+
+    def predict(self, f: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.maximum((f["layers"] / self.scale) @ self.coef, 1e-6)
+
+
+def _trees(seed: int, max_iter: int, learning_rate: float, categorical: np.ndarray) -> Any:
+    try:
+        from sklearn.ensemble import HistGradientBoostingRegressor
+    except ImportError as exc:  # pragma: no cover - scikit-learn is in the dev install
+        raise ValueError(f"the tree estimators need scikit-learn ({exc}): pip install -e '.[estimate]'") from None
+    return HistGradientBoostingRegressor(
+        max_iter=max_iter,
+        learning_rate=learning_rate,
+        min_samples_leaf=5 if max_iter > 100 else 10,
+        l2_regularization=0.0 if max_iter > 100 else 1.0,
+        categorical_features=categorical,
+        random_state=seed,
+    )
+
+
+@dataclass
+class _LayersBoosted:
+    """The ``layers`` model times trees fitted on the log of its ratio to the measured latency."""
+
+    seed: int = 0
+    base: _Layers | None = None
+    model: Any = None
+
+    @staticmethod
+    def _x(f: Mapping[str, np.ndarray], base: np.ndarray) -> np.ndarray:
+        return np.column_stack([_Boosting._x(f), np.log(base)])
+
+    def fit(self, f: Mapping[str, np.ndarray], y: np.ndarray) -> _LayersBoosted:
+        self.base = _Layers().fit(f, y)
+        base = self.base.predict(f)
+        x = self._x(f, base)
+        categorical = np.zeros(x.shape[1], dtype=bool)
+        categorical[-4:-2] = True  # act, block
+        self.model = _trees(self.seed, 50, 0.05, categorical)
+        self.model.fit(x, np.log(y / base))
+        return self
+
+    def predict(self, f: Mapping[str, np.ndarray]) -> np.ndarray:
+        base = self.base.predict(f)
+        return base * np.exp(self.model.predict(self._x(f, base)))
+
+
+@dataclass
 class _Boosting:
     """Gradient-boosted trees on log latency over every feature."""
 
@@ -142,22 +311,10 @@ class _Boosting:
         return np.column_stack([*logs, *rest])
 
     def fit(self, f: Mapping[str, np.ndarray], y: np.ndarray) -> _Boosting:
-        try:
-            from sklearn.ensemble import HistGradientBoostingRegressor
-        except ImportError as exc:  # pragma: no cover - scikit-learn is in the dev install
-            raise ValueError(
-                f"the boosting estimator needs scikit-learn ({exc}): pip install -e '.[estimate]'"
-            ) from None
         x = self._x(f)
         categorical = np.zeros(x.shape[1], dtype=bool)
         categorical[-3:-1] = True  # act, block
-        self.model = HistGradientBoostingRegressor(
-            max_iter=400,
-            learning_rate=0.08,
-            min_samples_leaf=5,
-            categorical_features=categorical,
-            random_state=self.seed,
-        )
+        self.model = _trees(self.seed, 400, 0.08, categorical)
         self.model.fit(x, np.log(y))
         return self
 
@@ -166,18 +323,36 @@ class _Boosting:
 
 
 def available_models() -> tuple[str, ...]:
-    """The :data:`MODELS` this environment can fit: ``boosting`` needs scikit-learn (the ``estimate`` extra)."""
+    """The :data:`MODELS` this environment can fit: the tree models need scikit-learn (the ``estimate`` extra)."""
     import importlib.util
 
-    return tuple(m for m in MODELS if m != "boosting" or importlib.util.find_spec("sklearn") is not None)
+    trees = importlib.util.find_spec("sklearn") is not None
+    return tuple(m for m in MODELS if m not in TREE_MODELS or trees)
 
 
 def _make(model: str, seed: int) -> Any:
     if model == "roofline":
         return _Roofline()
+    if model == "layers":
+        return _Layers()
     if model == "boosting":
         return _Boosting(seed)
+    if model == "layers_boosted":
+        return _LayersBoosted(seed)
     raise ValueError(f"unknown estimator model {model!r}: use one of {', '.join(MODELS)}")
+
+
+def _usable(
+    keys: Sequence[BlockKey | str], values_ms: Sequence[float] | np.ndarray
+) -> tuple[list[BlockKey], np.ndarray]:
+    """The keys and values a model can be fitted on: finite and positive (a key whose whole latency its boundary
+    took, in-network 0, says nothing about how latency grows with the work)."""
+    ks = [k if isinstance(k, BlockKey) else parse_key(k) for k in keys]
+    y = np.asarray(values_ms, dtype=np.float64)
+    if len(ks) != len(y):
+        raise ValueError(f"keys and values must have the same length; got {len(ks)} and {len(y)}")
+    good = np.isfinite(y) & (y > 0)
+    return [k for k, g in zip(ks, good) if g], y[good]
 
 
 def _subset(f: Mapping[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -256,14 +431,15 @@ class Estimator:
             "cv_median_ape_pct": dict(self.cv),
             "errors": {k: dict(v) for k, v in self.errors.items()},
             "overall": dict(self.overall),
-            "features": "block type, shapes, config, FLOPs, bytes moved, params, intensity, boundary elements",
+            "features": "block type, shapes, config, FLOPs, bytes moved, params, intensity, boundary elements, "
+            "layer terms",
         }
 
     def summary(self) -> str:
         """One line: the model, its held-out median error and the alternative's."""
         alt = ", ".join(f"{m} {v:.2f}%" for m, v in self.cv.items())
         if "boosting" not in self.cv:
-            alt += " (boosting not compared: it needs scikit-learn, pip install -e '.[estimate]')"
+            alt += " (the tree models not compared: they need scikit-learn, pip install -e '.[estimate]')"
         return (
             f"estimator {self.model} on {self.n_keys} measured keys: held-out median |error| "
             f"{self.overall['median_ape_pct']:.2f}% (90th percentile {self.overall['p90_ape_pct']:.2f}%); "
@@ -287,12 +463,7 @@ def fit_estimator(
 
     Raises ``ValueError`` (one line) with fewer than :data:`MIN_KEYS` keys, saying how many to measure.
     """
-    ks = [k if isinstance(k, BlockKey) else parse_key(k) for k in keys]
-    y = np.asarray(values_ms, dtype=np.float64)
-    if len(ks) != len(y):
-        raise ValueError(f"keys and values must have the same length; got {len(ks)} and {len(y)}")
-    good = np.isfinite(y) & (y > 0)
-    ks, y = [k for k, g in zip(ks, good) if g], y[good]
+    ks, y = _usable(keys, values_ms)
     if len(ks) < MIN_KEYS:
         raise ValueError(
             f"the table has {len(ks)} measured keys, too few to cross-validate an estimator: measure at least "
@@ -339,9 +510,8 @@ def disagreement(
     models = available_models()
     if len(models) < 2:
         return None
-    ks = [k if isinstance(k, BlockKey) else parse_key(k) for k in keys]
+    ks, y = _usable(keys, values_ms)
     f = key_features(ks, batch, precision)
-    y = np.asarray(values_ms, dtype=np.float64)
     g = key_features(list(candidates), batch, precision)
     logs = np.vstack([np.log(_make(m, seed).fit(f, y).predict(g)) for m in models])
     return (logs.max(axis=0) - logs.min(axis=0)) * 100.0
@@ -367,10 +537,14 @@ def z_for(level: float) -> float:
 
 
 __all__ = [
+    "CHANNEL_BLOCKS",
     "FOLDS",
+    "LAYER_TERMS",
     "MIN_KEYS",
     "MIN_KEYS_PER_TYPE",
     "MODELS",
+    "STEM_CHANNELS",
+    "TREE_MODELS",
     "Z90",
     "Estimator",
     "available_models",
@@ -378,5 +552,6 @@ __all__ = [
     "fit_estimator",
     "interval",
     "key_features",
+    "layer_terms",
     "z_for",
 ]

@@ -10,7 +10,7 @@ import pytest
 from fake_timing import constant_timing
 
 from profiler.spaces import gpunet
-from tables.estimator import MIN_KEYS, fit_estimator, interval, key_features, z_for
+from tables.estimator import MIN_KEYS, MODELS, fit_estimator, interval, key_features, z_for
 from tables.key import BlockKey
 from tables.predictor import ManyPredictions, MissingKeysError, predict, predict_many
 from tables.schema import build_metadata, result_row
@@ -54,7 +54,7 @@ def space_keys():
 def test_the_estimator_learns_a_cost_law_and_reports_its_held_out_error_per_block_type(space_keys):
     keys, _ = space_keys
     est = fit_estimator(keys, [law_ms(k) for k in keys], batch=1, precision="fp32")
-    assert est.model in ("roofline", "boosting") and set(est.cv) == {"roofline", "boosting"}
+    assert est.model in MODELS and set(est.cv) == set(MODELS)
     assert est.overall["median_ape_pct"] < 5.0  # a smooth law is learned well
     assert set(est.errors) == {k.block for k in keys}
     for errors in est.errors.values():
@@ -127,17 +127,23 @@ def test_interval_helpers():
     assert f["flops"][0] > 0 and f["block"][0] >= 0
 
 
-def test_without_scikit_learn_only_the_shaped_model_is_fitted_and_the_estimator_says_so(space_keys, monkeypatch):
+def test_without_scikit_learn_the_shaped_models_are_compared_and_the_estimator_says_so(space_keys, monkeypatch):
+    import importlib.util
+
     from tables import estimator
 
     keys, _ = space_keys
-    monkeypatch.setattr(estimator, "available_models", lambda: ("roofline",))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a))
+    assert estimator.available_models() == ("roofline", "layers")
     est = fit_estimator(keys, [law_ms(k) for k in keys], batch=1, precision="fp32")
-    assert est.model == "roofline" and set(est.cv) == {"roofline"}
-    assert "boosting not compared: it needs scikit-learn" in est.summary()
-    assert (
-        estimator.disagreement(keys[:30], [law_ms(k) for k in keys[:30]], keys[30:], batch=1, precision="fp32") is None
-    )
+    assert est.model in ("roofline", "layers") and set(est.cv) == {"roofline", "layers"}
+    assert "the tree models not compared: they need scikit-learn" in est.summary()
+    values = [law_ms(k) for k in keys[:30]]
+    spread = estimator.disagreement(keys[:30], values, keys[30:], batch=1, precision="fp32")
+    assert spread is not None and spread.shape == (len(keys) - 30,) and (spread >= 0).all()
+    monkeypatch.setattr(estimator, "available_models", lambda: ("roofline",))
+    assert estimator.disagreement(keys[:30], values, keys[30:], batch=1, precision="fp32") is None
 
 
 def test_the_committee_gives_every_candidate_a_deterministic_disagreement(space_keys):
@@ -149,3 +155,44 @@ def test_the_committee_gives_every_candidate_a_deterministic_disagreement(space_
     assert spread is not None and spread.shape == (len(keys),) and np.all(spread >= 0) and spread.max() > 0
     again = disagreement(small, [law_ms(k) for k in small], keys, batch=1, precision="fp32")
     assert np.array_equal(spread, again)
+
+
+def test_layer_terms_pad_channels_to_the_engines_blocks_and_keep_per_call_terms_out_of_the_batch():
+    from tables.estimator import LAYER_TERMS, layer_terms
+
+    col = {name: i for i, name in enumerate(LAYER_TERMS)}
+    # a 1x1 conv block of 24 -> 24 channels at 10x10: 24x24 MACs per pixel, 24x24 at blocks of 8, 32x32 at 16
+    conv = BlockKey("conv", 24, 10, 10, 24, k=1, s=1, act="relu")
+    one, four = layer_terms([conv], 1)[0], layer_terms([conv], 4)[0]
+    assert one[col["conv1_macs"]] == 100 * 24 * 24
+    assert one[col["conv1_macs_c8"]] == 100 * 24 * 24 and one[col["conv1_macs_c16"]] == 100 * 32 * 32
+    assert one[col["convk_macs"]] == 0 and one[col["stem_macs"]] == 0
+    assert one[col["clamp"]] == 24 * 100 and one[col["call"]] == 1 and one[col["nodes"]] == 2
+    assert four[col["conv1_macs"]] == 4 * one[col["conv1_macs"]] and four[col["conv_out"]] == 4 * one[col["conv_out"]]
+    for per_call in ("call", "nodes", "conv_weights"):
+        assert four[col[per_call]] == one[col[per_call]]
+    # a first layer (3 input channels) has its own terms; a depthwise 5x5 its kernel's
+    stem = layer_terms([BlockKey("conv", 3, 32, 32, 16, k=3, s=2)], 1)[0]
+    assert stem[col["stem_macs"]] == 16 * 16 * 16 * 3 * 9 and stem[col["convk_macs"]] == 0
+    irb = layer_terms([BlockKey("irb", 16, 16, 16, 16, k=5, s=1, e=3, se=True, act="swish")], 1)[0]
+    assert irb[col["dw5_macs"]] == 16 * 16 * 48 * 25 and irb[col["dw3_macs"]] == irb[col["dw7_macs"]] == 0
+    assert irb[col["tiny_nodes"]] == 2 and irb[col["sigmoid"]] > 0  # the SE's two 1x1-map convs; swish
+
+
+def test_the_layers_model_learns_an_engine_that_pads_channels_where_the_block_model_cannot(space_keys):
+    from tables.estimator import LAYER_TERMS, layer_terms
+
+    keys, _ = space_keys
+    col = {name: i for i, name in enumerate(LAYER_TERMS)}
+
+    def engine_ms(terms: np.ndarray) -> np.ndarray:
+        """A made-up engine: convolutions cost by their channels padded to 16, plus a fixed cost per node."""
+        padded = terms[:, col["conv1_macs_c16"]] + terms[:, col["convk_macs_c16"]]
+        dw = terms[:, col["dw3_macs"]] / 1e9 + terms[:, col["dw5_macs"]] / 6e8
+        return padded / 2e9 + dw + 0.004 * terms[:, col["nodes"]]
+
+    est = fit_estimator(keys, engine_ms(layer_terms(keys, 1)), batch=1, precision="fp32", models=("roofline", "layers"))
+    assert est.cv["layers"] < 1.0 < est.cv["roofline"]
+    assert est.model == "layers"
+    fresh = BlockKey("irb", 40, 20, 20, 56, k=3, s=1, e=5, se=False, act="relu")
+    assert est.estimate([fresh])[0] == pytest.approx(engine_ms(layer_terms([fresh], 1))[0], rel=0.05)

@@ -272,7 +272,49 @@ def test_a_network_that_fails_is_not_timed_again_in_later_rounds(table, tmp_path
 
 def test_rounds_below_one_are_refused(table, capsys):
     assert validate.main(["--table", str(table), "--rounds", "0"]) == 2
-    assert "--rounds must be at least 1" in one_line_error(capsys)
+    assert "--rounds must be at least 1 (or auto)" in one_line_error(capsys)
+    assert validate.main(["--table", str(table), "--rounds", "some"]) == 2
+    assert "use 'auto' or a whole number of rounds, not 'some'" in one_line_error(capsys)
+
+
+def test_auto_rounds_give_a_short_network_more_rounds_than_a_long_one():
+    assert validate.AUTO_ROUND_SPAN_S == 5.0 and validate.AUTO_MAX_ROUNDS == 5
+    assert validate.auto_rounds(0.5) == validate.auto_rounds(1.0) == 5
+    assert validate.auto_rounds(1.5) == 4 and validate.auto_rounds(2.4) == 3 and validate.auto_rounds(4.0) == 2
+    assert validate.auto_rounds(validate.AUTO_ROUND_SPAN_S) == 1 and validate.auto_rounds(60.0) == 1
+    assert validate.auto_rounds(0.0) == validate.auto_rounds(float("nan")) == 5  # no clock reading: the most
+
+
+def test_by_default_each_network_gets_the_rounds_its_first_one_leaves_room_for(table, tmp_path, monkeypatch, capsys):
+    import kernels_bench.measure as measure
+
+    real = measure.measure_keys
+    order: list[int] = []
+
+    def timed(backend, keys, *args, **kwargs):
+        order.append(len(keys))
+        result = real(backend, keys, *args, **kwargs)
+        # the longest networks (7 keys) measure for 4 s a round, the shortest (3 keys) 0.8 s, the rest 2 s
+        seconds = {7: 4.0, 3: 0.8}.get(len(keys), 2.0)
+        result.phases = {"export_s": 0.0, "compile_s": 0.0, "warmup_s": 0.0, "timed_s": seconds}
+        result.trimmed_mean_ms = float(len(order))
+        return result
+
+    monkeypatch.setattr(measure, "measure_keys", timed)
+    out = tmp_path / "v.parquet"
+    assert validate.main(["--table", str(table), "--out", str(out), *FAST]) == 0
+    df = pd.read_parquet(out)
+    sizes = list(df["n_blocks"])  # 3 to 7 keys
+    wanted = [{7: 2, 3: 5}.get(n, 3) for n in sizes]  # ceil(5 s / round), at most 5
+    assert list(df["measured_rounds_ms"].map(len)) == wanted
+    expected = [n for r in range(5) for n, w in zip(sizes, wanted) if r < w]  # round-robin, round by round
+    assert order == expected
+    for _, row in df.iterrows():
+        assert row["measured_ms"] == np.median(row["measured_rounds_ms"])
+    meta = json.loads(pq.read_schema(out).metadata[b"nas_latency"])
+    assert meta["validation"]["rounds"] == "auto"
+    assert meta["validation"]["auto_rounds"] == {"span_s": validate.AUTO_ROUND_SPAN_S, "max": validate.AUTO_MAX_ROUNDS}
+    assert "each network timed in 2-5 rounds (median of its rounds)" in capsys.readouterr().out
 
 
 def test_min_sample_override_and_pinning_follow_the_table(table):
