@@ -9,7 +9,10 @@ Steps (each build a subprocess, exactly what a user runs):
    --no-validate --measure-fraction F`` (timed; the table is copied to
    ``WORK/partial.parquet``);
 3. the same command with ``--measure-fraction 1``: the build resumes and
-   measures every other key (timed): the full table, the reference.
+   measures every other key (timed): the full table, the reference (or, with
+   ``--reference W0``, the full table of an earlier run of the same samples,
+   measured in another build: the partial table's own keys then differ from the
+   reference by the build-to-build noise too).
 
 It then reports, side by side:
 
@@ -280,15 +283,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=_ROOT / "out" / "bench_estimation")
     p.add_argument("--json", type=Path)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--reference",
+        type=Path,
+        help="a finished --work folder of the same samples: its full table is the reference instead of resuming "
+        "this partial build (every key of the reference measured in another build: the measured keys differ by "
+        "the build-to-build noise too)",
+    )
     args = p.parse_args(argv)
     work = args.work
     walls_path = work / "walls.json"
     if not args.report_only:
         work.mkdir(parents=True, exist_ok=True)
         archs = write_archs(work, args)
+        if args.reference and (args.reference / "archs.json").read_text() != archs.read_text():
+            sys.exit(f"error: {args.reference} holds other samples than these flags give")
         walls = {"partial": build(work, archs, args.fraction, args.build_flags)}
         shutil.copy(work / TABLE, work / "partial.parquet")
-        walls["rest"] = build(work, archs, 1.0, args.build_flags)
+        if args.reference:
+            shutil.copy(args.reference / TABLE, work / TABLE)
+            ref_walls = json.loads((args.reference / "walls.json").read_text())
+            walls["rest"] = float(ref_walls["partial"]) + float(ref_walls["rest"]) - walls["partial"]
+            walls["reference"] = str(args.reference)
+        else:
+            walls["rest"] = build(work, archs, 1.0, args.build_flags)
         walls_path.write_text(json.dumps(walls) + "\n")
     walls = json.loads(walls_path.read_text()) if walls_path.exists() else {}
     fig = evaluate(work, walls)
