@@ -49,6 +49,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from kernels_bench.measure import DriftReference, measure_floor, measure_keys
     from kernels_bench.timing import TimingSettings
     from profiler.networks import get_network
+    from tables.schema import drift_corrected
     from tables.steadiness import fastest_sustained_ms
 
     arch = get_network(args.network)
@@ -68,17 +69,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             target = fastest_sustained_ms(alone.samples_ms)
             out["reference_ms"] = target
             floor = measure_floor(backend, (1, 128, 28, 28), 1, "fp32", settings, reference=ref)
-            out["floor_ms"] = floor.trimmed_mean_ms * target / floor.reference_ms
+            out["floor_ms"] = drift_corrected(floor.trimmed_mean_ms, floor.reference_ms, target)
             for p in range(args.passes):
                 meter = BoundaryMeter(backend, args.boundary, settings)  # shared graphs timed again each pass
                 one: dict[str, Any] = {}
                 for key in keys:
                     timed = measure_keys(backend, [key], 1, "fp32", settings, reference=ref)
-                    scale = target / timed.reference_ms
                     boundary = meter.measure(key, 1, "fp32", timed, reference=ref)
-                    one[str(key)] = {"alone": timed.trimmed_mean_ms * scale, "boundary": boundary * scale}
+                    one[str(key)] = {
+                        "alone": drift_corrected(timed.trimmed_mean_ms, timed.reference_ms, target),
+                        "boundary": boundary * target / timed.reference_ms,  # may be negative: scaled, not corrected
+                    }
                 net = measure_keys(backend, list(arch.keys), 1, "fp32", settings, reference=ref)
-                one["_network"] = net.trimmed_mean_ms * target / net.reference_ms
+                one["_network"] = drift_corrected(net.trimmed_mean_ms, net.reference_ms, target)
                 out["passes"].append(one)
                 print(f"pass {p + 1}/{args.passes}: end to end {one['_network']:.3f} ms", flush=True)
     finally:

@@ -144,9 +144,12 @@ def _blocked(c: int, block: int) -> int:
     return -(-c // block) * block
 
 
+_COLUMN = {name: i for i, name in enumerate(LAYER_TERMS)}
+
+
 def _layer_row(key: BlockKey) -> np.ndarray:
     """One key's :data:`LAYER_TERMS` for one image (the batch scales them in :func:`layer_terms`)."""
-    col = {name: i for i, name in enumerate(LAYER_TERMS)}
+    col = _COLUMN
     row = np.zeros(len(LAYER_TERMS))
     row[col["call"]] = 1.0
     for layer in key_layers(key):
@@ -255,19 +258,13 @@ class _Layers:
         return np.maximum((f["layers"] / self.scale) @ self.coef, 1e-6)
 
 
-def _trees(seed: int, max_iter: int, learning_rate: float, categorical: np.ndarray) -> Any:
+def _trees(seed: int, categorical: np.ndarray, **params: Any) -> Any:
+    """scikit-learn's seeded ``HistGradientBoostingRegressor`` with ``params``; a one-line error without it."""
     try:
         from sklearn.ensemble import HistGradientBoostingRegressor
     except ImportError as exc:  # pragma: no cover - scikit-learn is in the dev install
         raise ValueError(f"the tree estimators need scikit-learn ({exc}): pip install -e '.[estimate]'") from None
-    return HistGradientBoostingRegressor(
-        max_iter=max_iter,
-        learning_rate=learning_rate,
-        min_samples_leaf=5 if max_iter > 100 else 10,
-        l2_regularization=0.0 if max_iter > 100 else 1.0,
-        categorical_features=categorical,
-        random_state=seed,
-    )
+    return HistGradientBoostingRegressor(categorical_features=categorical, random_state=seed, **params)
 
 
 @dataclass
@@ -286,9 +283,10 @@ class _LayersBoosted:
         self.base = _Layers().fit(f, y)
         base = self.base.predict(f)
         x = self._x(f, base)
-        categorical = np.zeros(x.shape[1], dtype=bool)
-        categorical[-4:-2] = True  # act, block
-        self.model = _trees(self.seed, 50, 0.05, categorical)
+        categorical = np.append(_Boosting.categorical(x.shape[1] - 1), False)  # the base estimate comes last
+        self.model = _trees(
+            self.seed, categorical, max_iter=50, learning_rate=0.05, min_samples_leaf=10, l2_regularization=1.0
+        )
         self.model.fit(x, np.log(y / base))
         return self
 
@@ -305,6 +303,13 @@ class _Boosting:
     model: Any = None
 
     @staticmethod
+    def categorical(width: int) -> np.ndarray:
+        """Which of :meth:`_x`'s ``width`` columns are categories: ``act`` and ``block``."""
+        mask = np.zeros(width, dtype=bool)
+        mask[-3:-1] = True
+        return mask
+
+    @staticmethod
     def _x(f: Mapping[str, np.ndarray]) -> np.ndarray:
         logs = [np.log1p(f[n]) for n in ("flops", "bytes", "params", "intensity", "boundary", "hw", "cin", "cout")]
         rest = [f[n] for n in ("k", "s", "e", "se", "act", "block", "pad")]
@@ -312,9 +317,14 @@ class _Boosting:
 
     def fit(self, f: Mapping[str, np.ndarray], y: np.ndarray) -> _Boosting:
         x = self._x(f)
-        categorical = np.zeros(x.shape[1], dtype=bool)
-        categorical[-3:-1] = True  # act, block
-        self.model = _trees(self.seed, 400, 0.08, categorical)
+        self.model = _trees(
+            self.seed,
+            self.categorical(x.shape[1]),
+            max_iter=400,
+            learning_rate=0.08,
+            min_samples_leaf=5,
+            l2_regularization=0.0,
+        )
         self.model.fit(x, np.log(y))
         return self
 
