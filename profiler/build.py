@@ -24,6 +24,18 @@ unless asked for::
     python -m profiler.build --device cpu --batch 1 --no-drift-correct
     python -m profiler.build --device h100 --batch 64 --drift-correct
 
+Short keys (those the first pass measured under ``--short-below`` ms, 2 by
+default) are measured again after it: on the cpu profile each gets three passes
+in all by default (``--short-rounds``), each a pass over the short keys alone,
+and the table holds each one's median. A sub-millisecond key's thirty samples
+span a fraction of a second of a machine whose speed moves, so one pass leaves
+a small many-block network's sum several percent off from build to build;
+``--short-rounds 1`` turns it off. GPU profiles measure every key once unless
+asked::
+
+    python -m profiler.build --device cpu --batch 1 --short-rounds 5 --short-below 1
+    python -m profiler.build --device h100 --batch 64 --short-rounds 3
+
 Keys are measured in a shuffled order (``--seed``; ``--order given`` keeps the
 enumeration order), so that the blocks of one network are spread over the
 build and a slow drift of the machine's speed does not move one network's
@@ -59,7 +71,13 @@ from profiler.devices import DeviceProfile, check_device, detect_for, get_profil
 from profiler.options import add_backend_arguments, add_timing_arguments, config_from_args, timing_from_args
 from profiler.plan import DEFAULT_CHUNK_SIZE, EXECUTORS, fmt_duration, make_executor, make_plan, print_dry_run
 from profiler.proof import DEFAULT_VALIDATE_SAMPLE, MAX_VALIDATE_SAMPLE
-from profiler.tablebuild import TableJob, build_table, steadiness_note
+from profiler.tablebuild import (
+    DEFAULT_SHORT_BELOW_MS,
+    DEFAULT_SHORT_ROUNDS_CPU,
+    TableJob,
+    build_table,
+    steadiness_note,
+)
 from tables.atomic import remove_stale_temporaries
 from tables.cli import CliParser, UsageError, run_cli, text_arg
 from tables.host import logical_cpus, spare_cpu, usable_cpus
@@ -69,6 +87,7 @@ from tables.paths import table_filename
 #: Documented limits of the numeric options (a build beyond them would not end, or not fit in memory).
 MAX_BATCH = 4096
 MAX_ROUNDS = 100
+MAX_SHORT_BELOW_MS = 1000.0
 MAX_SAMPLE = 100_000  # architectures of --sample (GPUNet's 229,550 keys are all covered well before)
 MAX_WORKERS = 1024
 MAX_CHUNK_SIZE = 10_000
@@ -119,6 +138,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="measure every key this many times, each round a pass over all keys in its own order, and keep the "
         "median of the rounds (default 1); on a noisy machine 2-3 rounds steady the table",
+    )
+    t.add_argument(
+        "--short-rounds",
+        type=int,
+        metavar="N",
+        help="measure the short keys (those the first round measured under --short-below ms) N times in all, "
+        "each extra round a pass over them alone after the rounds of every key, and keep each one's median "
+        f"(default: {DEFAULT_SHORT_ROUNDS_CPU} on the cpu profile, where a sub-millisecond key's samples span a "
+        "fraction of a second of a machine whose speed moves; 1 (off) on GPU profiles)",
+    )
+    t.add_argument(
+        "--short-below",
+        type=float,
+        default=DEFAULT_SHORT_BELOW_MS,
+        metavar="MS",
+        help=f"what a short key is for --short-rounds: ms per batch (default {DEFAULT_SHORT_BELOW_MS:g})",
     )
     t.add_argument(
         "--drift-correct",
@@ -246,6 +281,16 @@ def drift_on(args: argparse.Namespace, profile: DeviceProfile) -> bool:
     return profile.kind == "cpu" if given is None else bool(given)
 
 
+def short_rounds(args: argparse.Namespace, profile: DeviceProfile) -> int:
+    """How many times the build measures its short keys: ``--short-rounds`` when given, else
+    :data:`~profiler.tablebuild.DEFAULT_SHORT_ROUNDS_CPU` on the cpu profile and 1 (no more than every key) on
+    GPU profiles."""
+    given = getattr(args, "short_rounds", None)
+    if given is not None:
+        return int(given)
+    return DEFAULT_SHORT_ROUNDS_CPU if profile.kind == "cpu" else 1
+
+
 def drift_reference_key(args: argparse.Namespace, profile: DeviceProfile) -> str | None:
     """The drift reference's key string when the build drift-corrects (``None`` when not); a bad key is a usage
     error."""
@@ -292,6 +337,14 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise UsageError(f"--rounds must be at least 1, got {args.rounds}")
     if args.rounds > MAX_ROUNDS:
         raise UsageError(f"--rounds {args.rounds} is more than {MAX_ROUNDS}: use at most {MAX_ROUNDS} rounds")
+    if args.short_rounds is not None and not 1 <= args.short_rounds <= MAX_ROUNDS:
+        raise UsageError(
+            f"--short-rounds must be from 1 to {MAX_ROUNDS}, got {args.short_rounds}: 1 measures short keys once"
+        )
+    if not 0.0 < args.short_below <= MAX_SHORT_BELOW_MS:
+        raise UsageError(
+            f"--short-below must be a latency in ms from 0 to {MAX_SHORT_BELOW_MS:g}, got {args.short_below:g}"
+        )
     if args.sample is not None and not 1 <= args.sample <= MAX_SAMPLE:
         raise UsageError(
             f"--sample must be from 1 to {MAX_SAMPLE:,} architectures, got {args.sample}: for every key of the "
@@ -392,6 +445,7 @@ def run(args: argparse.Namespace) -> int:
             out_dir=out_dir,
             table_names={p: name_of(p) for p in precisions},
             rounds=args.rounds,
+            short=(short_rounds(args, profile), args.short_below),
             drift_correct=drift is not None,
             boundary=args.boundary,
             shard=shard,
@@ -447,6 +501,8 @@ def run(args: argparse.Namespace) -> int:
         order_seed=None if args.order == "given" else args.seed,
         drift_reference=drift,
         rounds=args.rounds,
+        short_rounds=short_rounds(args, profile),
+        short_below_ms=args.short_below,
         retry_failed=args.retry_failed,
         progress=not args.no_progress,
         extra_metadata=extra_metadata,

@@ -269,9 +269,15 @@ def print_dry_run(
     drift_correct: bool,
     shard: tuple[int, int] | None = None,
     boundary: str = "none",
+    short: tuple[int, float] = (1, 2.0),
 ) -> None:
-    """What ``--dry-run`` prints: key counts per source and block type, what each table still needs, the time."""
-    from profiler.tablebuild import done_counts, round_places
+    """What ``--dry-run`` prints: key counts per source and block type, what each table still needs, the time.
+
+    ``short`` is (``--short-rounds``, ``--short-below``): the short keys' rounds past ``rounds`` are counted for
+    the keys the first round has measured; for the rest, at most all of them (which ones are short is known
+    once they are measured)."""
+    from profiler.tablebuild import done_counts, round_places, short_keys
+    from tables.store import PartStore
 
     print(f"device {profile.name}, backend {backend}, batch {batch}, precisions {','.join(precisions)}")
     for label, n in counts.items():
@@ -282,17 +288,39 @@ def print_dry_run(
         print(f"shard {shard[0]}/{shard[1]}: {len(keys)} of the {len(all_keys)} keys")
     total = 0.0
     pending = 0
+    short_rounds, below = short
+    stored = max(rounds, short_rounds)
+    at_most = 0.0
     for p in precisions:
         name = table_names[p]
-        done = done_counts(out_dir, name, keys, rounds)
-        where, first = round_places(out_dir, name, rounds)[0]
+        done = done_counts(out_dir, name, keys, stored)
+        where, first = round_places(out_dir, name, stored)[0]
         cost, why = estimated_key_cost_s(where, first, backend, drift_correct=drift_correct, boundary=boundary)
-        todo = len(keys) * rounds - sum(done)
+        todo = len(keys) * rounds - sum(done[:rounds])
+        extra = ""
+        if short_rounds > rounds:
+            try:
+                first_rows = PartStore(where, first, None).rows() if where.is_dir() else None
+            except (OSError, ValueError):
+                first_rows = None
+            wanted = {str(k) for k in keys}
+            known = short_keys(first_rows, below) & wanted if first_rows is not None else set()
+            unknown = len(keys) - done[0]
+            todo += len(known) * (short_rounds - rounds) - sum(done[rounds:])
+            at_most += unknown * (short_rounds - rounds) * cost
+            extra = (
+                f"; keys under {below:g} ms measured {short_rounds} times in all ({len(known)} known so far"
+                + (f", up to {unknown} more once measured" if unknown else "")
+                + ")"
+            )
         total += todo * cost
         pending += todo
-        what = f"{done[0]} done" if rounds == 1 else f"{'+'.join(map(str, done))} done in {rounds} rounds"
-        print(f"  {out_dir / name}: {what}, {todo} to measure at {cost:.2f} s/key ({why})")
-    print(f"estimated time: {fmt_duration(total)} on one worker ({total / 3600:.2f} device-hours)")
+        what = f"{done[0]} done" if rounds == 1 else f"{'+'.join(map(str, done[:rounds]))} done in {rounds} rounds"
+        if stored > rounds:
+            what += f" (short keys' further rounds: {'+'.join(map(str, done[rounds:]))} done)"
+        print(f"  {out_dir / name}: {what}, {todo} to measure at {cost:.2f} s/key ({why}){extra}")
+    more = f", plus at most {fmt_duration(at_most)} for the short keys not yet known" if at_most else ""
+    print(f"estimated time: {fmt_duration(total)} on one worker ({total / 3600:.2f} device-hours){more}")
     if plan.executor != "serial":
         print_plan(plan, pending, total)
 

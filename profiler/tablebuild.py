@@ -25,6 +25,11 @@ from tables.errors import PERMANENT, TRANSIENT, error_text
 from tables.key import BlockKey
 from tables.paths import lock_path, parts_dir, rounds_dir
 
+#: Short keys: a key the first round measured under this many ms per batch (see :func:`build_table`).
+DEFAULT_SHORT_BELOW_MS = 2.0
+#: How many times the cpu profile measures its short keys by default (GPU profiles: once, like every key).
+DEFAULT_SHORT_ROUNDS_CPU = 3
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -53,6 +58,9 @@ class TableJob:
             (``None``: the given order; see :func:`measuring_order`).
         drift_reference: the drift reference's key (``None``: no drift correction).
         rounds: measure every key this many times (see :func:`build_table`).
+        short_rounds: measure the short keys (those the first round measured under ``short_below_ms``) this many
+            times in all (see :func:`build_table`; at most ``rounds``: no more than every key).
+        short_below_ms: what a short key is (ms per batch).
         retry_failed: measure again keys recorded as failed.
         progress: show a progress bar.
         extra_metadata: more metadata fields (a shard's description).
@@ -75,6 +83,8 @@ class TableJob:
     order_seed: int | None = 0
     drift_reference: str | None = None
     rounds: int = 1
+    short_rounds: int = 1
+    short_below_ms: float = DEFAULT_SHORT_BELOW_MS
     retry_failed: bool = False
     progress: bool = True
     extra_metadata: dict[str, Any] = field(default_factory=dict)
@@ -89,6 +99,19 @@ class TableJob:
     def replace(self, **changes: Any) -> TableJob:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def stored_rounds(self) -> int:
+        """Rounds kept apart in the build's stores: ``rounds``, or ``short_rounds`` when larger."""
+        return max(self.rounds, self.short_rounds)
+
+    @property
+    def short_keys(self) -> dict[str, Any] | None:
+        """The table's ``short_keys`` metadata entry (``{"rounds": N, "below_ms": MS}``); ``None`` when the short
+        keys get no more rounds than every key."""
+        if self.short_rounds <= self.rounds:
+            return None
+        return {"rounds": self.short_rounds, "below_ms": float(self.short_below_ms)}
 
 
 @dataclass
@@ -156,6 +179,14 @@ def round_places(out_dir: Path, name: str, rounds: int) -> list[tuple[Path, str]
     if rounds == 1:
         return [(out_dir, name)]
     return [(rounds_dir(out_dir, name), f"round-{r + 1}.parquet") for r in range(rounds)]
+
+
+def short_keys(rows: pd.DataFrame, below_ms: float) -> set[str]:
+    """The keys of ``rows`` (a round's stored rows) measured ok under ``below_ms`` ms per batch."""
+    if not len(rows):
+        return set()
+    ok = rows[(rows["status"] == "ok") & (rows["latency_ms"] < below_ms)]
+    return {str(k) for k in ok["key"]}
 
 
 def drift_summary(drift: Mapping[str, Any], rows: pd.DataFrame) -> dict[str, Any]:
@@ -268,6 +299,11 @@ def build_command(metadata: Mapping[str, Any], archs_file: Path | str, out_dir: 
     rounds = int(metadata.get("rounds") or 1)
     if rounds > 1:
         parts.append(f"--rounds {rounds}")
+    short = metadata.get("short_keys")
+    if short:
+        parts.append(f"--short-rounds {int(short['rounds'])} --short-below {float(short['below_ms']):g}")
+    elif metadata.get("device_profile") == "cpu" and rounds < DEFAULT_SHORT_ROUNDS_CPU:
+        parts.append("--short-rounds 1")  # the cpu profile measures short keys again by default: say so
     from kernels_bench.boundary import DEFAULT_BOUNDARY
 
     boundary = (metadata.get("boundary") or {}).get("method", "none")
@@ -304,6 +340,7 @@ def table_metadata(job: TableJob, info: Mapping[str, Any], floor: Any, drift: An
         drift_reference=drift,
         rounds=job.rounds,
         **({"boundary": {"method": job.boundary}} if job.boundary != "none" else {}),
+        **({"short_keys": job.short_keys} if job.short_keys else {}),
         **({"peaks": peaks} if peaks else {}),
         **job.extra_metadata,
     )
@@ -384,11 +421,19 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
     own crash-safe table under ``<table>.rounds/``; the table then holds, per key,
     the median of its rounds (:func:`tables.store.combine_rounds`). ``measured``
     counts key measurements made now (keys x rounds).
+
+    With ``job.short_rounds`` > ``job.rounds`` the short keys (those the first
+    round measured under ``job.short_below_ms``) get the rounds beyond
+    ``job.rounds``, each a pass over them alone after the rounds of every key, so
+    that a key whose thirty samples span a few tenths of a second is measured at
+    several moments of the build and the table holds the median. The short keys
+    are read from the first round's stored rows, so a resumed build picks the same
+    ones. The table's ``short_keys`` metadata records the setting.
     """
     from tables.schema import apply_drift_correction, write_table
     from tables.store import BuildLock, PartStore, check_same_identity, combine_rounds
 
-    out_dir, name, rounds = job.out_dir, job.table_name, job.rounds
+    out_dir, name, rounds = job.out_dir, job.table_name, job.stored_rounds
     keys = list(job.keys)
     with BuildLock(lock_path(out_dir, name)):
         # what killed writes left behind (temporary files of dead processes) goes first
@@ -411,10 +456,15 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
 
         def pending(r: int, skip: set[str]) -> list[BlockKey]:
             # missing keys, keys whose failure was the machine's (a plain rerun measures them again), and with
-            # --retry-failed the permanent failures too
+            # --retry-failed the permanent failures too; a round past job.rounds measures the short keys only
             status = statuses[r]
             redo = {TRANSIENT, "failed"} if job.retry_failed else {TRANSIENT}
-            return [k for k, text in zip(keys, wanted) if text not in skip and status.get(text, TRANSIENT) in redo]
+            only = short_keys(stores[0].rows(), job.short_below_ms) if r >= job.rounds else None
+            return [
+                k
+                for k, text in zip(keys, wanted)
+                if text not in skip and status.get(text, TRANSIENT) in redo and (only is None or text in only)
+            ]
 
         # a key that failed for good in a round is not measured in the later ones (unless --retry-failed)
         failed_before = set() if job.retry_failed else {k for st in statuses for k, v in st.items() if v == "failed"}
@@ -522,6 +572,8 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
 
 
 __all__ = [
+    "DEFAULT_SHORT_BELOW_MS",
+    "DEFAULT_SHORT_ROUNDS_CPU",
     "BuildOutcome",
     "TableJob",
     "build_command",
@@ -531,6 +583,7 @@ __all__ = [
     "floor_shape",
     "measuring_order",
     "round_places",
+    "short_keys",
     "steadiness_note",
     "table_metadata",
 ]

@@ -11,7 +11,9 @@ each setting comes from:
 - ``backend.<name>`` for every backend setting (threads, CPU pinning, provider,
   builder options, strong typing, CUDA graphs, compile, ...);
 - ``drift reference`` (its key) and ``drift reference ratio``;
-- ``boundary``: the method that measured each key's boundary (absent when none was).
+- ``boundary``: the method that measured each key's boundary (absent when none was);
+- ``short rounds`` and ``short below ms``: how many times the keys under that many ms were measured, when more
+  often than every key (absent otherwise).
 
 :func:`settings_id` is a short fingerprint of those settings; every row of a
 table carries the id of the settings it was measured with (column
@@ -39,6 +41,9 @@ _NOT_SETTINGS = frozenset({"timing_cache"})
 #: Values a setting takes when an older table does not record it.
 _DEFAULTS: dict[str, Any] = {"rounds": 1, "backend.cpus": [], "timing.cold_l2": False}
 
+#: Values a setting left out of :func:`table_settings` (so that older tables' ids stay as they were) means.
+_ABSENT: dict[str, Any] = {"short rounds": 1}
+
 #: The command-line flag that sets a setting, where there is one (for messages).
 FLAGS: dict[str, str] = {
     "device": "--device",
@@ -61,6 +66,8 @@ FLAGS: dict[str, str] = {
     "timing.cold_l2": "--cold-l2",
     "backend.compile": "--compile",
     "boundary": "--boundary",
+    "short rounds": "--short-rounds",
+    "short below ms": "--short-below",
 }
 
 
@@ -104,6 +111,10 @@ def table_settings(metadata: Mapping[str, Any]) -> dict[str, Any]:
     boundary = (metadata.get("boundary") or {}).get("method")
     if boundary not in (None, "none"):  # absent when none is measured: the ids of older tables stay as they were
         out["boundary"] = boundary
+    short = metadata.get("short_keys")
+    if short:  # absent when the short keys get no more rounds than every key (older tables' ids unchanged)
+        out["short rounds"] = short.get("rounds")
+        out["short below ms"] = short.get("below_ms")
     return out
 
 
@@ -116,6 +127,9 @@ def settings_id(metadata: Mapping[str, Any]) -> str:
 def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     """``(setting, value in a, value in b)`` for every setting that differs between two metadata documents."""
     sa, sb = table_settings(a), table_settings(b)
+    for settings in (sa, sb):
+        for name, value in _ABSENT.items():
+            settings.setdefault(name, value)
     return [(name, sa.get(name), sb.get(name)) for name in dict.fromkeys([*sa, *sb]) if sa.get(name) != sb.get(name)]
 
 
@@ -130,7 +144,8 @@ def describe(diffs: list[tuple[str, Any, Any]]) -> str:
         return str(value)
 
     names = {name for name, _, _ in diffs}
-    shown = [d for d in diffs if not (d[0] == "drift reference ratio" and "drift reference" in names)]
+    hidden = {"drift reference ratio": "drift reference", "short below ms": "short rounds"}
+    shown = [d for d in diffs if not (d[0] in hidden and hidden[d[0]] in names)]
     return "; ".join(f"{FLAGS.get(name, name)} {show(va)} vs {show(vb)}" for name, va, vb in shown)
 
 

@@ -1,5 +1,6 @@
 """Flags of a test build that measures little: a few samples, no warm-up time, no progress bar, none of the
-per-build extras (end-to-end proof, boundary, drift correction, speed probe) unless a test turns one back on.
+per-build extras (end-to-end proof, boundary, drift correction, short keys measured again, speed probe) unless a
+test turns one back on.
 
 Tests that check the machinery (resume, merge, executors, crash safety) use it; tests of a default build
 leave it out on purpose.
@@ -23,6 +24,8 @@ def quick_flags(repeats: int = 5, *extra: str, speed_probe: bool = False) -> lis
         "--boundary",
         "none",
         "--no-drift-correct",
+        "--short-rounds",
+        "1",
         *(() if speed_probe else ("--no-speed-probe",)),
         *extra,
     ]

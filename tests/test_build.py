@@ -152,7 +152,9 @@ def test_a_build_killed_with_sigkill_resumes_complete_without_duplicates(tmp_pat
     args += ["--repeats", "30", "--warmup", "2", "--warmup-ms", "20", "--no-progress", "--no-validate"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "profiler.build", *args], cwd=ROOT, env=env)
-    parts = out / "cpu_onnxruntime_fp32_b1.parquet.parts"
+    # the default on the cpu profile: every key once, then the short keys (all of these) twice more, each
+    # round its own crash-safe store
+    parts = out / "cpu_onnxruntime_fp32_b1.parquet.rounds" / "round-1.parquet.parts"
     deadline = time.time() + 120
     while time.time() < deadline:
         if parts.is_dir() and len(list(parts.glob("*.parquet"))) >= 3:
@@ -171,8 +173,10 @@ def test_a_build_killed_with_sigkill_resumes_complete_without_duplicates(tmp_pat
     assert sorted(frame["key"]) == sorted(str(k) for k in keys)
     assert not frame["key"].duplicated().any()
     assert (frame["status"] == "ok").all()
-    # only what was missing was measured again (the key being measured at the kill may be redone)
-    assert f"measured {len(keys) - measured_before} now" in again.stdout
+    assert all(len(r) == 3 for r in frame["round_latency_ms"])
+    # only what was missing was measured again (the key being measured at the kill may be redone), then the
+    # short keys' two further rounds
+    assert f"measured {len(keys) - measured_before + 2 * len(keys)} now" in again.stdout
 
 
 def test_a_finished_build_run_again_measures_nothing(tmp_path):
@@ -621,7 +625,7 @@ def test_a_key_that_fails_in_a_round_is_not_measured_in_the_next(tmp_path, monke
 def test_dry_run_counts_every_round(tmp_path, capsys):
     archs = write_archs(tmp_path / "archs.json", tiny_keys(3))
     argv = ["--device", "cpu", "--batch", "1", "--archs", str(archs), "--out", str(tmp_path), "--precision", "fp32"]
-    assert build.main([*argv, "--rounds", "2", "--dry-run"]) == 0
+    assert build.main([*argv, "--rounds", "2", "--short-rounds", "1", "--dry-run"]) == 0
     assert "0+0 done in 2 rounds, 6 to measure" in capsys.readouterr().out
 
 
