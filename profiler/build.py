@@ -25,9 +25,10 @@ unless asked for::
     python -m profiler.build --device h100 --batch 64 --drift-correct
 
 Short keys (those the first pass measured under ``--short-below`` ms, 2 by
-default) are measured again after it: on the cpu profile each gets three passes
-in all by default (``--short-rounds``), each a pass over the short keys alone,
-and the table holds each one's median. A sub-millisecond key's thirty samples
+default) are measured again: on the cpu profile each gets three measurements in
+all by default (``--short-rounds``), mixed into the build minutes apart (a
+short key's next one comes a sixth of the build after its previous one, amid
+keys of every size), and the table holds each one's median. A sub-millisecond key's thirty samples
 span a fraction of a second of a machine whose speed moves, so one pass leaves
 a small many-block network's sum several percent off from build to build;
 ``--short-rounds 1`` turns it off. GPU profiles measure every key once unless
@@ -144,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="measure the short keys (those the first round measured under --short-below ms) N times in all, "
-        "each extra round a pass over them alone after the rounds of every key, and keep each one's median "
+        "mixed into the build minutes apart, and keep each one's median "
         f"(default: {DEFAULT_SHORT_ROUNDS_CPU} on the cpu profile, where a sub-millisecond key's samples span a "
         "fraction of a second of a machine whose speed moves; 1 (off) on GPU profiles)",
     )

@@ -29,6 +29,10 @@ from tables.paths import lock_path, parts_dir, rounds_dir
 DEFAULT_SHORT_BELOW_MS = 2.0
 #: How many times the cpu profile measures its short keys by default (GPU profiles: once, like every key).
 DEFAULT_SHORT_ROUNDS_CPU = 3
+#: The short keys' further rounds are mixed into the last round over every key, cut into this many segments ...
+SHORT_SEGMENTS = 12
+#: ... a short key's next round joining the segment this many segments after the one that last measured it.
+SHORT_ROUND_GAP = 2
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -424,11 +428,13 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
 
     With ``job.short_rounds`` > ``job.rounds`` the short keys (those the first
     round measured under ``job.short_below_ms``) get the rounds beyond
-    ``job.rounds``, each a pass over them alone after the rounds of every key, so
-    that a key whose thirty samples span a few tenths of a second is measured at
-    several moments of the build and the table holds the median. The short keys
-    are read from the first round's stored rows, so a resumed build picks the same
-    ones. The table's ``short_keys`` metadata records the setting.
+    ``job.rounds``, mixed into the last round over every key: a short key's next
+    round comes :data:`SHORT_ROUND_GAP` of the round's :data:`SHORT_SEGMENTS`
+    segments after its previous one, amid keys of every size, so that a key whose
+    thirty samples span a few hundredths of a second is measured at moments of the
+    build minutes apart and the table holds the median. The short keys are read
+    from the first round's stored rows, so a resumed build picks the same ones.
+    The table's ``short_keys`` metadata records the setting.
     """
     from tables.schema import apply_drift_correction, write_table
     from tables.store import BuildLock, PartStore, check_same_identity, combine_rounds
@@ -493,27 +499,110 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
             from tqdm import tqdm
 
             bar = tqdm(total=planned, desc=label, unit="key", dynamic_ncols=True, file=sys.stderr)
+
+        def run(items: Sequence[tuple[BlockKey, int]]) -> list[dict[str, Any]]:
+            """Measure each (key, round) of ``items`` (a key at most once) into its round's store; the rows."""
+            nonlocal measured
+            where = {str(k): r for k, r in items}
+            done: list[dict[str, Any]] = []
+            for rows in executor.measure([str(k) for k, _ in items], job.batch, job.precision):
+                if drift is not None:
+                    rows = [apply_drift_correction(row, float(drift["latency_ms"])) for row in rows]
+                for r in sorted({where[row["key"]] for row in rows}):
+                    stores[r].append([row for row in rows if where[row["key"]] == r])
+                for row in rows:
+                    if row["status"] == "failed":
+                        failures[row["key"]] = (row.get("failure_kind") or PERMANENT, row["error"])
+                        if not job.retry_failed and row.get("failure_kind") != TRANSIENT:
+                            failed_before.add(row["key"])
+                if bar is not None:
+                    bar.set_postfix_str(rows[-1]["block"], refresh=False)
+                    bar.update(len(rows))
+                done.extend(rows)
+            measured += len(items)
+            return done
+
+        def interleaved(todo: list[BlockKey], last: int) -> None:
+            """Round ``last`` (the last over every key) with the short keys' further rounds mixed in.
+
+            The round is cut into :data:`SHORT_SEGMENTS` segments; a short key's next round joins the segment
+            :data:`SHORT_ROUND_GAP` segments after the one that measured it (keys known short before the round
+            spread evenly over it), each segment shuffled, so that a short key's rounds fall at moments of the
+            build minutes apart, amid the keys of every size, not in one pass at its end."""
+            redo = {TRANSIENT, "failed"} if job.retry_failed else {TRANSIENT}
+            by_text = dict(zip(wanted, keys))
+
+            def next_round(text: str, after: int) -> int | None:
+                for r in range(max(after + 1, job.rounds), rounds):
+                    if statuses[r].get(text, TRANSIENT) in redo:
+                        return r
+                return None
+
+            n_seg = max(1, min(SHORT_SEGMENTS, len(todo)))
+            size = -(-len(todo) // n_seg) if todo else 0
+            chunks = [todo[i * size : (i + 1) * size] for i in range(n_seg)]
+            queue: dict[str, tuple[int, int]] = {}  # key -> (its next round, the first segment it may join)
+
+            def enqueue(texts: Sequence[str], at: int, spread: bool) -> None:
+                fresh = [t for t in measuring_order([by_text[t] for t in texts], job.order_seed) if str(t) not in queue]
+                for j, key in enumerate(fresh):
+                    text = str(key)
+                    r = next_round(text, -1)
+                    if r is None or text in failed_before:
+                        continue
+                    queue[text] = (r, at + (j * n_seg // len(fresh) if spread else 0))
+                    if bar is not None and (text not in known or not spread):
+                        bar.total += sum(1 for q in range(r, rounds) if statuses[q].get(text, TRANSIENT) in redo)
+
+            known = short_keys(stores[0].rows(), job.short_below_ms) & set(wanted)
+            enqueue(sorted(known), 0, spread=True)
+            i = 0
+            while i < len(chunks) or queue:
+                main = chunks[i] if i < len(chunks) else []
+                ready = [t for t, (_, at) in queue.items() if at <= i]
+                if not main and not ready:  # nothing else left to measure now: no reason to wait
+                    i = min((at for _, at in queue.values()), default=i + 1)
+                    continue
+                in_main = {str(k) for k in main}
+                extras = [(by_text[t], queue[t][0]) for t in sorted(ready) if t not in in_main]
+                items = [(k, last) for k in main] + extras
+                if job.order_seed is not None:
+                    random.Random(f"{job.order_seed}-{last}-{i}").shuffle(items)
+                rows = run(items)
+                for key, r in extras:
+                    text = str(key)
+                    after = next_round(text, r)
+                    if after is None or text in failed_before:
+                        del queue[text]
+                    else:
+                        queue[text] = (after, i + SHORT_ROUND_GAP)
+                if last == 0:  # the first round: the short keys it finds get their further rounds from now on
+                    found = [
+                        row["key"]
+                        for row in rows
+                        if row["key"] in in_main and row["status"] == "ok" and row["latency_ms"] < job.short_below_ms
+                    ]
+                    enqueue(found, i + SHORT_ROUND_GAP, spread=False)
+                i += 1
+
         try:
-            for r, store in enumerate(stores):
+            for r in range(job.rounds if job.short_keys else rounds):
                 todo = pending(r, failed_before)
                 todo = measuring_order(todo, None if job.order_seed is None else job.order_seed + r)
                 if bar is not None and rounds > 1:
                     bar.total -= plan[r] - len(todo)  # keys that failed in an earlier round of this run
-                    bar.set_description(f"{label} round {r + 1}/{rounds}", refresh=False)
-                for rows in executor.measure([str(k) for k in todo], job.batch, job.precision):
-                    if drift is not None:
-                        rows = [apply_drift_correction(row, float(drift["latency_ms"])) for row in rows]
-                    store.append(rows)
-                    for row in rows:
-                        if row["status"] == "failed":
-                            failures[row["key"]] = (row.get("failure_kind") or PERMANENT, row["error"])
-                            if not job.retry_failed and row.get("failure_kind") != TRANSIENT:
-                                failed_before.add(row["key"])
-                    if bar is not None:
-                        bar.set_postfix_str(rows[-1]["block"], refresh=False)
-                        bar.update(len(rows))
-                measured += len(todo)
+                    what = f"round {r + 1}/{job.rounds}" if job.rounds > 1 else ""
+                    if job.short_keys and r == job.rounds - 1:
+                        what += (" and " if what else "") + f"short keys' rounds {job.rounds + 1}-{rounds}"
+                    bar.set_description(f"{label} {what}", refresh=False)
+                if job.short_keys and r == job.rounds - 1:
+                    interleaved(todo, r)
+                else:
+                    run([(k, r) for k in todo])
                 if rounds > 1:
+                    stores[r].compact()
+            if job.short_keys:
+                for store in stores[job.rounds :]:
                     store.compact()
         finally:
             if bar is not None:

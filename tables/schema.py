@@ -24,9 +24,11 @@ A table is one Parquet file with one row per block key. Columns:
   raw_latency_ms)`` and adds the table's floor once per network. Null when none
   was measured (``--boundary none``, older tables: the plain sum);
 - ``round_latency_ms``: a table built in rounds (``profiler.build --rounds R``)
-  times every key once per round; this lists each round's ``latency_ms``, and
-  the row's ``latency_ms`` (and ``raw_latency_ms``, ``reference_ms``) is their
-  median, its samples those of every round; empty for a table built in one round;
+  times every key once per round, and one whose short keys got further rounds
+  (``--short-rounds N``, the cpu profile's default) times those N times; this
+  lists each round's ``latency_ms`` of the key, and the row's ``latency_ms``
+  (and ``raw_latency_ms``, ``reference_ms``, ``boundary_ms``) is their median, its
+  samples those of every round; empty for a table built in one round;
 - phases of the measurement in seconds: ``export_s``, ``compile_s``,
   ``warmup_s``, ``timed_s``, and ``boundary_s`` (measuring the key's boundary
   graphs; null without any);
@@ -122,7 +124,7 @@ DRIFT_COLUMNS: tuple[str, ...] = ("raw_latency_ms", "reference_ms")
 BOUNDARY_COLUMN = "boundary_ms"
 #: Seconds the build spent measuring a key's boundary graphs (null without any).
 BOUNDARY_SECONDS_COLUMN = "boundary_s"
-#: Each round's latency of a table built in rounds.
+#: Each round's latency of a key measured in rounds (``--rounds``, or a short key's ``--short-rounds``).
 ROUND_COLUMN = "round_latency_ms"
 #: The roofline quantities of each key at the table's batch and precision, from the key alone
 #: (:func:`tables.cost.key_cost`): FLOPs, bytes moved with no fusion and no cache, and their ratio (FLOP per

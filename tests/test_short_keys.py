@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +195,49 @@ def test_the_dry_run_counts_the_short_keys_rounds(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "3 done (short keys' further rounds: 0+0 done), 4 to measure" in out
     assert "(2 known so far)" in out and "plus at most" not in out
+
+
+def many(n: int) -> list[BlockKey]:
+    return [BlockKey("conv", 8 + 8 * (i % 6), 16, 16, 8 + 8 * (i // 6), k=3, s=1) for i in range(n)]
+
+
+def test_the_further_rounds_are_mixed_into_the_build_minutes_apart_not_a_pass_at_its_end(tmp_path):
+    keys = many(24)
+    short = {str(k) for k in keys[::2]}
+    script = {k: ([0.5, 0.7, 0.6] if str(k) in short else [5.0]) for k in keys}
+    executor = Scripted(script)
+    job = job_for(tmp_path, keys=tuple(keys), order_seed=3)
+    outcome = build_table(job, executor, executor.start(["fp32"]))
+    calls = executor.calls
+    assert outcome.measured == len(calls) == 24 + 2 * 12
+    assert all(calls.count(t) == (3 if t in short else 1) for t in map(str, keys))
+    last_first = max(calls.index(str(k)) for k in keys)
+    first_repeat = min(i for i, t in enumerate(calls) if calls[:i].count(t))
+    assert first_repeat < last_first / 2  # the further rounds begin while the first is under way
+    gaps = []
+    for t in short:  # a short key's rounds are segments apart (2 keys of the first round a segment here)
+        at = [i for i, c in enumerate(calls) if c == t]
+        gaps += [b - a for a, b in pairwise(at)]
+    assert min(gaps) >= 2 and sorted(gaps)[len(gaps) // 2] >= 4
+    rows, _ = rows_by_key(outcome.path)
+    assert all(rows[t]["latency_ms"] == pytest.approx(0.6) for t in short)
+    # shuffled with the seed: the same build again measures in the same order
+    again = Scripted({k: ([0.5, 0.7, 0.6] if str(k) in short else [5.0]) for k in keys})
+    build_table(job.replace(out_dir=tmp_path / "again"), again, again.start(["fp32"]))
+    assert again.calls == calls
+
+
+def test_with_rounds_over_every_key_the_short_keys_rounds_join_the_last_one(tmp_path):
+    keys = many(12)
+    short = {str(k) for k in keys[:4]}
+    script = {k: ([0.5, 0.6, 0.7] if str(k) in short else [5.0, 5.1]) for k in keys}
+    executor = Scripted(script)
+    job = job_for(tmp_path, keys=tuple(keys), rounds=2, short_rounds=3, order_seed=None)
+    outcome = build_table(job, executor, executor.start(["fp32"]))
+    calls = executor.calls
+    assert calls[:12] == [str(k) for k in keys]  # round 1 over every key, alone
+    assert sorted(calls[12:]) == sorted([str(k) for k in keys] + sorted(short))
+    assert calls[-1] not in short or calls.count(calls[-1]) == 3
+    rows, md = rows_by_key(outcome.path)
+    assert md["short_keys"] == {"rounds": 3, "below_ms": 2.0} and md["rounds"] == 2
+    assert all(len(rows[t]["round_latency_ms"]) == (3 if t in short else 2) for t in rows)
