@@ -465,13 +465,15 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
             # --retry-failed the permanent failures too; a round past job.rounds measures the short keys only
             status = statuses[r]
             redo = {TRANSIENT, "failed"} if job.retry_failed else {TRANSIENT}
-            only = short_keys(stores[0].rows(), job.short_below_ms) if r >= job.rounds else None
+            only = first_short if r >= job.rounds else None
             return [
                 k
                 for k, text in zip(keys, wanted)
                 if text not in skip and status.get(text, TRANSIENT) in redo and (only is None or text in only)
             ]
 
+        # the short keys the first round has found so far (for the plan; the first round adds to them as it goes)
+        first_short = short_keys(stores[0].rows(), job.short_below_ms) & set(wanted) if job.short_keys else set()
         # a key that failed for good in a round is not measured in the later ones (unless --retry-failed)
         failed_before = set() if job.retry_failed else {k for st in statuses for k, v in st.items() if v == "failed"}
         plan = [len(pending(r, failed_before)) for r in range(rounds)]
@@ -551,10 +553,11 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
                     if r is None or text in failed_before:
                         continue
                     queue[text] = (r, at + (j * n_seg // len(fresh) if spread else 0))
-                    if bar is not None and (text not in known or not spread):
+                    if bar is not None and text not in first_short:  # those are in the plan already
                         bar.total += sum(1 for q in range(r, rounds) if statuses[q].get(text, TRANSIENT) in redo)
 
-            known = short_keys(stores[0].rows(), job.short_below_ms) & set(wanted)
+            # read again: with rounds over every key, the first one was measured after the plan was made
+            known = first_short if last == 0 else short_keys(stores[0].rows(), job.short_below_ms) & set(wanted)
             enqueue(sorted(known), 0, spread=True)
             i = 0
             while i < len(chunks) or queue:
@@ -593,7 +596,8 @@ def build_table(job: TableJob, executor: Executor, info: Mapping[str, Any]) -> B
                     bar.total -= plan[r] - len(todo)  # keys that failed in an earlier round of this run
                     what = f"round {r + 1}/{job.rounds}" if job.rounds > 1 else ""
                     if job.short_keys and r == job.rounds - 1:
-                        what += (" and " if what else "") + f"short keys' rounds {job.rounds + 1}-{rounds}"
+                        further = f"s {job.rounds + 1}-{rounds}" if rounds > job.rounds + 1 else f" {rounds}"
+                        what += (" and " if what else "") + f"short keys' round{further}"
                     bar.set_description(f"{label} {what}", refresh=False)
                 if job.short_keys and r == job.rounds - 1:
                     interleaved(todo, r)
